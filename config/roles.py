@@ -22,7 +22,7 @@ def _codenames_for(role: str, permission) -> bool:
     """Whether `role`'s group holds `permission` (admins: everything; researchers: reading)."""
     app_label = permission.content_type.app_label
     if role == ADMIN:
-        return app_label in PROJECT_APPS or app_label in {"django_celery_beat", "authtoken"}
+        return app_label in PROJECT_APPS or app_label in {"auth", "django_celery_beat", "authtoken"}
     if role == RESEARCHER:
         return app_label in PROJECT_APPS and permission.codename.startswith("view_")
     return False  # contractors act only through their own pages, never on models at large

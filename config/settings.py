@@ -1,4 +1,4 @@
-"""AlignLab settings: one file, every value from the environment, defaults that make `make run` work.
+"""AlignLab settings: one file, every value from the environment, defaults for `make run`.
 
 The environment variables are listed, with their defaults, in README.md ("Configuration").
 """
@@ -46,7 +46,7 @@ def env_list(name: str, default: list[str]) -> list[str]:
 
 
 def database_from_url(url: str) -> dict:
-    """Turn `postgres://user:pass@host:port/name?opt=v` or `sqlite:///path` into a DATABASES entry."""
+    """Turn `postgres://user:pw@host:port/name?opt=v` or `sqlite:///path` into a DATABASES dict."""
     parts = urlsplit(url)
     options = dict(parse_qsl(parts.query))
     if parts.scheme == "sqlite":
@@ -91,7 +91,7 @@ VAR_DIR = Path(env_str("ALIGNLAB_VAR_DIR", str(BASE_DIR / "var"))).resolve()
 MODELS_DIR = Path(env_str("ALIGNLAB_MODELS_DIR", str(VAR_DIR / "models"))).resolve()
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media"))).resolve()
 STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "staticfiles"))).resolve()
-for _directory in (VAR_DIR, MODELS_DIR, MEDIA_ROOT):
+for _directory in (VAR_DIR, MODELS_DIR, MEDIA_ROOT, STATIC_ROOT):
     _directory.mkdir(parents=True, exist_ok=True)
 
 # --- Core ------------------------------------------------------------------------------------

@@ -1,0 +1,62 @@
+from django.contrib import admin, messages
+
+from . import services
+from .models import ModelVersion, PromptTemplate
+
+
+@admin.register(PromptTemplate)
+class PromptTemplateAdmin(admin.ModelAdmin):
+    """Editing a prompt saves a new version; the old one stays as samples recorded it."""
+
+    list_display = ("name", "version", "created_by", "created_at", "words")
+    list_filter = ("name",)
+    readonly_fields = ("version", "created_by", "created_at")
+    fields = ("name", "version", "text", "notes", "created_by", "created_at")
+
+    @admin.display(description="words")
+    def words(self, obj):
+        return len(obj.text.split())
+
+    def save_model(self, request, obj, form, change):
+        saved = services.prompt_template_create(
+            name=obj.name, text=obj.text, notes=obj.notes, created_by=request.user
+        )
+        obj.pk, obj.version = saved.pk, saved.version
+        if change:
+            messages.info(request, f"Saved as a new version: {saved.key}.")
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # samples refer to prompt versions
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(admin.ModelAdmin):
+    list_display = ("id", "kind", "name", "backend", "origin", "is_active", "created_at")
+    list_filter = ("kind", "backend", "origin", "is_active")
+    search_fields = ("name", "path", "url")
+    readonly_fields = ("is_active", "origin", "training_run_id", "created_at")
+    actions = ["activate"]
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        saved = services.model_version_register(
+            kind=obj.kind,
+            name=obj.name,
+            backend=obj.backend,
+            path=obj.path,
+            url=obj.url,
+            remote_model=obj.remote_model,
+            generation_defaults=obj.generation_defaults,
+            metadata=obj.metadata,
+        )
+        obj.pk = saved.pk
+
+    @admin.action(description="Make active (one per kind)")
+    def activate(self, request, queryset):
+        if queryset.count() != 1:
+            self.message_user(request, "Choose exactly one version.", messages.ERROR)
+            return
+        version = services.model_version_activate(version=queryset.get())
+        self.message_user(request, f"{version} is now active.")

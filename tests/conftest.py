@@ -1,0 +1,174 @@
+"""Fixtures shared by the whole suite: the named users, and a real Celery worker process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+def pytest_report_header(config):
+    """Say in the log which database and broker the suite runs against."""
+    from django.conf import settings
+
+    from config.celery import app
+
+    engine = settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
+    return [
+        f"alignlab: database={engine} ({'DATABASE_URL' if settings.DATABASE_URL else 'default'})",
+        f"alignlab: broker={app.connection_for_write().transport_cls} "
+        f"({'CELERY_BROKER_URL' if os.environ.get('CELERY_BROKER_URL') else 'embedded'})",
+    ]
+
+
+# --- Users -------------------------------------------------------------------------------------
+
+
+def _user_with_role(django_user_model, username, role, **extra):
+    from django.contrib.auth.models import Group
+
+    from config.roles import ensure_role_groups
+
+    ensure_role_groups()
+    user = django_user_model.objects.create_user(
+        username=username, password="pw-" + username, **extra
+    )
+    user.groups.add(Group.objects.get(name=role))
+    return user
+
+
+@pytest.fixture
+def alice(db, django_user_model):
+    """A contractor."""
+    return _user_with_role(django_user_model, "alice", "contractor")
+
+
+@pytest.fixture
+def bob(db, django_user_model):
+    """Another contractor: must never see alice's work."""
+    return _user_with_role(django_user_model, "bob", "contractor")
+
+
+@pytest.fixture
+def rita(db, django_user_model):
+    """A researcher."""
+    return _user_with_role(django_user_model, "rita", "researcher")
+
+
+@pytest.fixture
+def adam(db, django_user_model):
+    """An admin (staff, so the Django admin opens for him too)."""
+    return _user_with_role(django_user_model, "adam", "admin", is_staff=True)
+
+
+@pytest.fixture
+def artifacts_dir():
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+# --- A real Celery worker ------------------------------------------------------------------------
+
+
+def database_url(settings_dict: dict) -> str:
+    """A DATABASE_URL for the database Django is connected to now (the test database in tests)."""
+    engine = settings_dict["ENGINE"]
+    if engine.endswith("sqlite3"):
+        return f"sqlite:///{Path(settings_dict['NAME']).resolve()}"
+    if engine.endswith("postgresql"):
+        auth = quote(settings_dict["USER"] or "")
+        if settings_dict["PASSWORD"]:
+            auth += ":" + quote(settings_dict["PASSWORD"])
+        host = settings_dict["HOST"] or "localhost"
+        port = f":{settings_dict['PORT']}" if settings_dict["PORT"] else ""
+        return f"postgres://{auth}@{host}{port}/{settings_dict['NAME']}"
+    raise ValueError(f"no URL form for {engine}")
+
+
+class WorkerProcess:
+    def __init__(self, process: subprocess.Popen, hostname: str, log: Path):
+        self.process, self.hostname, self.log = process, hostname, log
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def start_worker(tmp_path: Path, queues: str = "default,training") -> WorkerProcess:
+    """Start `celery worker` as its own process on the configured broker and the test database."""
+    from django.db import connection
+
+    from config.celery import app
+
+    hostname = f"test-{uuid.uuid4().hex[:8]}@localhost"
+    env = dict(
+        os.environ, DATABASE_URL=database_url(connection.settings_dict), PYTHONUNBUFFERED="1"
+    )
+    log = tmp_path / "worker.log"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "-Q",
+            queues,
+            "-n",
+            hostname,
+            "-c",
+            "1",
+            "--without-gossip",
+            "--without-mingle",
+            "-l",
+            "info",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    worker = WorkerProcess(process, hostname, log)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"worker exited with {process.returncode}:\n{worker.output()}")
+        if app.control.ping(destination=[hostname], timeout=1.0):
+            return worker
+    stop_worker(worker)
+    raise RuntimeError(f"worker did not answer a ping within 90 s:\n{worker.output()}")
+
+
+def stop_worker(worker: WorkerProcess) -> None:
+    if worker.process.poll() is None:
+        os.killpg(worker.process.pid, signal.SIGTERM)
+        try:
+            worker.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.process.pid, signal.SIGKILL)
+            worker.process.wait()
+
+
+@pytest.fixture
+def celery_worker_process(transactional_db, tmp_path):
+    """A real worker process consuming the default and training queues (no eager mode).
+
+    Tests using it see rows the worker writes because the test database is committed to.
+    """
+    from config.celery import app
+
+    app.control.purge()  # messages left by an earlier, interrupted run must not run now
+    worker = start_worker(tmp_path)
+    yield worker
+    stop_worker(worker)
