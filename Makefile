@@ -27,6 +27,7 @@ install: $(VENV)/.installed
 # (SQLite and a broker in var/). Ctrl-C stops all three; so does any one of them exiting.
 run: install
 	$(PY) manage.py migrate --noinput
+	$(PY) manage.py prepare_default_model
 	$(PY) manage.py seed_demo
 	@echo "AlignLab: open http://$(HOST):$(PORT)/ and sign in as a demo user above. Ctrl-C stops it."
 	@trap 'kill $$(jobs -p) 2>/dev/null; wait' EXIT; \

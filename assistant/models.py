@@ -1,7 +1,16 @@
+from urllib.parse import urlsplit
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
+
+
+def validate_server_url(value: str) -> None:
+    """An http(s) URL with a host; single-label hosts (gpu1, vllm) are fine on a private net."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationError(f"{value!r} is not an http(s) URL such as http://gpu1:8000/v1")
 
 
 class PromptTemplate(models.Model):
@@ -62,9 +71,19 @@ class ModelVersion(models.Model):
     name = models.CharField(max_length=120)
     backend = models.CharField(max_length=20, choices=Backend.choices, default=Backend.TRANSFORMERS)
     path = models.CharField(max_length=500, blank=True, help_text="Local folder or .gguf file.")
-    url = models.URLField(blank=True, help_text="Base URL of an OpenAI-compatible server (…/v1).")
+    url = models.CharField(
+        max_length=500,
+        blank=True,
+        validators=[validate_server_url],
+        help_text="Base URL of an OpenAI-compatible server (…/v1).",
+    )
     remote_model = models.CharField(
         max_length=200, blank=True, help_text="Model name on that server."
+    )
+    backend_options = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Passed to the backend, e.g. {"mode": "completion", "dtype": "float32"}.',
     )
     generation_defaults = models.JSONField(
         default=dict, blank=True, help_text='Sampling parameters, e.g. {"temperature": 0.8}.'

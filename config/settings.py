@@ -207,6 +207,12 @@ if not DEBUG:
         # Behind a TLS-terminating proxy that sets X-Forwarded-Proto.
         SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
+# --- Models --------------------------------------------------------------------------------
+
+# Sent to OpenAI-compatible model servers that want a key (vLLM --api-key, hosted APIs).
+OPENAI_API_KEY = env_str("OPENAI_API_KEY")
+MODEL_SERVER_TIMEOUT_S = env_int("MODEL_SERVER_TIMEOUT_S", 120)
+
 # --- REST API --------------------------------------------------------------------------------
 
 REST_FRAMEWORK = {

@@ -1,0 +1,220 @@
+"""The preference model on tiny random backbones: EOC reading, truncation, save/load, scoring."""
+
+import copy
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from assistant import pm
+from assistant.backends.base import Message, Sample
+from assistant.pm import (
+    EOC_TOKEN,
+    PMScorer,
+    PreferenceModel,
+    format_for_pm,
+    load_pm,
+    pm_inputs,
+    save_pm,
+)
+from tests.tinymodels import tiny_causal_lm, tiny_encoder
+
+LONG = " ".join(["Human: Can you help me write a poem about the sea?"] * 12)
+CONVERSATION = [Message("user", "What is the capital of France?")]
+
+
+@pytest.fixture(params=["decoder", "encoder"])
+def pm_model(request, tokenizer):
+    """A fresh tiny PM and its own tokenizer copy (adding EOC must not touch the session one)."""
+    tok = copy.deepcopy(tokenizer)
+    build = tiny_causal_lm if request.param == "decoder" else tiny_encoder
+    torch.manual_seed(1)  # the head's initialisation
+    model = PreferenceModel.from_backbone(build(tok), tok, max_length=64).eval()
+    return model, tok
+
+
+def rewards(model, tokenizer, texts, padding_side="right"):
+    batch = pm_inputs(
+        tokenizer,
+        texts,
+        eoc_token_id=model.eoc_token_id,
+        max_length=model.max_length,
+        padding_side=padding_side,
+    )
+    with torch.no_grad():
+        return model(**batch)
+
+
+def test_format_for_pm_renders_hh_transcripts():
+    messages = [
+        Message("user", "Hi"),
+        {"role": "assistant", "content": " Hello! "},
+        {"role": "user", "content": "Capital of France?"},
+    ]
+    assert format_for_pm(messages, " Paris.\n") == (
+        "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Capital of France?\n\nAssistant: Paris."
+    )
+    with pytest.raises(ValueError, match="system"):
+        format_for_pm([{"role": "system", "content": "x"}], "y")
+
+
+def test_pm_inputs_appends_eoc_and_truncates_from_the_left(pm_model):
+    model, tok = pm_model
+    ids = tok(LONG, add_special_tokens=False)["input_ids"]
+    assert len(ids) > 16
+    batch = pm_inputs(tok, [LONG, "Hi"], eoc_token_id=model.eoc_token_id, max_length=16)
+    assert batch["input_ids"].shape == (2, 16)
+    assert batch["input_ids"][0].tolist() == ids[-15:] + [model.eoc_token_id]
+    hi = len(tok("Hi", add_special_tokens=False)["input_ids"]) + 1  # + EOC
+    assert batch["attention_mask"][1].tolist() == [1] * hi + [0] * (16 - hi)  # right-padded
+    assert tok.convert_ids_to_tokens(model.eoc_token_id) == EOC_TOKEN
+
+    left = pm_inputs(
+        tok, [LONG, "Hi"], eoc_token_id=model.eoc_token_id, max_length=16, padding_side="left"
+    )
+    assert left["input_ids"][1, -1].item() == model.eoc_token_id
+    assert left["attention_mask"][1].tolist() == [0] * (16 - hi) + [1] * hi
+
+
+def test_reward_is_read_at_the_eoc_token(pm_model):
+    model, tok = pm_model
+    text = format_for_pm(CONVERSATION, "The capital of France is Paris.")
+    alone = rewards(model, tok, [text])[0]
+
+    # Padding does not move the score, on either side, next to a much longer row.
+    for side in ("right", "left"):
+        batched = rewards(model, tok, [LONG, text], padding_side=side)[1]
+        assert abs(batched.item() - alone.item()) < 1e-5
+
+    # A token before the EOC changes the score ...
+    other = format_for_pm(CONVERSATION, "The capital of France is Lyon.")
+    assert abs(rewards(model, tok, [other])[0].item() - alone.item()) > 1e-6
+
+    # ... while text cut away by left truncation cannot.
+    assert len(tok(LONG, add_special_tokens=False)["input_ids"]) >= model.max_length
+    first, second = rewards(model, tok, ["Human: Hi." + LONG, "Sea poem." + LONG])
+    assert first.item() == pytest.approx(second.item(), abs=1e-6)
+
+
+def test_padding_with_eos_is_harmless(tokenizer):
+    tok = copy.deepcopy(tokenizer)
+    tok.pad_token = None  # Llama-style: from_backbone falls back to EOS for padding
+    model = PreferenceModel.from_backbone(tiny_causal_lm(tokenizer), tok).eval()
+    assert tok.pad_token_id == tok.eos_token_id
+    text = "Human: Hi<|endoftext|>\n\nAssistant: Hello.<|endoftext|>"
+    alone = rewards(model, tok, [text])[0].item()
+    for side in ("right", "left"):
+        assert rewards(model, tok, [LONG, text], padding_side=side)[1].item() == pytest.approx(
+            alone, abs=1e-5
+        )
+
+
+def test_forward_rejects_rows_that_do_not_end_in_eoc(pm_model):
+    model, tok = pm_model
+    ids = torch.tensor([tok("Hello there", add_special_tokens=False)["input_ids"]])
+    with pytest.raises(ValueError, match="end-of-context"):
+        model(input_ids=ids, attention_mask=torch.ones_like(ids))
+
+
+def test_from_backbone_loads_a_folder_without_its_lm_head(tiny_lm_path, tokenizer):
+    model = PreferenceModel.from_backbone(tiny_lm_path)
+    assert type(model.backbone).__name__ == "LlamaModel"
+    assert model.backbone.get_input_embeddings().num_embeddings == len(tokenizer) + 1
+    reference = tiny_causal_lm(tokenizer).model.embed_tokens.weight
+    assert torch.equal(model.backbone.get_input_embeddings().weight[: len(tokenizer)], reference)
+    assert model.max_length == 512  # the backbone's context, under the default cap
+
+
+def test_save_load_round_trip(pm_model, tmp_path):
+    model, tok = pm_model
+    texts = [format_for_pm(CONVERSATION, "Paris."), LONG, "short"]
+    meta = {"training_run_id": 7, "dataset_snapshot": "sha256:abc", "metrics": {"acc": 0.5}}
+    target = tmp_path / "pms" / "pm-7"
+    save_pm(model, tok, target, meta)
+
+    loaded, loaded_tok, loaded_meta = load_pm(target)
+    assert sorted(p.name for p in target.parent.iterdir()) == ["pm-7"]  # no temp dirs left
+    assert (target / "model.safetensors").exists() and (target / "config.json").exists()
+    assert loaded_meta == json.loads((target / "meta.json").read_text())
+    assert loaded_meta["training_run_id"] == 7 and loaded_meta["metrics"] == {"acc": 0.5}
+    assert loaded_meta["eoc_token"] == EOC_TOKEN and loaded_meta["max_length"] == 64
+    assert loaded_meta["backbone"]["kind"] in ("decoder", "encoder")
+    assert loaded_meta["backbone"]["arch"] == type(model.backbone).__name__
+    assert PMScorer(loaded, loaded_tok).score(texts) == PMScorer(model, tok).score(texts)
+
+    # Saving over an existing model replaces it whole.
+    save_pm(model, tok, target, {**meta, "training_run_id": 8})
+    assert load_pm(target)[2]["training_run_id"] == 8
+    assert sorted(p.name for p in target.parent.iterdir()) == ["pm-7"]
+
+
+def test_a_failed_save_leaves_no_partial_folder(pm_model, tmp_path, monkeypatch):
+    model, tok = pm_model
+    save_pm(model, tok, tmp_path / "kept", {"training_run_id": 1})
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pm, "save_model", crash)
+    for name in ("new", "kept"):
+        with pytest.raises(OSError, match="disk full"):
+            save_pm(model, tok, tmp_path / name, {"training_run_id": 2})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"]
+    assert load_pm(tmp_path / "kept")[2]["training_run_id"] == 1
+
+
+def test_score_returns_input_order(pm_model):
+    model, tok = pm_model
+    texts = ["a", LONG, "The capital of France is Paris.", LONG[:40], "I'm not sure."]
+    scorer = PMScorer(model, tok, batch_size=2)
+    one_by_one = [scorer.score([text])[0] for text in texts]
+    assert scorer.score(texts) == pytest.approx(one_by_one, abs=1e-5)
+    assert scorer.score([]) == []
+    assert PMScorer(model, tok, bf16=True).score(texts) == pytest.approx(one_by_one, abs=0.2)
+
+
+def test_rerank_sorts_best_first(pm_model):
+    model, tok = pm_model
+    scorer = PMScorer(model, tok)
+    samples = [
+        Sample(
+            text,
+            prompt_tokens=5,
+            completion_tokens=5,
+            logprob=-1.0,
+            finish_reason="stop",
+            latency_s=0.1,
+        )
+        for text in ("Paris.", "Lyon, I think.", "I can't help with that.", "It is Paris.")
+    ]
+    ranked = scorer.rerank(samples, CONVERSATION)
+    scores = [score for _, score in ranked]
+    assert scores == sorted(scores, reverse=True)
+    assert {id(sample) for sample, _ in ranked} == {id(sample) for sample in samples}
+    best, best_score = ranked[0]
+    assert best_score == pytest.approx(scorer.score([format_for_pm(CONVERSATION, best.text)])[0])
+
+
+def test_a_few_steps_on_a_pair_rank_better_above_worse(pm_model):
+    model, tok = pm_model
+    better = format_for_pm(CONVERSATION, "The capital of France is Paris.")
+    worse = format_for_pm(CONVERSATION, "I don't know, maybe Lyon.")
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    batch = pm_inputs(tok, [better, worse], eoc_token_id=model.eoc_token_id, max_length=64)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
+    model.train()
+    for _ in range(5):
+        r_better, r_worse = model(**batch)
+        loss = F.softplus(r_worse - r_better)  # log(1 + exp(r_worse - r_better))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+
+    r_better, r_worse = rewards(model, tok, [better, worse])
+    assert r_better > r_worse
+    unchanged = {n for n, p in model.named_parameters() if torch.equal(p.detach(), before[n])}
+    # A pairwise loss sees only r_better - r_worse, so a constant added to every reward (the
+    # head's bias, and BERT's last LayerNorm bias through the head) gets no gradient.
+    assert unchanged <= {"head.bias", "backbone.encoder.layer.1.output.LayerNorm.bias"}
