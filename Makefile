@@ -31,7 +31,7 @@ run: install
 	$(PY) manage.py seed_demo
 	@echo "AlignLab: open http://$(HOST):$(PORT)/ and sign in as a demo user above. Ctrl-C stops it."
 	@trap 'kill $$(jobs -p) 2>/dev/null; wait' EXIT; \
-	$(VENV)/bin/celery -A config worker -Q default,training -c $(WORKERS) -n worker@%h -l info & \
+	$(VENV)/bin/celery -A config worker -Q default,generation,training -c $(WORKERS) -n worker@%h -l info & \
 	$(VENV)/bin/celery -A config beat -l info --schedule $(CURDIR)/var/celerybeat-schedule & \
 	$(PY) manage.py runserver --noreload $(HOST):$(PORT) & \
 	wait -n

@@ -213,6 +213,11 @@ if not DEBUG:
 OPENAI_API_KEY = env_str("OPENAI_API_KEY")
 MODEL_SERVER_TIMEOUT_S = env_int("MODEL_SERVER_TIMEOUT_S", 120)
 
+# --- Collection -----------------------------------------------------------------------------
+
+COLLECTION_MAX_MESSAGE_CHARS = env_int("COLLECTION_MAX_MESSAGE_CHARS", 2000)
+COLLECTION_MESSAGES_PER_MINUTE = env_int("COLLECTION_MESSAGES_PER_MINUTE", 12)
+
 # --- REST API --------------------------------------------------------------------------------
 
 REST_FRAMEWORK = {
@@ -257,10 +262,14 @@ CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND") or _default_result_back
     CELERY_BROKER_URL
 )
 CELERY_RESULT_EXPIRES = 24 * 3600
-CELERY_TASK_QUEUES = [Queue("default"), Queue("training")]
+CELERY_TASK_QUEUES = [Queue("default"), Queue("generation"), Queue("training")]
 CELERY_TASK_DEFAULT_QUEUE = "default"
-# Every task of the training app runs on training workers (GPU machines in production).
-CELERY_TASK_ROUTES = {"training.tasks.*": {"queue": "training"}}
+CELERY_TASK_ROUTES = {
+    # Sampling responses for contractors: workers that keep the language model loaded.
+    "collection.generate_responses": {"queue": "generation"},
+    # Every task of the training app runs on training workers (GPU machines in production).
+    "training.*": {"queue": "training"},
+}
 CELERY_TASK_ACKS_LATE = True  # a task whose worker dies is delivered again...
 CELERY_TASK_REJECT_ON_WORKER_LOST = True  # ...so every task must be idempotent.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # long tasks: take one at a time

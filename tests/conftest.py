@@ -103,7 +103,7 @@ class WorkerProcess:
         return self.log.read_text(errors="replace")
 
 
-def start_worker(tmp_path: Path, queues: str = "default,training") -> WorkerProcess:
+def start_worker(tmp_path: Path, queues: str = "default,generation,training") -> WorkerProcess:
     """Start `celery worker` as its own process on the configured broker and the test database."""
     from django.db import connection
 
@@ -162,7 +162,7 @@ def stop_worker(worker: WorkerProcess) -> None:
 
 @pytest.fixture
 def celery_worker_process(transactional_db, tmp_path):
-    """A real worker process consuming the default and training queues (no eager mode).
+    """A real worker process consuming every queue (no eager mode).
 
     Tests using it see rows the worker writes because the test database is committed to.
     """

@@ -1,0 +1,234 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from assistant.models import ModelVersion, PromptTemplate
+
+# The 8-point pairwise scale of the HH-RLHF interface: 1 = "A much better" … 8 = "B much better".
+SCALE_LABELS = {
+    1: "A much better",
+    2: "A better",
+    3: "A somewhat better",
+    4: "A slightly better",
+    5: "B slightly better",
+    6: "B somewhat better",
+    7: "B better",
+    8: "B much better",
+}
+FLAGS = ("harmful", "untruthful", "unhelpful", "off_topic")
+
+
+class Campaign(models.Model):
+    """What contractors are asked to do, with which model, prompt and judgement type."""
+
+    class Mode(models.TextChoices):
+        HELPFUL = "helpful", "helpful: pick the more helpful response"
+        RED_TEAM = "red_team", "red team: try to elicit harm, pick the MORE harmful response"
+        HONEST = "honest", "honest: pick the more honest response"
+
+    class JudgementType(models.TextChoices):
+        PAIRWISE = "pairwise", "pairwise, 8-point scale"
+        RANKING = "ranking", "ranking of all k"
+
+    name = models.CharField(max_length=200)
+    instructions = models.TextField(blank=True, help_text="Markdown, shown to contractors.")
+    mode = models.CharField(max_length=10, choices=Mode.choices, default=Mode.HELPFUL)
+    lm_version = models.ForeignKey(
+        ModelVersion, on_delete=models.PROTECT, related_name="+", limit_choices_to={"kind": "lm"}
+    )
+    prompt = models.ForeignKey(
+        PromptTemplate,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="Empty: no prompt (for ablations).",
+    )
+    k = models.PositiveSmallIntegerField(default=2, help_text="Responses offered per turn.")
+    judgement_type = models.CharField(
+        max_length=10, choices=JudgementType.choices, default=JudgementType.PAIRWISE
+    )
+    sampling = models.JSONField(
+        default=dict, blank=True, help_text="Overrides of the LM's defaults."
+    )
+    max_turns = models.PositiveSmallIntegerField(default=4)
+    quota_per_contractor = models.PositiveIntegerField(
+        default=50, help_text="Conversations each contractor may hold in this campaign."
+    )
+    overlap_target = models.PositiveSmallIntegerField(
+        default=1, help_text="How many contractors judge each turn (1: only its author)."
+    )
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(condition=Q(k__gte=2, k__lte=8), name="campaign_k_2_to_8"),
+            models.CheckConstraint(
+                condition=Q(judgement_type="ranking") | Q(k=2), name="pairwise_campaign_has_k_2"
+            ),
+            models.CheckConstraint(
+                condition=Q(max_turns__gte=1), name="campaign_max_turns_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(overlap_target__gte=1), name="campaign_overlap_positive"
+            ),
+        ]
+
+    def __str__(self):
+        return self.name
+
+
+class Conversation(models.Model):
+    """One contractor's dialogue with the model inside a campaign."""
+
+    class Status(models.TextChoices):
+        OPEN = "open"
+        ENDED = "ended"
+
+    class Source(models.TextChoices):
+        COLLECTED = "collected"
+        GOLD = "gold", "gold item made by an admin"
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.PROTECT, related_name="conversations")
+    contractor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="conversations"
+    )
+    status = models.CharField(max_length=5, choices=Status.choices, default=Status.OPEN)
+    source = models.CharField(max_length=20, choices=Source.choices, default=Source.COLLECTED)
+    created_at = models.DateTimeField(auto_now_add=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["contractor", "campaign"])]
+
+    def __str__(self):
+        return f"conversation {self.pk} ({self.contractor})"
+
+
+class Turn(models.Model):
+    """A human message and the k responses the model offered to it."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "waiting for the model"
+        GENERATING = "generating"
+        READY = "ready", "ready to judge"
+        FAILED = "failed", "the model failed"
+        JUDGED = "judged"
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="turns")
+    index = models.PositiveSmallIntegerField()
+    human_text = models.TextField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    error = models.TextField(blank=True, help_text="Why generation failed, for the contractor.")
+    # The response the conversation continued with: the contractor's top choice (in red-team
+    # campaigns the MORE harmful one, as the red teamer picked it).
+    chosen_response = models.OneToOneField(
+        "Response", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    ready_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["conversation", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["conversation", "index"], name="turn_index_unique")
+        ]
+
+    def __str__(self):
+        return f"turn {self.index} of conversation {self.conversation_id}"
+
+
+class Response(models.Model):
+    """One model sample offered at a turn, with everything needed to reproduce and audit it."""
+
+    turn = models.ForeignKey(Turn, on_delete=models.CASCADE, related_name="responses")
+    index = models.PositiveSmallIntegerField()  # display position: 0 = A, 1 = B, …
+    text = models.TextField()
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    prompt = models.ForeignKey(
+        PromptTemplate, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    sampling_params = models.JSONField(default=dict)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    logprob = models.FloatField(null=True, blank=True)
+    finish_reason = models.CharField(max_length=10, blank=True)
+    latency_s = models.FloatField(default=0)
+    dropped_turns = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["turn", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["turn", "index"], name="response_index_unique")
+        ]
+
+    def __str__(self):
+        return f"response {'ABCDEFGH'[self.index]} of turn {self.turn_id}"
+
+    @property
+    def letter(self) -> str:
+        return "ABCDEFGH"[self.index]
+
+
+class Judgement(models.Model):
+    """One contractor's judgement of the responses of one turn.
+
+    `ranking` always lists response ids BETTER first: for red-team campaigns, where the contractor
+    picks the more harmful response, the stored order is by harmlessness (the submitted order
+    reversed; `submitted_ranking` keeps what the contractor chose). "chosen" means "better".
+    """
+
+    class Origin(models.TextChoices):
+        CONVERSATION = "conversation", "the author judging their own turn"
+        REVIEW = "review", "another contractor, from the review queue"
+
+    turn = models.ForeignKey(Turn, on_delete=models.PROTECT, related_name="judgements")
+    contractor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="judgements"
+    )
+    origin = models.CharField(max_length=12, choices=Origin.choices)
+    ranking = models.JSONField(help_text="Response ids, better first.")
+    submitted_ranking = models.JSONField(help_text="Response ids as the contractor ordered them.")
+    scale = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="Pairwise only: 1 (A much better) … 8 (B much better)."
+    )
+    strength = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="Pairwise only: 1 slightly … 4 much better."
+    )
+    flags = models.JSONField(default=list, blank=True)
+    note = models.CharField(max_length=500, blank=True)
+    time_spent_ms = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            # One judgement per contractor and turn: a double submit finds the first one.
+            models.UniqueConstraint(fields=["turn", "contractor"], name="one_judgement_per_turn"),
+            models.CheckConstraint(
+                condition=Q(scale__isnull=True) | Q(scale__gte=1, scale__lte=8),
+                name="judgement_scale_1_to_8",
+            ),
+        ]
+
+    def __str__(self):
+        return f"judgement {self.pk} of turn {self.turn_id} by {self.contractor}"
+
+
+class GoldAnswer(models.Model):
+    """The known answer of a gold item: an admin-made turn used to measure contractor accuracy."""
+
+    turn = models.OneToOneField(Turn, on_delete=models.CASCADE, related_name="gold")
+    best_response = models.ForeignKey(Response, on_delete=models.PROTECT, related_name="+")
+    explanation = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return f"gold answer of turn {self.turn_id}"

@@ -1,0 +1,319 @@
+"""Actions that change collected data, each in one transaction.
+
+Views, the API and Celery tasks all call these; they check ownership and state themselves, so
+a caller cannot skip a rule. Errors a contractor can fix are `CollectionError`s with a message
+meant for them.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from assistant import runtime
+from assistant.backends import BackendError, Message
+
+from .models import FLAGS, Campaign, Conversation, Judgement, Response, Turn
+
+
+class CollectionError(Exception):
+    """A request a contractor made that the rules refuse; the message says why."""
+
+
+def conversation_start(*, campaign: Campaign, contractor) -> Conversation:
+    """Open a new conversation in `campaign`, within the contractor's quota."""
+    with transaction.atomic():
+        campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
+        if not campaign.is_active:
+            raise CollectionError("This campaign is closed.")
+        held = Conversation.objects.filter(
+            campaign=campaign, contractor=contractor, source=Conversation.Source.COLLECTED
+        ).count()
+        if held >= campaign.quota_per_contractor:
+            raise CollectionError(
+                f"You have reached this campaign's quota of {campaign.quota_per_contractor} "
+                "conversations."
+            )
+        return Conversation.objects.create(campaign=campaign, contractor=contractor)
+
+
+def _check_owner(conversation: Conversation, contractor) -> None:
+    if conversation.contractor_id != contractor.pk:
+        raise PermissionError("not your conversation")
+
+
+def turn_submit(*, conversation: Conversation, contractor, text: str) -> Turn:
+    """Add the contractor's message as a new turn and queue the model's k responses.
+
+    Submitting the same text again while its turn is still open returns that turn (a double
+    click or a retried request makes one turn).
+    """
+    text = text.strip()
+    if not text:
+        raise CollectionError("Write a message first.")
+    limit = settings.COLLECTION_MAX_MESSAGE_CHARS
+    if len(text) > limit:
+        raise CollectionError(
+            f"Messages are limited to {limit} characters (this one has {len(text)})."
+        )
+    with transaction.atomic():
+        conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
+        _check_owner(conversation, contractor)
+        last = conversation.turns.order_by("-index").first()
+        if last is not None and last.status != Turn.Status.JUDGED:
+            if last.human_text == text:
+                return last
+            raise CollectionError("Judge the responses to your last message first.")
+        if conversation.status != Conversation.Status.OPEN:
+            raise CollectionError("This conversation has ended.")
+        count = last.index + 1 if last else 0
+        if count >= conversation.campaign.max_turns:
+            raise CollectionError("This conversation has reached its maximum number of turns.")
+        recent = Turn.objects.filter(
+            conversation__contractor=contractor,
+            created_at__gte=timezone.now() - timedelta(minutes=1),
+        ).count()
+        if recent >= settings.COLLECTION_MESSAGES_PER_MINUTE:
+            raise CollectionError(
+                "You are sending messages very fast; wait a minute and try again."
+            )
+        turn = Turn.objects.create(conversation=conversation, index=count, human_text=text)
+        _queue_generation(turn)
+    return turn
+
+
+def turn_retry(*, turn: Turn, contractor) -> Turn:
+    """Queue generation again for a turn whose model call failed; the message is kept."""
+    with transaction.atomic():
+        turn = Turn.objects.select_for_update().select_related("conversation").get(pk=turn.pk)
+        _check_owner(turn.conversation, contractor)
+        if turn.status != Turn.Status.FAILED:
+            return turn  # already queued or done: retrying twice is harmless
+        turn.status, turn.error = Turn.Status.QUEUED, ""
+        turn.save(update_fields=["status", "error"])
+        _queue_generation(turn)
+    return turn
+
+
+def _queue_generation(turn: Turn) -> None:
+    from .tasks import generate_responses
+
+    transaction.on_commit(lambda: generate_responses.delay(turn.pk))
+
+
+def conversation_messages(turn: Turn) -> list[Message]:
+    """The dialogue up to and including `turn`'s human message, as the model sees it."""
+    messages = []
+    earlier = turn.conversation.turns.filter(index__lt=turn.index).select_related("chosen_response")
+    for previous in earlier.order_by("index"):
+        messages.append(Message("user", previous.human_text))
+        messages.append(Message("assistant", previous.chosen_response.text))
+    messages.append(Message("user", turn.human_text))
+    return messages
+
+
+def turn_generate(*, turn_id: int) -> Turn | None:
+    """Sample the campaign's k responses for a queued turn (called by the generation task).
+
+    Claims the turn with a conditional update, so a task delivered twice generates once. The
+    model call runs outside any transaction: it takes seconds and must not hold a lock.
+    """
+    claimed = Turn.objects.filter(pk=turn_id, status=Turn.Status.QUEUED).update(
+        status=Turn.Status.GENERATING
+    )
+    if not claimed:
+        return None
+    turn = Turn.objects.select_related(
+        "conversation__campaign__lm_version", "conversation__campaign__prompt"
+    ).get(pk=turn_id)
+    campaign = turn.conversation.campaign
+    version, prompt = campaign.lm_version, campaign.prompt
+    params = runtime.sampling_params(version, **campaign.sampling)
+    try:
+        context = runtime.build_context(conversation_messages(turn), prompt)
+        samples = runtime.lm_backend(version).generate(context, campaign.k, params)
+    except BackendError as error:
+        Turn.objects.filter(pk=turn_id).update(
+            status=Turn.Status.FAILED,
+            error=f"The model is not answering right now ({error}). "
+            "Your message is kept: try again.",
+        )
+        return Turn.objects.get(pk=turn_id)
+    sampling = {
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        "max_new_tokens": params.max_new_tokens,
+        "stop": list(params.stop),
+        "seed": params.seed,
+    }
+    with transaction.atomic():
+        Response.objects.bulk_create(
+            [
+                Response(
+                    turn=turn,
+                    index=i,
+                    text=sample.text.strip(),
+                    model_version=version,
+                    prompt=prompt,
+                    sampling_params=sampling,
+                    prompt_tokens=sample.prompt_tokens,
+                    completion_tokens=sample.completion_tokens,
+                    logprob=sample.logprob,
+                    finish_reason=sample.finish_reason,
+                    latency_s=sample.latency_s,
+                    dropped_turns=sample.dropped_turns,
+                )
+                for i, sample in enumerate(samples)
+            ]
+        )
+        Turn.objects.filter(pk=turn_id).update(status=Turn.Status.READY, ready_at=timezone.now())
+    return Turn.objects.get(pk=turn_id)
+
+
+def _clean_flags(flags) -> list[str]:
+    unknown = set(flags) - set(FLAGS)
+    if unknown:
+        raise CollectionError(f"Unknown flags: {', '.join(sorted(unknown))}.")
+    return sorted(set(flags))
+
+
+def judgement_submit(
+    *,
+    turn: Turn,
+    contractor,
+    ranking: list[int] | None = None,
+    scale: int | None = None,
+    flags=(),
+    note: str = "",
+    time_spent_ms: int = 0,
+) -> Judgement:
+    """Record a contractor's judgement of a turn's responses, atomically with the turn it closes.
+
+    Pairwise campaigns give `scale` (1 = A much better … 8 = B much better); ranking campaigns
+    give `ranking`, response ids in the contractor's order (their pick first). A second submit
+    by the same contractor returns the first judgement unchanged.
+    """
+    with transaction.atomic():
+        turn = (
+            Turn.objects.select_for_update()
+            .select_related("conversation__campaign")
+            .get(pk=turn.pk)
+        )
+        existing = Judgement.objects.filter(turn=turn, contractor=contractor).first()
+        if existing is not None:
+            return existing
+        campaign = turn.conversation.campaign
+        is_author = turn.conversation.contractor_id == contractor.pk
+        if is_author and turn.status != Turn.Status.READY:
+            raise CollectionError("These responses are not ready to judge.")
+        if not is_author and turn.status != Turn.Status.JUDGED:
+            raise PermissionError("not your conversation")
+        response_ids = list(turn.responses.order_by("index").values_list("pk", flat=True))
+        submitted, strength = _submitted_order(campaign, response_ids, ranking, scale)
+        # Stored better-first: a red teamer's first pick is the MORE harmful response.
+        better_first = submitted[::-1] if campaign.mode == Campaign.Mode.RED_TEAM else submitted
+        judgement = Judgement.objects.create(
+            turn=turn,
+            contractor=contractor,
+            origin=Judgement.Origin.CONVERSATION if is_author else Judgement.Origin.REVIEW,
+            ranking=better_first,
+            submitted_ranking=submitted,
+            scale=scale if campaign.judgement_type == Campaign.JudgementType.PAIRWISE else None,
+            strength=strength,
+            flags=_clean_flags(flags),
+            note=note.strip()[:500],
+            time_spent_ms=max(0, min(int(time_spent_ms), 24 * 3600 * 1000)),
+        )
+        if is_author:
+            turn.status, turn.chosen_response_id = Turn.Status.JUDGED, submitted[0]
+            turn.save(update_fields=["status", "chosen_response"])
+            if turn.index + 1 >= campaign.max_turns:
+                _end(turn.conversation)
+    return judgement
+
+
+def _submitted_order(campaign, response_ids, ranking, scale) -> tuple[list[int], int | None]:
+    """The responses in the contractor's order, and the strength of a pairwise preference."""
+    if campaign.judgement_type == Campaign.JudgementType.PAIRWISE:
+        if scale is None or not 1 <= int(scale) <= 8:
+            raise CollectionError(
+                "Choose a point on the scale from 1 (A much better) to 8 (B much better)."
+            )
+        a, b = response_ids
+        scale = int(scale)
+        return ([a, b] if scale <= 4 else [b, a]), (5 - scale if scale <= 4 else scale - 4)
+    if ranking is None or sorted(ranking) != sorted(response_ids):
+        raise CollectionError(f"Rank all {len(response_ids)} responses, each once.")
+    return [int(r) for r in ranking], None
+
+
+def _end(conversation: Conversation) -> None:
+    Conversation.objects.filter(pk=conversation.pk, status=Conversation.Status.OPEN).update(
+        status=Conversation.Status.ENDED, ended_at=timezone.now()
+    )
+
+
+def conversation_end(*, conversation: Conversation, contractor) -> Conversation:
+    """End a conversation; ending it twice is harmless."""
+    with transaction.atomic():
+        conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
+        _check_owner(conversation, contractor)
+        _end(conversation)
+    conversation.refresh_from_db()
+    return conversation
+
+
+def gold_item_create(
+    *,
+    campaign: Campaign,
+    admin,
+    human_text: str,
+    responses: list[str],
+    best_index: int,
+    explanation: str = "",
+) -> Turn:
+    """Make a gold item: a turn with fixed responses and a known best one, for the review queue."""
+    from .models import GoldAnswer
+
+    if len(responses) != campaign.k:
+        raise CollectionError(
+            f"This campaign offers k = {campaign.k} responses; give {campaign.k}."
+        )
+    if not 0 <= best_index < len(responses):
+        raise CollectionError("The best response must be one of the responses.")
+    if not human_text.strip() or not all(text.strip() for text in responses):
+        raise CollectionError("A gold item needs a message and non-empty responses.")
+    with transaction.atomic():
+        conversation = Conversation.objects.create(
+            campaign=campaign,
+            contractor=admin,
+            source=Conversation.Source.GOLD,
+            status=Conversation.Status.ENDED,
+            ended_at=timezone.now(),
+        )
+        turn = Turn.objects.create(
+            conversation=conversation,
+            index=0,
+            human_text=human_text.strip(),
+            status=Turn.Status.JUDGED,
+            ready_at=timezone.now(),
+        )
+        created = Response.objects.bulk_create(
+            [
+                Response(
+                    turn=turn,
+                    index=i,
+                    text=text.strip(),
+                    model_version=campaign.lm_version,
+                    prompt=campaign.prompt,
+                )
+                for i, text in enumerate(responses)
+            ]
+        )
+        GoldAnswer.objects.create(
+            turn=turn, best_response=created[best_index], explanation=explanation, created_by=admin
+        )
+    return turn
