@@ -29,7 +29,9 @@ def register_tiny(path, **kwargs):
     return services.model_version_register(kind="lm", name="tiny", path=str(path), **kwargs)
 
 
-def test_it_announces_a_registered_version_after_commit(tiny_lm_path, heard, django_capture_on_commit_callbacks):
+def test_it_announces_a_registered_version_after_commit(
+    tiny_lm_path, heard, django_capture_on_commit_callbacks
+):
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         version = register_tiny(tiny_lm_path)
         assert heard == []  # listeners must not see a row that may still roll back
@@ -63,7 +65,9 @@ def test_it_rejects_bad_generation_defaults(tiny_lm_path):
 def test_one_version_per_kind_is_active(tiny_lm_path):
     first = register_tiny(tiny_lm_path, activate=True)
     second = register_tiny(tiny_lm_path)
-    pm = services.model_version_register(kind="pm", name="pm", path=str(tiny_lm_path), activate=True)
+    pm = services.model_version_register(
+        kind="pm", name="pm", path=str(tiny_lm_path), activate=True
+    )
     assert active_model(kind="lm") == first
     services.model_version_activate(version=second)
     assert active_model(kind="lm") == second
@@ -75,7 +79,9 @@ def test_one_version_per_kind_is_active(tiny_lm_path):
 def test_editing_a_prompt_makes_a_new_version():
     v2 = services.prompt_template_create(name="hhh", text="Be helpful, honest and harmless.")
     assert v2.version == 2  # version 1 is the HHH prompt the migration stores
-    assert services.prompt_template_create(name="hhh", text=v2.text) == v2  # same text, same version
+    assert (
+        services.prompt_template_create(name="hhh", text=v2.text) == v2
+    )  # same text, same version
     v3 = services.prompt_template_create(name="hhh", text="Be kind.")
     assert (v3.version, prompt_latest(name="hhh")) == (3, v3)
     v2.text = "changed in place"
@@ -102,7 +108,11 @@ def test_an_admin_edit_of_a_prompt_saves_a_new_version(client, adam):
     text_before = original.text
     response = client.post(
         f"/admin/assistant/prompttemplate/{original.pk}/change/",
-        {"name": "hhh", "text": original.text + "\n\nHuman: Hi\n\nAssistant: Hello!", "notes": "greeting"},
+        {
+            "name": "hhh",
+            "text": original.text + "\n\nHuman: Hi\n\nAssistant: Hello!",
+            "notes": "greeting",
+        },
     )
     assert response.status_code == 302
     original.refresh_from_db()
@@ -111,14 +121,25 @@ def test_an_admin_edit_of_a_prompt_saves_a_new_version(client, adam):
     assert latest.version == 2 and latest.text.endswith("Hello!") and latest.created_by == adam
 
 
-def test_an_admin_adds_a_model_through_the_service(client, adam, tiny_lm_path, heard, django_capture_on_commit_callbacks):
+def test_an_admin_adds_a_model_through_the_service(
+    client, adam, tiny_lm_path, heard, django_capture_on_commit_callbacks
+):
     client.force_login(adam)
     with django_capture_on_commit_callbacks(execute=True):
-        response = client.post("/admin/assistant/modelversion/add/", {
-            "kind": "lm", "name": "tiny", "backend": "transformers", "path": str(tiny_lm_path),
-            "url": "", "remote_model": "", "backend_options": "{}", "generation_defaults": "{}",
-            "metadata": "{}",
-        })
+        response = client.post(
+            "/admin/assistant/modelversion/add/",
+            {
+                "kind": "lm",
+                "name": "tiny",
+                "backend": "transformers",
+                "path": str(tiny_lm_path),
+                "url": "",
+                "remote_model": "",
+                "backend_options": "{}",
+                "generation_defaults": "{}",
+                "metadata": "{}",
+            },
+        )
     assert response.status_code == 302, response.content.decode()[:2000]
     assert [v.name for v in heard] == ["tiny"]
 

@@ -20,7 +20,10 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def tiny_version(tiny_lm_path):
     version = services.model_version_register(
-        kind="lm", name="tiny", path=str(tiny_lm_path), activate=True,
+        kind="lm",
+        name="tiny",
+        path=str(tiny_lm_path),
+        activate=True,
         generation_defaults={"temperature": 0.7, "max_new_tokens": 8},
     )
     yield version
@@ -48,11 +51,20 @@ def test_sampling_params_start_from_the_version_defaults(tiny_version):
 
 def test_register_model_and_models_commands(tiny_lm_path):
     out = io.StringIO()
-    call_command("register_model", "--name", "tiny", "--path", str(tiny_lm_path), "--activate",
-                 stdout=out)
+    call_command(
+        "register_model", "--name", "tiny", "--path", str(tiny_lm_path), "--activate", stdout=out
+    )
     assert "(active)" in out.getvalue()
-    call_command("register_model", "--name", "vllm", "--url", "http://gpu1:8000/v1",
-                 "--remote-model", "meta-llama/Llama-3.1-8B-Instruct", stdout=out)
+    call_command(
+        "register_model",
+        "--name",
+        "vllm",
+        "--url",
+        "http://gpu1:8000/v1",
+        "--remote-model",
+        "meta-llama/Llama-3.1-8B-Instruct",
+        stdout=out,
+    )
     listing = io.StringIO()
     call_command("models", stdout=listing)
     assert "tiny" in listing.getvalue() and "http://gpu1:8000/v1" in listing.getvalue()
@@ -65,8 +77,9 @@ def test_register_model_and_models_commands(tiny_lm_path):
 def test_chat_answers_each_line_with_the_tiny_model(tiny_version, monkeypatch):
     monkeypatch.setattr(sys, "stdin", io.StringIO("Hello there\nAnd again?\n\n"))
     out = io.StringIO()
-    call_command("chat", "--prompt", "none", "--seed", "1", "--k", "2", stdout=out,
-                 stderr=io.StringIO())
+    call_command(
+        "chat", "--prompt", "none", "--seed", "1", "--k", "2", stdout=out, stderr=io.StringIO()
+    )
     lines = out.getvalue().splitlines()
     assert [line.split("]")[0] for line in lines] == ["Assistant [1", "Assistant [2"] * 2
 
@@ -78,8 +91,12 @@ def test_chat_answers_with_the_hhh_prompted_default_model():
     env = dict(os.environ, DATABASE_URL=database_url(connection.settings_dict))
     result = subprocess.run(
         [sys.executable, "manage.py", "chat", "--temperature", "0"],
-        input="What is the capital of France?\n", capture_output=True, text=True, cwd=ROOT,
-        timeout=600, env=env,
+        input="What is the capital of France?\n",
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+        env=env,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "with prompt hhh@1" in result.stderr
