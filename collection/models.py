@@ -33,8 +33,14 @@ class Campaign(models.Model):
     name = models.CharField(max_length=200)
     instructions = models.TextField(blank=True, help_text="Markdown, shown to contractors.")
     mode = models.CharField(max_length=10, choices=Mode.choices, default=Mode.HELPFUL)
+    # Empty only for campaigns that hold imported data (no model of ours wrote it).
     lm_version = models.ForeignKey(
-        ModelVersion, on_delete=models.PROTECT, related_name="+", limit_choices_to={"kind": "lm"}
+        ModelVersion,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        limit_choices_to={"kind": "lm"},
     )
     prompt = models.ForeignKey(
         PromptTemplate,
@@ -90,13 +96,26 @@ class Conversation(models.Model):
     class Source(models.TextChoices):
         COLLECTED = "collected"
         GOLD = "gold", "gold item made by an admin"
+        IMPORTED = "imported", "imported from a public dataset"
 
     campaign = models.ForeignKey(Campaign, on_delete=models.PROTECT, related_name="conversations")
+    # Empty for imported conversations: no contractor of ours wrote them.
     contractor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="conversations"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="conversations",
     )
     status = models.CharField(max_length=5, choices=Status.choices, default=Status.OPEN)
     source = models.CharField(max_length=20, choices=Source.choices, default=Source.COLLECTED)
+    dataset_import = models.ForeignKey(
+        "DatasetImport",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="conversations",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     ended_at = models.DateTimeField(null=True, blank=True)
 
@@ -147,7 +166,10 @@ class Response(models.Model):
     turn = models.ForeignKey(Turn, on_delete=models.CASCADE, related_name="responses")
     index = models.PositiveSmallIntegerField()  # display position: 0 = A, 1 = B, …
     text = models.TextField()
-    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    # Empty for imported responses.
+    model_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     prompt = models.ForeignKey(
         PromptTemplate, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
@@ -185,10 +207,16 @@ class Judgement(models.Model):
     class Origin(models.TextChoices):
         CONVERSATION = "conversation", "the author judging their own turn"
         REVIEW = "review", "another contractor, from the review queue"
+        IMPORTED = "imported", "part of an imported dataset"
 
-    turn = models.ForeignKey(Turn, on_delete=models.PROTECT, related_name="judgements")
+    turn = models.ForeignKey(Turn, on_delete=models.CASCADE, related_name="judgements")
+    # Empty for imported judgements.
     contractor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="judgements"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="judgements",
     )
     origin = models.CharField(max_length=12, choices=Origin.choices)
     ranking = models.JSONField(help_text="Response ids, better first.")
@@ -232,3 +260,48 @@ class GoldAnswer(models.Model):
 
     def __str__(self):
         return f"gold answer of turn {self.turn_id}"
+
+
+class DatasetImport(models.Model):
+    """One imported file: its conversations are tagged with it and never mixed in silently."""
+
+    class Format(models.TextChoices):
+        HH_RLHF = "hh-rlhf", "HH-RLHF jsonl (chosen/rejected transcripts)"
+        OASST = "oasst", "Open-Assistant message trees"
+        TRL = "trl", "TRL preference (prompt/chosen/rejected)"
+
+    format = models.CharField(max_length=10, choices=Format.choices)
+    source_name = models.CharField(max_length=300, help_text="The file's name, as given.")
+    sha256 = models.CharField(max_length=64, unique=True, help_text="Content hash: imports once.")
+    campaign = models.ForeignKey(Campaign, on_delete=models.PROTECT, related_name="imports")
+    counts = models.JSONField(default=dict)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"import {self.pk}: {self.source_name} ({self.format})"
+
+
+class DatasetSnapshot(models.Model):
+    """An immutable, content-hashed selection of judgements: what exports and training read."""
+
+    name = models.CharField(max_length=200, blank=True)
+    filter = models.JSONField(help_text="The filter that selected the data, as given.")
+    counts = models.JSONField(default=dict)
+    content_hash = models.CharField(max_length=64, db_index=True)
+    files = models.JSONField(default=dict, help_text="Written files: format -> path.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"snapshot {self.pk} {self.content_hash[:12]}"
