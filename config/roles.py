@@ -81,3 +81,25 @@ def roles_context(request) -> dict:
     """Template context: `roles`, so the navigation shows each user their own pages."""
     user = getattr(request, "user", None)
     return {"roles": user_roles(user) if user is not None else frozenset()}
+
+
+class ResearcherReadAdminWrite:
+    """DRF permission: researchers and admins read; only admins write; contractors get nothing.
+
+    Contractors work through their own pages only, so the API never shows them anyone's data.
+    """
+
+    def has_permission(self, request, view) -> bool:
+        if request.method in ("GET", "HEAD", "OPTIONS"):
+            return has_role(request.user, RESEARCHER, ADMIN)
+        return has_role(request.user, ADMIN)
+
+    def has_object_permission(self, request, view, obj) -> bool:
+        return self.has_permission(request, view)
+
+
+class ResearcherWrite(ResearcherReadAdminWrite):
+    """DRF permission for derived, read-only artefacts (snapshots, eval runs): researchers too."""
+
+    def has_permission(self, request, view) -> bool:
+        return has_role(request.user, RESEARCHER, ADMIN)

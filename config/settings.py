@@ -117,6 +117,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_celery_beat",
     "config",
     "assistant",
@@ -221,16 +222,25 @@ COLLECTION_MESSAGES_PER_MINUTE = env_int("COLLECTION_MESSAGES_PER_MINUTE", 12)
 # --- REST API --------------------------------------------------------------------------------
 
 REST_FRAMEWORK = {
+    # Token first, so a request that isn't signed in gets a 401 with `WWW-Authenticate: Token`.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PERMISSION_CLASSES": ["config.roles.ResearcherReadAdminWrite"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
-SPECTACULAR_SETTINGS = {"TITLE": "AlignLab API", "VERSION": "0.1.0"}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "AlignLab API",
+    "DESCRIPTION": "Collected preference data, dataset snapshots, model versions, runs.",
+    "VERSION": "0.1.0",
+    # Swagger UI from the sidecar package: no CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
 
 # --- Celery ----------------------------------------------------------------------------------
 

@@ -16,4 +16,5 @@ urlpatterns = [
     path("collect/", include("collection.urls")),
     path("training/", include("training.urls")),
     path("evals/", include("evals.urls")),
+    path("api/", include("config.api_urls")),
 ]

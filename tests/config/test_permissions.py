@@ -7,7 +7,10 @@ import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 PUBLIC = {"/accounts/login/", "/accounts/logout/", "/admin/login/"}  # logout: POST-only
-SAMPLE_ARGS = {"int": "1", "str": "x", "slug": "x", "uuid": str(uuid.UUID(int=1)), "path": "x"}
+SAMPLE_ARGS = {
+    "int": "1", "str": "x", "slug": "x", "uuid": str(uuid.UUID(int=1)), "path": "x",
+    "drf_format_suffix": ".json",
+}
 
 
 def every_url(patterns=None, prefix=""):

@@ -1,0 +1,80 @@
+"""REST API of the assistant app: model versions (researchers read, admins register/activate)."""
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from rest_framework import mixins, serializers, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from config.roles import ResearcherReadAdminWrite
+
+from . import services
+from .models import ModelVersion, PromptTemplate
+
+
+class ModelVersionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ModelVersion
+        fields = [
+            "id",
+            "kind",
+            "name",
+            "backend",
+            "path",
+            "url",
+            "remote_model",
+            "backend_options",
+            "generation_defaults",
+            "origin",
+            "training_run_id",
+            "metadata",
+            "is_active",
+            "created_at",
+        ]
+        read_only_fields = ["origin", "training_run_id", "is_active", "created_at"]
+
+    def create(self, validated_data):
+        try:
+            return services.model_version_register(**validated_data)
+        except DjangoValidationError as error:
+            raise serializers.ValidationError(error.message_dict) from None
+
+
+class ModelVersionViewSet(
+    mixins.CreateModelMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Language and preference model versions; `?kind=lm|pm` filters."""
+
+    serializer_class = ModelVersionSerializer
+    permission_classes = [ResearcherReadAdminWrite]
+
+    def get_queryset(self):
+        versions = ModelVersion.objects.all()
+        kind = self.request.query_params.get("kind")
+        if kind is not None:
+            if kind not in ModelVersion.Kind.values:
+                raise serializers.ValidationError({"kind": f"unknown kind {kind!r}; use lm or pm"})
+            versions = versions.filter(kind=kind)
+        return versions
+
+    @action(detail=True, methods=["post"])
+    def activate(self, request, pk=None):
+        """Make this version the active one of its kind."""
+        version = services.model_version_activate(version=self.get_object())
+        return Response(self.get_serializer(version).data)
+
+
+class PromptTemplateSerializer(serializers.ModelSerializer):
+    key = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = PromptTemplate
+        fields = ["id", "key", "name", "version", "text", "notes", "created_at"]
+
+
+class PromptTemplateViewSet(viewsets.ReadOnlyModelViewSet):
+    queryset = PromptTemplate.objects.all()
+    serializer_class = PromptTemplateSerializer
+    permission_classes = [ResearcherReadAdminWrite]

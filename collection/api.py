@@ -1,0 +1,192 @@
+"""REST API of the collection app: researchers read, admins also write; contractors get nothing."""
+
+from rest_framework import serializers, viewsets
+
+from config.roles import ResearcherReadAdminWrite
+
+from .models import Campaign, Conversation, Judgement, Response, Turn
+
+
+class StrictQueryMixin:
+    """Validate query parameters with `query_serializer`: unknown or bad ones are a 400."""
+
+    query_serializer: type[serializers.Serializer]
+    always_allowed = {"page", "format"}
+
+    def query(self) -> dict:
+        params = self.request.query_params
+        known = set(self.query_serializer().fields) | self.always_allowed
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise serializers.ValidationError(
+                {"detail": f"unknown filter(s): {', '.join(unknown)}; known: {sorted(known)}"}
+            )
+        checked = self.query_serializer(
+            data={k: params[k] for k in params if k not in self.always_allowed}
+        )
+        checked.is_valid(raise_exception=True)
+        return checked.validated_data
+
+
+class CampaignSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Campaign
+        fields = [
+            "id",
+            "name",
+            "instructions",
+            "mode",
+            "lm_version",
+            "prompt",
+            "k",
+            "judgement_type",
+            "sampling",
+            "max_turns",
+            "quota_per_contractor",
+            "overlap_target",
+            "is_active",
+            "created_at",
+        ]
+
+
+class CampaignViewSet(viewsets.ModelViewSet):
+    queryset = Campaign.objects.all()
+    serializer_class = CampaignSerializer
+    permission_classes = [ResearcherReadAdminWrite]
+    http_method_names = ["get", "post", "patch", "head", "options"]  # campaigns are not deleted
+
+
+class ResponseSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Response
+        fields = [
+            "id",
+            "index",
+            "text",
+            "model_version",
+            "prompt",
+            "sampling_params",
+            "prompt_tokens",
+            "completion_tokens",
+            "logprob",
+            "finish_reason",
+            "latency_s",
+            "dropped_turns",
+        ]
+
+
+class TurnSerializer(serializers.ModelSerializer):
+    responses = ResponseSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Turn
+        fields = [
+            "id",
+            "index",
+            "human_text",
+            "status",
+            "chosen_response",
+            "responses",
+            "created_at",
+        ]
+
+
+class ConversationSerializer(serializers.ModelSerializer):
+    turns = TurnSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Conversation
+        fields = [
+            "id",
+            "campaign",
+            "contractor",
+            "status",
+            "source",
+            "dataset_import",
+            "created_at",
+            "ended_at",
+            "turns",
+        ]
+
+
+class ConversationQuery(serializers.Serializer):
+    campaign = serializers.IntegerField(required=False)
+    mode = serializers.ChoiceField(Campaign.Mode.values, required=False)
+    contractor = serializers.IntegerField(required=False)
+    source = serializers.ChoiceField(Conversation.Source.values, required=False)
+
+
+class ConversationViewSet(StrictQueryMixin, viewsets.ReadOnlyModelViewSet):
+    """Conversations with their turns and responses."""
+
+    serializer_class = ConversationSerializer
+    permission_classes = [ResearcherReadAdminWrite]
+    query_serializer = ConversationQuery
+
+    def get_queryset(self):
+        q = self.query()
+        conversations = Conversation.objects.prefetch_related("turns__responses").order_by("-id")
+        for key, lookup in (
+            ("campaign", "campaign_id"),
+            ("mode", "campaign__mode"),
+            ("contractor", "contractor_id"),
+            ("source", "source"),
+        ):
+            if key in q:
+                conversations = conversations.filter(**{lookup: q[key]})
+        return conversations
+
+
+class JudgementSerializer(serializers.ModelSerializer):
+    campaign = serializers.IntegerField(source="turn.conversation.campaign_id", read_only=True)
+
+    class Meta:
+        model = Judgement
+        fields = [
+            "id",
+            "turn",
+            "campaign",
+            "contractor",
+            "origin",
+            "ranking",
+            "submitted_ranking",
+            "scale",
+            "strength",
+            "flags",
+            "note",
+            "time_spent_ms",
+            "created_at",
+        ]
+
+
+class JudgementQuery(serializers.Serializer):
+    campaign = serializers.IntegerField(required=False)
+    mode = serializers.ChoiceField(Campaign.Mode.values, required=False)
+    contractor = serializers.IntegerField(required=False)
+    model_version = serializers.IntegerField(required=False)
+    date_from = serializers.DateField(required=False)
+    date_to = serializers.DateField(required=False)
+
+
+class JudgementViewSet(StrictQueryMixin, viewsets.ReadOnlyModelViewSet):
+    """Judgements; `ranking` lists response ids better first (red team: by harmlessness)."""
+
+    serializer_class = JudgementSerializer
+    permission_classes = [ResearcherReadAdminWrite]
+    query_serializer = JudgementQuery
+
+    def get_queryset(self):
+        q = self.query()
+        judgements = Judgement.objects.select_related("turn__conversation").order_by("-id")
+        filters = {
+            "campaign": "turn__conversation__campaign_id",
+            "mode": "turn__conversation__campaign__mode",
+            "contractor": "contractor_id",
+            "model_version": "turn__responses__model_version_id",
+            "date_from": "created_at__date__gte",
+            "date_to": "created_at__date__lte",
+        }
+        for key, lookup in filters.items():
+            if key in q:
+                judgements = judgements.filter(**{lookup: q[key]})
+        return judgements.distinct() if "model_version" in q else judgements

@@ -1,0 +1,28 @@
+"""The REST API's URLs: one router for every app, the OpenAPI schema and its docs."""
+
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+
+from assistant import api as assistant_api
+from collection import api as collection_api
+from config.roles import ResearcherWrite
+
+router = DefaultRouter()
+router.register("model-versions", assistant_api.ModelVersionViewSet, basename="modelversion")
+router.register("prompts", assistant_api.PromptTemplateViewSet, basename="prompt")
+router.register("campaigns", collection_api.CampaignViewSet, basename="campaign")
+router.register("conversations", collection_api.ConversationViewSet, basename="conversation")
+router.register("judgements", collection_api.JudgementViewSet, basename="judgement")
+
+urlpatterns = [
+    path("", include(router.urls)),
+    path(
+        "schema/", SpectacularAPIView.as_view(permission_classes=[ResearcherWrite]), name="schema"
+    ),
+    path(
+        "docs/",
+        SpectacularSwaggerView.as_view(url_name="schema", permission_classes=[ResearcherWrite]),
+        name="docs",
+    ),
+]
