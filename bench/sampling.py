@@ -1,0 +1,197 @@
+"""Sampling speed of the default model on this machine: batched vs sequential, with and without
+the prompt's prefix cache, in bf16 and fp32. Prints a markdown table; --json writes the figures.
+
+    .venv/bin/python bench/sampling.py --max-new-tokens 32 --json var/bench-sampling.json
+
+Goals: k=2 batched >= 1.8x the throughput of 2 sequential calls; the prefix cache cuts time to
+first token by >= 5x. Samples run to a fixed length (stop strings and EOS ignored), so every
+configuration decodes exactly the same number of tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DEFAULT_PROMPT = ROOT / "assistant" / "prompts" / "hhh_v1.txt"
+QUESTION = "Can you give me a few tips for keeping houseplants alive? I keep killing them."
+
+
+def synthetic_transcript(words: int = 3000) -> str:
+    """A stand-in for the HHH prompt when its file is missing: ~`words` of Human/Assistant turns."""
+    human = "Human: Could you explain how I should plan a small vegetable garden this spring?"
+    assistant = (
+        "Assistant: Start with a sunny spot, test the soil, pick a few easy crops such as "
+        "lettuce, beans and tomatoes, water deeply twice a week, and keep notes on what works."
+    )
+    turns, count = ["Below are a series of dialogues between people and an AI assistant."], 0
+    while count < words:
+        turns += [human, assistant]
+        count += len(human.split()) + len(assistant.split())
+    return "\n\n".join(turns)
+
+
+def cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return platform.processor() or "unknown"
+    names = [line.split(":", 1)[1].strip() for line in out.splitlines() if "Model name" in line]
+    return names[0] if names else "unknown"
+
+
+def timed_calls(backend, context, params, *, n: int, calls: int) -> dict:
+    """`calls` sequential generate() calls of `n` samples each: tokens/s and mean TTFT."""
+    started = time.perf_counter()
+    first_tokens, tokens = [], 0
+    for _ in range(calls):
+        samples = backend.generate(context, n, params, ignore_eos=True)
+        tokens += sum(sample.completion_tokens for sample in samples)
+        first_tokens.append(samples[0].first_token_s)
+    elapsed = time.perf_counter() - started
+    return {
+        "tokens": tokens,
+        "seconds": elapsed,
+        "tokens_per_s": tokens / elapsed,
+        "first_token_s": statistics.mean(first_tokens),
+    }
+
+
+def fastest(results: list[dict]) -> dict:
+    """The fastest run: other work on a shared machine only ever slows one down."""
+    return min(results, key=lambda result: result["seconds"])
+
+
+def bench_dtype(path: Path, dtype: str, context, args) -> dict:
+    from assistant.backends.base import SamplingParams
+    from assistant.backends.hf import TransformersBackend
+
+    backend = TransformersBackend(path, dtype=dtype)
+    params = SamplingParams(
+        temperature=0.8, top_p=0.95, max_new_tokens=args.max_new_tokens, stop=(), seed=0
+    )
+    one_token = SamplingParams(temperature=0, max_new_tokens=1, stop=())
+    backend.generate(context, 1, one_token)  # computes the prefix cache
+    result = {"dtype": str(backend.dtype).removeprefix("torch."), "k": {}}
+    for k in args.ks:
+        backend.generate(context, k, one_token)  # first use of a batch size pays for set-up
+        batched, sequential = [], []
+        # Alternated, so a burst of someone else's work does not land on one side only.
+        for _ in range(args.repeats):
+            batched.append(timed_calls(backend, context, params, n=k, calls=1))
+            sequential.append(timed_calls(backend, context, params, n=1, calls=k))
+        batched, sequential = fastest(batched), fastest(sequential)
+        result["k"][k] = {
+            "batched": batched,
+            "sequential": sequential,
+            "speedup": batched["tokens_per_s"] / sequential["tokens_per_s"],
+        }
+    cached, uncached = [], []
+    for _ in range(args.repeats):
+        backend.prefix_cache = True
+        cached.append(timed_calls(backend, context, one_token, n=1, calls=1))
+        backend.prefix_cache = False
+        uncached.append(timed_calls(backend, context, one_token, n=1, calls=1))
+    cached, uncached = fastest(cached), fastest(uncached)
+    result["first_token_s"] = {
+        "cached": cached["first_token_s"],
+        "uncached": uncached["first_token_s"],
+        "speedup": uncached["first_token_s"] / cached["first_token_s"],
+    }
+    result["prompt_tokens"] = backend.generate(context, 1, one_token)[0].prompt_tokens
+    return result
+
+
+def markdown(results: list[dict]) -> str:
+    lines = [
+        "| dtype | k | batched tok/s | sequential tok/s | batched / sequential | "
+        "TTFT batched (s) | TTFT sequential (s) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for result in results:
+        for k, row in result["k"].items():
+            lines.append(
+                f"| {result['dtype']} | {k} | {row['batched']['tokens_per_s']:.1f} | "
+                f"{row['sequential']['tokens_per_s']:.1f} | {row['speedup']:.2f}x | "
+                f"{row['batched']['first_token_s']:.3f} | "
+                f"{row['sequential']['first_token_s']:.3f} |"
+            )
+    lines += [
+        "",
+        "| dtype | prompt tokens | TTFT with prefix cache (s) | TTFT without (s) | cut |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for result in results:
+        ttft = result["first_token_s"]
+        lines.append(
+            f"| {result['dtype']} | {result['prompt_tokens']} | {ttft['cached']:.3f} | "
+            f"{ttft['uncached']:.3f} | {ttft['speedup']:.1f}x |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--prompt-file", type=Path, default=DEFAULT_PROMPT)
+    var_dir = Path(os.environ.get("ALIGNLAB_VAR_DIR", ROOT / "var"))
+    models_dir = Path(os.environ.get("ALIGNLAB_MODELS_DIR", var_dir / "models"))
+    parser.add_argument("--models-dir", type=Path, default=models_dir)
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--ks", type=int, nargs="+", default=[2, 4])
+    parser.add_argument("--dtypes", nargs="+", default=["bfloat16", "float32"])
+    parser.add_argument("--repeats", type=int, default=2, help="best of this many runs of each")
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+
+    import torch
+
+    from assistant.backends.base import Context, Message
+    from assistant.default_model import ensure_default_model
+
+    torch.set_num_threads(args.threads)
+    if args.prompt_file.exists():
+        prompt, prompt_source = args.prompt_file.read_text(), str(args.prompt_file)
+    else:
+        prompt, prompt_source = synthetic_transcript(), "synthetic ~3,000-word transcript"
+        print(f"{args.prompt_file} not found: using a {prompt_source}", file=sys.stderr)
+    context = Context(prompt=prompt, prompt_key="bench", messages=(Message("user", QUESTION),))
+    path = ensure_default_model(args.models_dir)
+    load_before = os.getloadavg()
+    results = [bench_dtype(path, dtype, context, args) for dtype in args.dtypes]
+    report = {
+        "command": " ".join(sys.argv),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "prompt": prompt_source,
+        "max_new_tokens": args.max_new_tokens,
+        "repeats": args.repeats,
+        "load_average_before_after": [load_before[0], os.getloadavg()[0]],
+        "results": results,
+    }
+    print(markdown(results))
+    print(
+        f"\n{report['cpu']}, {report['cores']} cores, {args.threads} threads, torch "
+        f"{report['torch']}; prompt: {prompt_source}; {args.max_new_tokens} new tokens; "
+        f"best of {args.repeats}; 1-min load average {load_before[0]:.2f} before, "
+        f"{report['load_average_before_after'][1]:.2f} after"
+    )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,235 @@
+import copy
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from assistant.backends import backend_class
+from assistant.backends.base import BackendError, Context, Message, SamplingParams
+from assistant.backends.hf import TransformersBackend, set_distinct_pad_token
+from assistant.prompting import split_prefix
+
+PROMPT = "Below are a series of dialogues between various people and an AI assistant. " * 4
+QUESTION = Context(
+    prompt=PROMPT,
+    messages=(
+        Message("user", "Can you help me write a poem about the sea?"),
+        Message("assistant", "Of course."),
+        Message("user", "What is the capital of France?"),
+    ),
+)
+GREEDY = SamplingParams(temperature=0, max_new_tokens=16, stop=())
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_lm_path):
+    return TransformersBackend(tiny_lm_path, dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def uncached(tiny_lm_path):
+    return TransformersBackend(tiny_lm_path, dtype="float32", prefix_cache=False)
+
+
+@pytest.fixture(scope="module")
+def plain_model(tiny_lm_path):
+    return AutoModelForCausalLM.from_pretrained(tiny_lm_path, dtype=torch.float32).eval()
+
+
+def full_forward_logprobs(model, ids: list[int]) -> torch.Tensor:
+    """Log-probabilities of each next token from one plain forward pass, no cache."""
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids]), use_cache=False).logits[0]
+    return torch.log_softmax(logits.float(), dim=-1)
+
+
+def context_ids(backend, context) -> list[int]:
+    rendered = split_prefix(context, mode=backend.mode, tokenizer=backend.tokenizer)
+    encode = backend.tokenizer
+    return encode(rendered.prefix).input_ids + encode(rendered.suffix).input_ids
+
+
+def test_it_is_registered_under_its_kind():
+    assert backend_class("transformers") is TransformersBackend
+
+
+def test_it_defaults_to_chat_with_a_chat_template_and_bf16_where_supported(tiny_lm_path):
+    backend = TransformersBackend(tiny_lm_path)
+
+    assert backend.mode == "chat"
+    assert backend.max_context == 512
+    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        assert backend.model.dtype == torch.bfloat16
+    [sample] = backend.generate(QUESTION, 1, GREEDY)
+    assert sample.completion_tokens > 0
+
+
+def test_it_samples_k_responses_in_one_batched_call(backend, monkeypatch):
+    backend.generate(QUESTION, 1, GREEDY)  # computes the prompt's prefix cache
+    calls = []
+    forward = backend.model.forward
+    monkeypatch.setattr(
+        backend.model, "forward", lambda **kw: calls.append(kw["input_ids"].shape) or forward(**kw)
+    )
+    params = SamplingParams(max_new_tokens=12, stop=(), seed=0)
+
+    samples = backend.generate(QUESTION, 3, params, ignore_eos=True)
+
+    assert len(samples) == 3
+    # One prefill of the conversation, then one step per new token for the whole batch.
+    assert len(calls) == 1 + 11
+    assert all(shape[0] == 3 for shape in calls[1:])
+    for sample in samples:
+        assert sample.completion_tokens == 12 == len(sample.extra["token_ids"])
+        assert sample.finish_reason == "length"
+        assert sample.prompt_tokens == len(context_ids(backend, QUESTION))
+        assert sample.latency_s >= sample.first_token_s > 0
+    assert len({sample.text for sample in samples}) == 3
+
+
+def test_it_reproduces_a_seed_and_varies_with_another(backend):
+    def texts(seed):
+        params = SamplingParams(max_new_tokens=12, stop=(), seed=seed)
+        return [sample.text for sample in backend.generate(QUESTION, 2, params)]
+
+    assert texts(7) == texts(7)
+    assert texts(7) != texts(8)
+
+
+def test_it_cuts_the_text_at_the_earliest_stop_sequence(backend):
+    # The random model's greedy output repeats one token; a seeded sample is as reproducible.
+    params = SamplingParams(max_new_tokens=16, stop=(), seed=5)
+    [full] = backend.generate(QUESTION, 1, params, ignore_eos=True)
+    late, early = full.text[10:13], full.text[5:7]
+    assert full.text.find(early) < full.text.find(late), full.text
+
+    params = SamplingParams(max_new_tokens=16, stop=(late, early), seed=5)
+    [cut] = backend.generate(QUESTION, 1, params, ignore_eos=True)
+
+    assert cut.finish_reason == "stop"
+    assert cut.text == full.text[: full.text.find(early)].strip()
+    assert cut.completion_tokens < full.completion_tokens
+    assert cut.extra["token_ids"] == full.extra["token_ids"][: cut.completion_tokens]
+
+
+def test_it_stops_at_max_new_tokens(backend):
+    params = SamplingParams(temperature=0, max_new_tokens=5, stop=())
+
+    [sample] = backend.generate(QUESTION, 1, params, ignore_eos=True)
+
+    assert sample.finish_reason == "length"
+    assert sample.completion_tokens == 5
+
+
+def test_it_stops_at_the_end_of_turn_token(backend, monkeypatch):
+    params = SamplingParams(max_new_tokens=16, stop=(), seed=5)
+    [free] = backend.generate(QUESTION, 1, params, ignore_eos=True)
+    first, second = free.extra["token_ids"][:2]
+    assert first != second
+    # Make the second token the random model samples the end of its turn.
+    monkeypatch.setattr(backend, "_end_ids", {second})
+
+    [sample] = backend.generate(QUESTION, 1, params)
+
+    assert sample.finish_reason == "eos"
+    assert sample.extra["token_ids"] == [first]
+    assert sample.completion_tokens == 1
+
+
+def test_its_logprob_matches_a_plain_forward_pass(backend, plain_model):
+    reply = "The capital of France is Paris."
+    ids = context_ids(backend, QUESTION)
+    reply_ids = backend.tokenizer(reply).input_ids
+    logprobs = full_forward_logprobs(plain_model, ids + reply_ids)
+    expected = sum(float(logprobs[len(ids) - 1 + i, t]) for i, t in enumerate(reply_ids))
+
+    assert backend.logprob(QUESTION, reply) == pytest.approx(expected, abs=1e-3)
+
+
+def test_a_samples_logprob_is_that_of_its_tokens(backend, plain_model):
+    [sample] = backend.generate(QUESTION, 1, SamplingParams(max_new_tokens=10, stop=(), seed=3))
+    ids = context_ids(backend, QUESTION)
+    tokens = sample.extra["token_ids"]
+    logprobs = full_forward_logprobs(plain_model, ids + tokens)
+
+    expected = sum(float(logprobs[len(ids) - 1 + i, t]) for i, t in enumerate(tokens))
+    assert sample.logprob == pytest.approx(expected, abs=1e-3)
+
+
+def test_the_prefix_cache_changes_nothing_but_speed(backend, uncached):
+    params = SamplingParams(max_new_tokens=16, stop=(), seed=11)
+    first = backend.generate(QUESTION, 2, params)
+    prefix = backend._prefixes[QUESTION.prompt_key].cache
+    keys_before = prefix.layers[0].keys.clone()
+    second = backend.generate(QUESTION, 2, params)
+    without = uncached.generate(QUESTION, 2, params)
+    backend.shared_prefix = False  # what architectures without the shared attention do
+    try:
+        copied = backend.generate(QUESTION, 2, params)
+    finally:
+        backend.shared_prefix = True
+
+    def tokens(samples):
+        return [sample.extra["token_ids"] for sample in samples]
+
+    assert tokens(first) == tokens(second) == tokens(without) == tokens(copied)
+    assert [s.logprob for s in first] == pytest.approx([s.logprob for s in without], abs=1e-4)
+    assert torch.equal(prefix.layers[0].keys, keys_before)  # copied per call, never written
+    assert backend.logprob(QUESTION, "Paris.") == pytest.approx(
+        uncached.logprob(QUESTION, "Paris."), abs=1e-4
+    )
+
+
+def test_its_stream_reassembles_to_the_samples(backend):
+    params = SamplingParams(max_new_tokens=16, stop=("e",), seed=1)
+
+    events = list(backend.stream(QUESTION, 3, params))
+
+    finals = [event for event in events if event.sample is not None]
+    assert sorted(event.index for event in finals) == [0, 1, 2]
+    for final in finals:
+        deltas = [e.delta for e in events if e.index == final.index and e.sample is None]
+        assert final.delta == ""
+        assert "".join(deltas) == final.sample.text
+        assert [e for e in events if e.index == final.index][-1] is final
+
+
+def test_it_drops_old_turns_to_fit_the_window(tiny_lm_path):
+    backend = TransformersBackend(tiny_lm_path, dtype="float32", max_context=120)
+    turns = ["Can you help me write a poem about the sea?", "Of course, here it is."] * 4
+    context = Context(
+        prompt="Be helpful.",
+        messages=tuple(
+            Message("user" if i % 2 == 0 else "assistant", text) for i, text in enumerate(turns)
+        )
+        + (Message("user", "Thanks!"),),
+    )
+    params = SamplingParams(max_new_tokens=20, stop=(), seed=0)
+
+    [sample] = backend.generate(context, 1, params)
+
+    assert sample.dropped_turns > 0 and sample.dropped_turns % 2 == 0
+    assert sample.prompt_tokens + params.max_new_tokens <= 120
+    with pytest.raises(BackendError, match="does not fit"):
+        backend.generate(context, 1, SamplingParams(max_new_tokens=119))
+
+
+def test_it_renders_raw_transcripts_in_completion_mode(tiny_lm_path):
+    backend = TransformersBackend(tiny_lm_path, dtype="float32", mode="completion")
+
+    [sample] = backend.generate(QUESTION, 1, GREEDY)
+
+    rendered = split_prefix(QUESTION, mode="completion", tokenizer=None)
+    assert rendered.text.endswith("\n\nAssistant:")
+    assert sample.prompt_tokens == len(backend.tokenizer(rendered.text).input_ids)
+
+
+def test_it_sets_a_pad_token_distinct_from_eos(tokenizer, tiny_lm):
+    tokenizer, model = copy.deepcopy(tokenizer), copy.deepcopy(tiny_lm)
+    tokenizer.pad_token = tokenizer.eos_token
+
+    set_distinct_pad_token(tokenizer, model)
+
+    assert tokenizer.pad_token_id not in (None, tokenizer.eos_token_id)
+    assert tokenizer.pad_token_id < model.get_input_embeddings().num_embeddings
+    assert model.config.pad_token_id == tokenizer.pad_token_id
