@@ -1,0 +1,276 @@
+"""The training loop on tiny random PMs: it learns, cancels, resumes, runs bf16 and under DDP."""
+
+import copy
+import json
+import random
+import socket
+
+import pytest
+import torch
+
+from assistant.pm import PreferenceModel
+from tests.tinymodels import tiny_causal_lm, tiny_encoder, tiny_tokenizer
+from training.config import PMPConfig, PreferenceTrainingConfig
+from training.data import Ranking
+from training.loop import latest_checkpoint, train_preference_model
+
+FILLER = ["think", "sea", "here", "light", "waves", "poem", "short", "answer", "safer", "try"]
+MARKER = "help"  # one token in the tiny tokenizer
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # The machine is shared: keep each test to one core.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_pm(kind: str = "decoder", seed: int = 0, max_length: int = 48):
+    """A fresh tiny PM and its own tokenizer (from_backbone adds the EOC token to it)."""
+    tokenizer = copy.deepcopy(tiny_tokenizer())
+    backbone = (tiny_causal_lm if kind == "decoder" else tiny_encoder)(tokenizer, seed=seed)
+    torch.manual_seed(seed)  # the head, and the new EOC embedding row
+    model = PreferenceModel.from_backbone(backbone, tokenizer, max_length=max_length)
+    return model, tokenizer
+
+
+def toy_rankings(n: int, seed: int) -> list[Ranking]:
+    """Pairs and triples where the better response has more marker words (same word count)."""
+    rng = random.Random(seed)
+    rankings = []
+    for _ in range(n):
+        k = rng.choice([2, 2, 3])
+        responses = []
+        for markers in range(k - 1, -1, -1):  # best first: k-1 markers … none
+            words = rng.choices(FILLER, k=4 + (k - 1 - markers)) + [MARKER] * markers
+            rng.shuffle(words)
+            responses.append(" ".join(words))
+        order = list(range(k))
+        rng.shuffle(order)  # the best is not always first
+        question = " ".join(rng.choices(FILLER, k=3)) + "?"
+        rankings.append(
+            Ranking(
+                [responses[i] for i in order],
+                order,
+                context=[{"role": "user", "content": question}],
+            )
+        )
+    return rankings
+
+
+def config(**overrides) -> PreferenceTrainingConfig:
+    base = dict(
+        lr=3e-3,
+        warmup_steps=2,
+        batch_size=8,
+        max_steps=6,
+        eval_every=0,
+        checkpoint_every=0,
+        seed=0,
+        max_length=48,
+        weight_decay=0.0,
+    )
+    return PreferenceTrainingConfig(**{**base, **overrides})
+
+
+def test_it_learns_the_marker_lowers_the_loss_and_changes_every_parameter():
+    model, tokenizer = tiny_pm("decoder")
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    train, held_out = toy_rankings(320, seed=1), toy_rankings(64, seed=2)
+    calls = []
+    result = train_preference_model(
+        model,
+        tokenizer,
+        train,
+        config(max_steps=80, eval_every=40, weight_decay=0.01),
+        eval_set=held_out,
+        on_step=lambda step, total, m: calls.append((step, total)),
+    )
+    assert result.status == "completed" and result.steps == result.total_steps == 80
+    assert calls == [(s, 80) for s in range(1, 81)]
+    assert [m["step"] for m in result.history if "eval_accuracy" in m] == [40, 80]
+    first, last = result.history[0]["loss"], sum(m["loss"] for m in result.history[-10:]) / 10
+    assert last < first - 0.2, (first, last)
+    assert result.metrics["eval_accuracy"] > 0.9, result.metrics
+    unchanged = [n for n, p in model.named_parameters() if torch.equal(p.detach(), before[n])]
+    assert unchanged == []
+
+
+def test_it_stops_cleanly_when_asked():
+    model, tokenizer = tiny_pm("decoder")
+    polls = []
+
+    def should_stop():
+        polls.append(1)
+        return len(polls) > 2
+
+    result = train_preference_model(
+        model, tokenizer, toy_rankings(64, 1), config(max_steps=10), should_stop=should_stop
+    )
+    assert result.status == "cancelled"
+    assert result.steps == 2 and len(result.history) == 2 and result.total_steps == 10
+
+
+def test_checkpoint_and_resume_continue_like_an_uninterrupted_run(tmp_path):
+    # BERT has dropout: identical results need the RNG state restored, not just the weights.
+    train = toy_rankings(64, 1)
+    cfg = config(max_steps=6, checkpoint_every=3)
+
+    model, tokenizer = tiny_pm("encoder")
+    straight = train_preference_model(
+        model, tokenizer, train, cfg, checkpoint_dir=tmp_path / "straight"
+    )
+    straight_params = {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    model, tokenizer = tiny_pm("encoder")
+    polls = iter([False, False, False, True])  # stopped after 3 steps, as a worker restart would
+    first = train_preference_model(
+        model,
+        tokenizer,
+        train,
+        cfg,
+        should_stop=lambda: next(polls),
+        checkpoint_dir=tmp_path / "resumed",
+    )
+    assert first.status == "cancelled" and first.steps == 3
+    assert latest_checkpoint(tmp_path / "resumed").name == "step-00000003"
+
+    model, tokenizer = tiny_pm("encoder")  # a fresh process: fresh weights, same seed
+    resumed = train_preference_model(
+        model, tokenizer, train, cfg, checkpoint_dir=tmp_path / "resumed"
+    )
+    assert resumed.status == "completed" and resumed.steps == straight.steps == 6
+    assert len(resumed.history) == 6
+    assert [m["loss"] for m in resumed.history] == pytest.approx(
+        [m["loss"] for m in straight.history], rel=1e-5, abs=1e-6
+    )
+    for name, p in model.named_parameters():
+        assert torch.allclose(p, straight_params[name], atol=1e-6), name
+
+    checkpoint = latest_checkpoint(tmp_path / "resumed")
+    meta = json.loads((checkpoint / "meta.json").read_text())
+    assert meta["step"] == 6 and PreferenceTrainingConfig.from_dict(meta["config"]) == cfg
+    assert sorted(p.name for p in checkpoint.iterdir()) == [
+        "meta.json",
+        "model.safetensors",
+        "state.pt",
+    ]
+    assert not [p for p in (tmp_path / "resumed").iterdir() if p.name.startswith(".")]
+
+    # The same folder with different data is refused rather than silently mixed.
+    model, tokenizer = tiny_pm("encoder")
+    with pytest.raises(ValueError, match="different training data"):
+        train_preference_model(
+            model, tokenizer, toy_rankings(64, 9), cfg, checkpoint_dir=tmp_path / "resumed"
+        )
+
+
+def test_bf16_autocast_grad_accum_and_gradient_checkpointing_run():
+    model, tokenizer = tiny_pm("decoder")
+    result = train_preference_model(
+        model,
+        tokenizer,
+        toy_rankings(48, 1),
+        config(max_steps=2, bf16=True, grad_accum=2, gradient_checkpointing=True),
+        eval_set=toy_rankings(8, 2),
+    )
+    assert result.steps == 2
+    assert all(torch.isfinite(torch.tensor(m["loss"])) for m in result.history)
+    assert 0.0 <= result.metrics["eval_accuracy"] <= 1.0
+    assert next(model.parameters()).dtype == torch.float32  # autocast, not a cast
+
+
+def test_binary_and_imitation_baselines_run():
+    model, tokenizer = tiny_pm("encoder")
+    binary = train_preference_model(
+        model,
+        tokenizer,
+        toy_rankings(32, 1),
+        config(max_steps=2, loss="binary"),
+        eval_set=toy_rankings(8, 2),
+    )
+    assert binary.steps == 2 and "eval_loss" in binary.metrics
+
+    # The imitation baseline trains the causal LM itself; its "reward" is the log-probability.
+    tokenizer = copy.deepcopy(tiny_tokenizer())
+    lm = tiny_causal_lm(tokenizer)
+    before = lm.model.norm.weight.detach().clone()
+    imitation = train_preference_model(
+        lm,
+        tokenizer,
+        toy_rankings(32, 1),
+        config(max_steps=3, loss="imitation"),
+        eval_set=toy_rankings(8, 2),
+    )
+    assert imitation.steps == 3 and imitation.history[-1]["loss"] > 0
+    assert 0.0 <= imitation.metrics["eval_accuracy"] <= 1.0
+    assert not torch.equal(lm.model.norm.weight, before)
+    with pytest.raises(ValueError, match="causal LM"):
+        train_preference_model(lm, tokenizer, toy_rankings(32, 1), config(loss="ranked"))
+
+
+def test_config_round_trips_and_rejects_unknown_keys():
+    cfg = PMPConfig(max_steps=5)
+    assert PMPConfig.from_dict(cfg.to_dict()) == cfg and cfg.binary is True
+    with pytest.raises(ValueError, match="unknown PreferenceTrainingConfig keys: learning_rate"):
+        PreferenceTrainingConfig.from_dict({"learning_rate": 1e-5})
+    with pytest.raises(ValueError, match="loss must be one of"):
+        PreferenceTrainingConfig(loss="pairwise")
+    try:
+        import peft  # noqa: F401
+    except ImportError:
+        with pytest.raises(ValueError, match="peft"):
+            PreferenceTrainingConfig(lora=True)
+
+
+# --- DDP -------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
+    try:
+        model, tokenizer = tiny_pm("decoder", seed=rank)  # different inits: DDP syncs them
+        result = train_preference_model(
+            model,
+            tokenizer,
+            toy_rankings(64, 1),
+            config(max_steps=3, batch_size=4),
+            checkpoint_dir=f"{out_dir}/checkpoints",
+            device="cpu",
+        )
+        torch.save(
+            {
+                "params": {n: p.detach() for n, p in model.named_parameters()},
+                "steps": result.steps,
+                "loss": [m["loss"] for m in result.history],
+            },
+            f"{out_dir}/rank{rank}.pt",
+        )
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_two_gloo_processes(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    assert rank0["steps"] == rank1["steps"] == 3
+    assert rank0["loss"] == rank1["loss"]  # averaged over ranks
+    for name, p in rank0["params"].items():
+        assert torch.equal(p, rank1["params"][name]), name
+    # Only rank 0 wrote checkpoints, once at the end.
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-00000003"]

@@ -1,0 +1,110 @@
+"""One config dataclass per training kind; `asdict(config)` is what the run row and meta.json store.
+
+Rebuild a config with `Config.from_dict(row.config)`: unknown keys are an error, not silently
+dropped, so a typo in a launched run cannot train with a default it did not ask for.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+LOSSES = ("ranked", "binary", "imitation")
+
+
+@dataclass
+class PreferenceTrainingConfig:
+    """Ranked preference modelling (and its binary / imitation baselines) on human comparisons."""
+
+    # A local Hugging Face model folder, or a (PMP'd) PM folder to finetune from.
+    backbone: str = ""
+    # Tokens per transcript; longer ones lose their beginning (the last response must survive).
+    max_length: int = 512
+    # AdamW learning rate at the end of warmup; small models tolerate more, 1e-5..5e-5 is usual.
+    lr: float = 2e-5
+    # Decoupled weight decay on matrices only (biases and norms are left alone, as in nanoGPT).
+    weight_decay: float = 0.01
+    # Optimizer steps of linear warmup (lr/(n+1), 2lr/(n+1), …), then linear decay to 0 at the end.
+    warmup_steps: int = 10
+    # Passes over the training rankings; ignored when max_steps is set.
+    epochs: int = 1
+    # Stop after this many optimizer steps (None: run `epochs` epochs).
+    max_steps: int | None = None
+    # Rankings per micro-batch (each contributes all its k responses to one forward).
+    batch_size: int = 8
+    # Micro-batches per optimizer step: effective batch = batch_size * grad_accum * world size.
+    grad_accum: int = 1
+    # Clip the global gradient norm to this (None or 0: no clipping).
+    max_grad_norm: float | None = 1.0
+    # torch.autocast to bfloat16 on CPU and CUDA; weights and optimizer state stay float32.
+    bf16: bool = False
+    # Recompute activations in backward: less memory, about a third more compute.
+    gradient_checkpointing: bool = False
+    # Train LoRA adapters on the backbone instead of all its weights (needs peft installed).
+    lora: bool = False
+    # LoRA rank and scale (alpha / r), used only when lora is set.
+    lora_r: int = 16
+    lora_alpha: int = 32
+    # Evaluate on the held-out rankings every N optimizer steps (0: only at the end).
+    eval_every: int = 100
+    # Write a resumable checkpoint every N optimizer steps (0: only at the end / on cancel).
+    checkpoint_every: int = 200
+    # Seeds the head's initialisation, the batch order and dropout.
+    seed: int = 0
+    # Add a margin from the comparison's strength (1 slightly … 4 much better) to the loss.
+    margin_from_strength: bool = False
+    # Margin for "much better"; "slightly better" gets 0, the steps between are linear.
+    margin_scale: float = 1.0
+    # "ranked" (the paper's PM), "binary" (discrimination baseline), "imitation" (LM baseline).
+    loss: str = "ranked"
+    # Length grouping: sort by length within windows of this many batches (less padding).
+    mega_batch_mult: int = 50
+
+    def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, not {self.loss!r}")
+        for name in ("max_length", "batch_size", "grad_accum", "epochs", "mega_batch_mult"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
+        for name in ("warmup_steps", "eval_every", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, not {getattr(self, name)}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be at least 1 or None, not {self.max_steps}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, not {self.lr}")
+        if self.lora and importlib.util.find_spec("peft") is None:
+            raise ValueError(
+                "lora=True needs the `peft` package, which is not installed here; "
+                "install peft or train all weights (lora=False)"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-able form stored on the run row and in meta.json."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        """Rebuild from `asdict` output; unknown keys raise, missing keys take the default."""
+        known = {field.name for field in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown {cls.__name__} keys: {', '.join(unknown)} "
+                f"(known: {', '.join(sorted(known))})"
+            )
+        return cls(**data)
+
+
+@dataclass
+class PMPConfig(PreferenceTrainingConfig):
+    """Preference-model pre-training on public ranked data (StackExchange, Reddit, UKP)."""
+
+    # Train on pairs of two answers with different scores rather than whole rankings; the paper
+    # found binary PMP transfers better to human preferences than ranked PMP.
+    binary: bool = True
+    # PMP data is plentiful and noisy: a larger step than finetuning, then finetune at ~2e-5.
+    lr: float = 5e-5
+    # Answers kept per question / sibling replies per parent (None: all).
+    max_responses: int | None = 8
