@@ -219,6 +219,12 @@ MODEL_SERVER_TIMEOUT_S = env_int("MODEL_SERVER_TIMEOUT_S", 120)
 COLLECTION_MAX_MESSAGE_CHARS = env_int("COLLECTION_MAX_MESSAGE_CHARS", 2000)
 COLLECTION_MESSAGES_PER_MINUTE = env_int("COLLECTION_MESSAGES_PER_MINUTE", 12)
 
+# --- Training -------------------------------------------------------------------------------
+
+# A newly trained PM is promoted unless its held-out accuracy is worse than the active PM's by
+# more than this (absolute accuracy).
+TRAINING_PROMOTION_TOLERANCE = float(env_str("TRAINING_PROMOTION_TOLERANCE", "0.01"))
+
 # --- REST API --------------------------------------------------------------------------------
 
 REST_FRAMEWORK = {

@@ -17,7 +17,6 @@ class TrainingRun(models.Model):
         PM_BINARY = "pm_binary", "binary discrimination baseline"
         IMITATION = "imitation", "imitation learning baseline"
         PMP = "pmp", "preference-model pre-training"
-        DISTILLATION = "distillation", "context distillation"
 
     class Status(models.TextChoices):
         QUEUED = "queued"

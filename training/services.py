@@ -1,0 +1,403 @@
+"""Actions on training runs, each in one transaction; the heavy work runs in a Celery task."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from assistant.models import ModelVersion
+from collection.models import DatasetSnapshot
+
+from .config import PMPConfig, PreferenceTrainingConfig
+from .models import TrainingRun
+
+LOG_TAIL_CHARS = 4000
+# The loss each kind trains with; all but PMP use PreferenceTrainingConfig.
+KIND_LOSS = {
+    TrainingRun.Kind.PM: "ranked",
+    TrainingRun.Kind.PM_BINARY: "binary",
+    TrainingRun.Kind.IMITATION: "imitation",
+}
+
+
+def config_for_kind(kind: str, values: dict) -> PreferenceTrainingConfig:
+    """The kind's config dataclass from stored or submitted values (unknown keys: ValueError)."""
+    if kind == TrainingRun.Kind.PMP:
+        return PMPConfig.from_dict(values)
+    loss = values.get("loss", KIND_LOSS[kind])
+    if loss != KIND_LOSS[kind]:
+        raise ValueError(f"a {kind} run trains with loss={KIND_LOSS[kind]!r}, not {loss!r}")
+    return PreferenceTrainingConfig.from_dict({**values, "loss": loss})
+
+
+def training_run_create(
+    *,
+    kind: str,
+    launched_by=None,
+    base_model: ModelVersion | None = None,
+    snapshot: DatasetSnapshot | None = None,
+    pmp_sources: list | None = None,
+    config: dict | None = None,
+) -> TrainingRun:
+    """Validate and queue a training run; the worker picks it up after commit."""
+    if kind not in TrainingRun.Kind.values:
+        raise ValidationError({"kind": f"unknown kind {kind!r}"})
+    if kind == TrainingRun.Kind.PMP:
+        if not pmp_sources:
+            raise ValidationError({"pmp_sources": "preference-model pre-training needs sources"})
+    elif snapshot is None:
+        raise ValidationError({"snapshot": "this kind trains on a dataset snapshot"})
+    try:
+        checked = config_for_kind(kind, config or {})
+    except (TypeError, ValueError) as error:
+        raise ValidationError({"config": str(error)}) from None
+    with transaction.atomic():
+        run = TrainingRun.objects.create(
+            kind=kind,
+            base_model=base_model,
+            snapshot=snapshot,
+            pmp_sources=pmp_sources or [],
+            config=checked.to_dict(),
+            launched_by=launched_by,
+        )
+        transaction.on_commit(lambda: _queue(run.pk))
+    return run
+
+
+def _queue(run_id: int) -> None:
+    from .tasks import run_training
+
+    result = run_training.delay(run_id)
+    TrainingRun.objects.filter(pk=run_id).update(celery_task_id=result.id)
+
+
+def training_run_cancel(*, run: TrainingRun) -> TrainingRun:
+    """Ask a run to stop: a queued run is cancelled at once, a running one at its next step."""
+    with transaction.atomic():
+        TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.QUEUED).update(
+            status=TrainingRun.Status.CANCELLED, cancel_requested=True, finished_at=timezone.now()
+        )
+        TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.RUNNING).update(
+            cancel_requested=True
+        )
+    run.refresh_from_db()
+    return run
+
+
+def training_run_claim(*, run_id: int) -> TrainingRun | None:
+    """Take a queued run for this worker; None when another worker has it or it is finished.
+
+    A run left `running` by a worker that died is claimed again (acks_late redelivers the task)
+    and resumes from its last checkpoint.
+    """
+    claimed = TrainingRun.objects.filter(
+        pk=run_id,
+        status__in=[TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING],
+        cancel_requested=False,
+    ).update(status=TrainingRun.Status.RUNNING, started_at=timezone.now())
+    return TrainingRun.objects.get(pk=run_id) if claimed else None
+
+
+def training_run_progress(
+    *, run_id: int, steps_done: int, steps_total: int, metrics: dict | None, log_line: str = ""
+) -> bool:
+    """Record progress; returns True when the run has been asked to stop."""
+    run = TrainingRun.objects.only("metrics", "log_tail", "cancel_requested").get(pk=run_id)
+    fields = {"steps_done": steps_done, "steps_total": steps_total}
+    if metrics:
+        fields["metrics"] = [*run.metrics, {"step": steps_done, **metrics}]
+    if log_line:
+        fields["log_tail"] = (run.log_tail + log_line.rstrip() + "\n")[-LOG_TAIL_CHARS:]
+    TrainingRun.objects.filter(pk=run_id).update(**fields)
+    return run.cancel_requested
+
+
+def training_run_finish(
+    *,
+    run_id: int,
+    status: str,
+    error: str = "",
+    artifact_path: str = "",
+    result_version: ModelVersion | None = None,
+    promotion: dict | None = None,
+) -> TrainingRun:
+    TrainingRun.objects.filter(pk=run_id).update(
+        status=status,
+        error=error,
+        artifact_path=artifact_path,
+        result_version=result_version,
+        promotion=promotion or {},
+        finished_at=timezone.now(),
+    )
+    return TrainingRun.objects.get(pk=run_id)
+
+
+def _run_dir(run: TrainingRun):
+    from django.conf import settings
+
+    # The creation time too: a database restored from backup (or a test database) reuses ids,
+    # and a new run must never resume an old run's checkpoints.
+    return settings.MODELS_DIR / "runs" / f"run-{run.pk}-{run.created_at:%Y%m%dT%H%M%S%f}"
+
+
+def _load_for_training(run: TrainingRun, config):
+    """The model to train and its tokenizer: a new PM on a backbone, or a PM to finetune."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from assistant.pm import PreferenceModel, load_pm
+    from assistant.services import default_lm_ensure
+
+    base = run.base_model or default_lm_ensure()
+    if base.backend != ModelVersion.Backend.TRANSFORMERS:
+        raise ValueError(f"{base} is served over HTTP; training needs a local model folder")
+    if base.kind == ModelVersion.Kind.PM:
+        if run.kind == TrainingRun.Kind.IMITATION:
+            raise ValueError("imitation learning trains a language model, not a preference model")
+        model, tokenizer, _ = load_pm(base.path, dtype=None)
+        return base, model, tokenizer
+    tokenizer = AutoTokenizer.from_pretrained(base.path)
+    if run.kind == TrainingRun.Kind.IMITATION:
+        return base, AutoModelForCausalLM.from_pretrained(base.path), tokenizer
+    return (
+        base,
+        PreferenceModel.from_backbone(base.path, tokenizer, max_length=config.max_length),
+        tokenizer,
+    )
+
+
+def _training_data(run: TrainingRun, config):
+    """(train, held_out) rankings: the snapshot's split, or the PMP sources (no held-out)."""
+    from .snapshots import snapshot_rankings
+
+    if run.kind == TrainingRun.Kind.PMP:
+        from . import pmp
+
+        importers = {"stackexchange": pmp.import_stackexchange, "reddit": pmp.import_reddit}
+        train = []
+        for source in run.pmp_sources:
+            if source["format"] == "ukpconvarg":
+                train += pmp.import_ukpconvarg(source["path"]).rankings
+            else:
+                train += importers[source["format"]](
+                    source["path"], binary=config.binary, max_responses=config.max_responses
+                ).rankings
+        return train, None
+    return snapshot_rankings(run.snapshot, "train"), snapshot_rankings(run.snapshot, "held_out")
+
+
+def training_run_execute(*, run: TrainingRun) -> TrainingRun:
+    """Train, save the artifact atomically, register the model version, decide promotion.
+
+    Called by the task after it claimed the run. Checkpoints live in the run's folder, so a
+    redelivered task resumes where the dead worker stopped.
+    """
+    import time
+    import traceback
+
+    from .loop import train_preference_model
+
+    config = config_for_kind(run.kind, run.config)
+    last_poll = {"at": 0.0, "stop": False}
+
+    def on_step(step: int, total: int, metrics: dict) -> None:
+        line = f"step {step}/{total} " + " ".join(
+            f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()
+        )
+        # Evaluations and every ~2 s: the metric history stays short, the page stays current.
+        evaluated = any(key.startswith("eval_") for key in metrics)
+        if evaluated or step == total or time.monotonic() - last_poll["at"] > 2:
+            last_poll["at"] = time.monotonic()
+            last_poll["stop"] = training_run_progress(
+                run_id=run.pk,
+                steps_done=step,
+                steps_total=total,
+                metrics=metrics if evaluated or step == total else None,
+                log_line=line,
+            )
+
+    def should_stop() -> bool:
+        return last_poll["stop"]
+
+    try:
+        base, model, tokenizer = _load_for_training(run, config)
+        train, held_out = _training_data(run, config)
+        if not train:
+            raise ValueError("the training data is empty")
+        result = train_preference_model(
+            model,
+            tokenizer,
+            train,
+            config,
+            eval_set=held_out,
+            on_step=on_step,
+            should_stop=should_stop,
+            checkpoint_dir=_run_dir(run) / "checkpoints",
+        )
+    except Exception as error:  # the run records why it failed; the worker goes on
+        training_run_progress(
+            run_id=run.pk,
+            steps_done=run.steps_done,
+            steps_total=run.steps_total,
+            metrics=None,
+            log_line=traceback.format_exc(),
+        )
+        return training_run_finish(
+            run_id=run.pk,
+            status=TrainingRun.Status.FAILED,
+            error=f"{type(error).__name__}: {error}",
+        )
+    if result.status == "cancelled":
+        return training_run_finish(run_id=run.pk, status=TrainingRun.Status.CANCELLED)
+    version, promotion = _register_result(run, base, model, tokenizer, config, result, held_out)
+    return training_run_finish(
+        run_id=run.pk,
+        status=TrainingRun.Status.SUCCEEDED,
+        artifact_path=version.path,
+        result_version=version,
+        promotion=promotion,
+    )
+
+
+def _register_result(run, base, model, tokenizer, config, result, held_out):
+    """Save the trained model, register it, and promote it if it is not worse than the active."""
+    from assistant.pm import save_pm
+    from assistant.selectors import active_model
+    from assistant.services import model_version_activate, model_version_register
+
+    artifact = _run_dir(run) / "model"
+    meta = {
+        "training_run": run.pk,
+        "kind": run.kind,
+        "config": config.to_dict(),
+        "base_model": base.pk,
+        "dataset_snapshot": run.snapshot.content_hash if run.snapshot else None,
+        "pmp_sources": run.pmp_sources,
+        "metrics": result.metrics,
+        "steps": result.steps,
+    }
+    if run.kind == TrainingRun.Kind.IMITATION:
+        _save_lm(model, tokenizer, artifact, meta)
+        kind = ModelVersion.Kind.LM
+    else:
+        save_pm(model, tokenizer, artifact, meta)
+        kind = ModelVersion.Kind.PM
+    version = model_version_register(
+        kind=kind,
+        name=f"{run.get_kind_display()} (run {run.pk})",
+        path=str(artifact),
+        origin=ModelVersion.Origin.TRAINED,
+        training_run_id=run.pk,
+        metadata={"metrics": result.metrics, "snapshot": meta["dataset_snapshot"]},
+    )
+    promotion = {
+        "decision": "kept",
+        "reason": "only preference models trained on collected data are promoted",
+    }
+    if kind == ModelVersion.Kind.PM and run.kind == TrainingRun.Kind.PM and held_out:
+        promotion = _promotion_decision(
+            version, active_model(kind=ModelVersion.Kind.PM), result, held_out, config
+        )
+        if promotion["decision"] == "promoted":
+            model_version_activate(version=version)
+    return version, promotion
+
+
+def _promotion_decision(new, active, result, held_out, config) -> dict:
+    """Promote when held-out accuracy is not worse than the active PM's beyond the tolerance."""
+    from django.conf import settings
+
+    from assistant.pm import load_pm
+
+    from .loop import evaluate
+
+    new_accuracy = result.metrics.get("eval_accuracy")
+    if new_accuracy is None:
+        return {"decision": "kept", "reason": "no held-out accuracy was measured"}
+    if active is None:
+        return {
+            "decision": "promoted",
+            "reason": f"first PM; held-out accuracy {new_accuracy:.3f}",
+            "new_accuracy": new_accuracy,
+        }
+    model, tokenizer, _ = load_pm(active.path)
+    active_accuracy = evaluate(model, tokenizer, held_out, config)["eval_accuracy"]
+    tolerance = settings.TRAINING_PROMOTION_TOLERANCE
+    facts = {
+        "new_accuracy": new_accuracy,
+        "active_accuracy": active_accuracy,
+        "active_version": active.pk,
+        "tolerance": tolerance,
+        "held_out": len(held_out),
+    }
+    if new_accuracy >= active_accuracy - tolerance:
+        return {
+            "decision": "promoted",
+            **facts,
+            "reason": (
+                f"held-out accuracy {new_accuracy:.3f} vs active {active_accuracy:.3f} "
+                f"(tolerance {tolerance})"
+            ),
+        }
+    return {
+        "decision": "kept",
+        **facts,
+        "reason": (
+            f"held-out accuracy {new_accuracy:.3f} is worse than the active PM's "
+            f"{active_accuracy:.3f} by more than {tolerance}"
+        ),
+    }
+
+
+def _save_lm(model, tokenizer, path, meta) -> None:
+    """Save a causal LM folder atomically (a temporary folder renamed into place)."""
+    import json
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        (staging / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+        if path.exists():
+            shutil.rmtree(path)
+        staging.rename(path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def retrain_if_enough_new_data(*, min_new_judgements: int) -> TrainingRun | None:
+    """Snapshot the collected data and launch a PM run when at least `min_new_judgements`
+    judgements arrived since the snapshot the active PM was trained on (or ever, if none)."""
+    from assistant.selectors import active_model
+    from collection.datasets import snapshot_create
+    from collection.models import Judgement
+
+    if TrainingRun.objects.filter(
+        kind=TrainingRun.Kind.PM, status__in=[TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING]
+    ).exists():
+        return None  # one retrain at a time
+    active = active_model(kind=ModelVersion.Kind.PM)
+    since, base = None, None
+    if active is not None and active.training_run_id:
+        trained_on = (
+            TrainingRun.objects.filter(pk=active.training_run_id).select_related("snapshot").first()
+        )
+        if trained_on is not None:
+            # Retrain from what the active PM started from (a backbone or a PMP'd PM) on all
+            # the data, rather than stacking finetunes on data it has already seen.
+            base = trained_on.base_model
+            since = trained_on.snapshot.created_at if trained_on.snapshot else None
+    new = Judgement.objects.exclude(origin=Judgement.Origin.IMPORTED)
+    if since is not None:
+        new = new.filter(created_at__gt=since)
+    if new.count() < min_new_judgements:
+        return None
+    snapshot = snapshot_create(
+        filter={"sources": ["collected"]}, created_by=None, name="periodic retrain"
+    )
+    return training_run_create(kind=TrainingRun.Kind.PM, snapshot=snapshot, base_model=base)

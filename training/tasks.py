@@ -1,0 +1,27 @@
+"""Training tasks: thin and idempotent; they claim a row and call a service."""
+
+from celery import shared_task
+from django.conf import settings
+
+from . import services
+
+
+@shared_task(
+    name="training.run_training",
+    acks_late=True,
+    soft_time_limit=settings.CELERY_TRAINING_SOFT_TIME_LIMIT,
+    time_limit=settings.CELERY_TRAINING_TIME_LIMIT,
+)
+def run_training(run_id: int) -> str:
+    """Run a queued training run (or resume one whose worker died) to its end."""
+    run = services.training_run_claim(run_id=run_id)
+    if run is None:
+        return "skipped: not queued"
+    return services.training_run_execute(run=run).status
+
+
+@shared_task(name="training.retrain_if_enough_new_data")
+def retrain_if_enough_new_data(min_new_judgements: int = 200) -> str:
+    """The periodic retrain: snapshot and launch a PM run when enough new judgements exist."""
+    run = services.retrain_if_enough_new_data(min_new_judgements=min_new_judgements)
+    return f"launched run {run.pk}" if run else "not enough new data"
