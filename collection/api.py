@@ -1,10 +1,14 @@
 """REST API of the collection app: researchers read, admins also write; contractors get nothing."""
 
-from rest_framework import serializers, viewsets
+from django.http import StreamingHttpResponse
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, serializers, viewsets
+from rest_framework.decorators import action
 
-from config.roles import ResearcherReadAdminWrite
+from config.roles import ResearcherReadAdminWrite, ResearcherWrite
 
-from .models import Campaign, Conversation, Judgement, Response, Turn
+from . import datasets
+from .models import Campaign, Conversation, DatasetSnapshot, Judgement, Response, Turn
 
 
 class StrictQueryMixin:
@@ -190,3 +194,71 @@ class JudgementViewSet(StrictQueryMixin, viewsets.ReadOnlyModelViewSet):
             if key in q:
                 judgements = judgements.filter(**{lookup: q[key]})
         return judgements.distinct() if "model_version" in q else judgements
+
+
+class SnapshotSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = DatasetSnapshot
+        fields = ["id", "name", "filter", "counts", "content_hash", "created_by", "created_at"]
+        read_only_fields = ["counts", "content_hash", "created_by", "created_at"]
+
+    def create(self, validated_data):
+        try:
+            return datasets.snapshot_create(
+                filter=validated_data["filter"],
+                name=validated_data.get("name", ""),
+                created_by=self.context["request"].user,
+            )
+        except datasets.DatasetError as error:
+            raise serializers.ValidationError({"filter": str(error)}) from None
+
+
+class DownloadQuery(serializers.Serializer):
+    export = serializers.CharField(default="hh-rlhf", help_text="hh-rlhf, trl, ranked or raw")
+    file_format = serializers.CharField(default="jsonl", help_text="jsonl or parquet")
+    split = serializers.CharField(default="all", help_text="train, held_out or all")
+    pairs = serializers.CharField(default="all", help_text="all or adjacent (hh-rlhf, trl)")
+    margin = serializers.BooleanField(default=False, help_text="trl: add the margin column")
+
+
+class SnapshotViewSet(
+    mixins.CreateModelMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Immutable dataset snapshots: researchers create them from a filter and download exports."""
+
+    queryset = DatasetSnapshot.objects.all()
+    serializer_class = SnapshotSerializer
+    permission_classes = [ResearcherWrite]
+
+    @extend_schema(parameters=[DownloadQuery])
+    @action(detail=True, methods=["get"])
+    def download(self, request, pk=None):
+        """Stream an export of the snapshot (constant memory, whatever its size)."""
+        snapshot = self.get_object()
+        unknown = sorted(set(request.query_params) - set(DownloadQuery().fields))
+        if unknown:
+            raise serializers.ValidationError(
+                {"detail": f"unknown parameter(s): {', '.join(unknown)}"}
+            )
+        query = DownloadQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        q = query.validated_data
+        try:
+            blocks = datasets.stream_export(
+                snapshot,
+                q["export"],
+                q["file_format"],
+                split=q["split"],
+                pairs=q["pairs"],
+                margin=q["margin"],
+            )
+        except datasets.DatasetError as error:
+            raise serializers.ValidationError({"detail": str(error)}) from None
+        name = f"snapshot-{snapshot.pk}-{q['export']}-{q['split']}.{q['file_format']}"
+        response = StreamingHttpResponse(blocks, content_type="application/octet-stream")
+        response["Content-Disposition"] = f'attachment; filename="{name}"'
+        response["X-Content-Hash"] = snapshot.content_hash
+        return response

@@ -7,6 +7,7 @@ from rest_framework.routers import DefaultRouter
 from assistant import api as assistant_api
 from collection import api as collection_api
 from config.roles import ResearcherWrite
+from training import api as training_api
 
 router = DefaultRouter()
 router.register("model-versions", assistant_api.ModelVersionViewSet, basename="modelversion")
@@ -14,6 +15,8 @@ router.register("prompts", assistant_api.PromptTemplateViewSet, basename="prompt
 router.register("campaigns", collection_api.CampaignViewSet, basename="campaign")
 router.register("conversations", collection_api.ConversationViewSet, basename="conversation")
 router.register("judgements", collection_api.JudgementViewSet, basename="judgement")
+router.register("snapshots", collection_api.SnapshotViewSet, basename="snapshot")
+router.register("training-runs", training_api.TrainingRunViewSet, basename="trainingrun")
 
 urlpatterns = [
     path("", include(router.urls)),

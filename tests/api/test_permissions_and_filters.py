@@ -15,6 +15,8 @@ LIST_ENDPOINTS = [
     "/api/campaigns/",
     "/api/conversations/",
     "/api/judgements/",
+    "/api/snapshots/",
+    "/api/training-runs/",
     "/api/schema/",
     "/api/docs/",
 ]
@@ -91,3 +93,54 @@ def test_the_docs_load_their_assets_from_our_own_server(client, rita):
     assert "swagger-ui" in page and "cdn.jsdelivr" not in page and "/static/" in page
     schema = client.get("/api/schema/")
     assert schema.status_code == 200 and b"/api/judgements/" in schema.content
+
+
+def test_researchers_snapshot_and_download_with_clear_errors(api, rita, alice, tmp_path):
+    from collection.datasets import dataset_import_create
+    from tests.training.test_runs import toy_trl_file
+
+    imported = dataset_import_create(path=toy_trl_file(tmp_path / "toy.jsonl", n=10), format="trl")
+    api.force_authenticate(rita)
+    bad = api.post("/api/snapshots/", {"filter": {"campains": [1]}}, format="json")
+    assert bad.status_code == 400 and "campains" in str(bad.json())
+    made = api.post(
+        "/api/snapshots/", {"filter": {"imports": [imported.pk]}, "name": "toy"}, format="json"
+    )
+    assert made.status_code == 201, made.json()
+    snapshot = made.json()
+    assert snapshot["counts"]["judgements"] == 10 and len(snapshot["content_hash"]) == 64
+    url = f"/api/snapshots/{snapshot['id']}/download/"
+    download = api.get(url + "?export=hh-rlhf&file_format=jsonl")
+    lines = b"".join(download.streaming_content).decode().splitlines()
+    assert download.status_code == 200 and len(lines) == 10
+    assert '"chosen": "\\n\\nHuman: Tell me about' in lines[0]
+    assert download["X-Content-Hash"] == snapshot["content_hash"]
+    assert api.get(url + "?export=csv").status_code == 400
+    assert "unknown export format" in str(api.get(url + "?export=csv").json())
+    assert api.get(url + "?file_format=xlsx").status_code == 400
+    assert api.get(url + "?colour=red").status_code == 400
+    api.force_authenticate(alice)
+    assert api.get(url).status_code == 403
+
+
+def test_admins_launch_training_runs_researchers_watch(
+    api, rita, adam, tmp_path, django_capture_on_commit_callbacks
+):
+    from collection.datasets import dataset_import_create, snapshot_create
+    from tests.training.test_runs import toy_trl_file
+
+    imported = dataset_import_create(path=toy_trl_file(tmp_path / "toy.jsonl", n=10), format="trl")
+    snapshot = snapshot_create(filter={"imports": [imported.pk]})
+    body = {"kind": "pm", "snapshot": snapshot.pk, "config": {"max_steps": 2}}
+    api.force_authenticate(rita)
+    assert api.post("/api/training-runs/", body, format="json").status_code == 403
+    api.force_authenticate(adam)
+    bad = api.post("/api/training-runs/", {**body, "config": {"steps": 2}}, format="json")
+    assert bad.status_code == 400 and "steps" in str(bad.json())
+    with django_capture_on_commit_callbacks(execute=False):
+        made = api.post("/api/training-runs/", body, format="json")
+    assert made.status_code == 201 and made.json()["status"] == "queued"
+    cancelled = api.post(f"/api/training-runs/{made.json()['id']}/cancel/")
+    assert cancelled.json()["status"] == "cancelled"
+    api.force_authenticate(rita)
+    assert api.get("/api/training-runs/").json()["count"] == 1
