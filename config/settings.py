@@ -219,6 +219,19 @@ MODEL_SERVER_TIMEOUT_S = env_int("MODEL_SERVER_TIMEOUT_S", 120)
 COLLECTION_MAX_MESSAGE_CHARS = env_int("COLLECTION_MAX_MESSAGE_CHARS", 2000)
 COLLECTION_MESSAGES_PER_MINUTE = env_int("COLLECTION_MESSAGES_PER_MINUTE", 12)
 
+# --- Evals ----------------------------------------------------------------------------------
+
+# Public eval data the user brings; the defaults point at the shared data beside the checkout.
+ALIGNLAB_HHH_DIR = Path(
+    env_str("ALIGNLAB_HHH_DIR", str(BASE_DIR.parent / "shared" / "data" / "hhh_alignment"))
+)
+ALIGNLAB_TRUTHFULQA_FILE = Path(
+    env_str(
+        "ALIGNLAB_TRUTHFULQA_FILE",
+        str(BASE_DIR.parent / "shared" / "data" / "truthfulqa" / "data" / "mc_task.json"),
+    )
+)
+
 # --- Training -------------------------------------------------------------------------------
 
 # A newly trained PM is promoted unless its held-out accuracy is worse than the active PM's by

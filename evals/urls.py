@@ -5,4 +5,7 @@ from . import views
 app_name = "evals"
 urlpatterns = [
     path("", views.leaderboard, name="leaderboard"),
+    path("runs/<int:run_id>/", views.run_detail, name="run"),
+    path("compare/", views.compare, name="compare"),
+    path("data-efficiency/", views.data_efficiency, name="data_efficiency"),
 ]

@@ -1,9 +1,49 @@
-from django.shortcuts import render
+from django.shortcuts import get_object_or_404, render
 
+from assistant.models import ModelVersion
 from config.roles import ADMIN, RESEARCHER, role_required
+
+from . import charts, selectors
+from .models import EvalRun
 
 
 @role_required(RESEARCHER, ADMIN)
 def leaderboard(request):
     """Model versions against the HHH metrics."""
-    return render(request, "evals/leaderboard.html")
+    columns, rows = selectors.leaderboard()
+    return render(request, "evals/leaderboard.html", {"columns": columns, "rows": rows})
+
+
+@role_required(RESEARCHER, ADMIN)
+def run_detail(request, run_id: int):
+    """One eval run: per-category bars with confidence intervals, calibration, items."""
+    run = get_object_or_404(EvalRun.objects.select_related("model_version", "snapshot"), pk=run_id)
+    context = {"run": run, "bars": charts.category_bars(run.results)}
+    calibration = run.results.get("calibration")
+    if calibration:
+        context["calibration_svg"] = charts.reliability_svg(calibration["bins"])
+    template = "evals/_run.html" if request.htmx else "evals/run.html"
+    return render(request, template, context)
+
+
+@role_required(RESEARCHER, ADMIN)
+def compare(request):
+    """Two model versions side by side, suite by suite."""
+    versions = ModelVersion.objects.order_by("-pk")
+    a = versions.filter(pk=request.GET.get("a")).first()
+    b = versions.filter(pk=request.GET.get("b")).first()
+    rows = charts.comparison(a, b) if a and b else []
+    return render(
+        request, "evals/compare.html", {"versions": versions, "a": a, "b": b, "rows": rows}
+    )
+
+
+@role_required(RESEARCHER, ADMIN)
+def data_efficiency(request):
+    """Held-out accuracy against the number of training comparisons, with and without PMP."""
+    series = charts.data_efficiency_series()
+    return render(
+        request,
+        "evals/data_efficiency.html",
+        {"series": series, "svg": charts.data_efficiency_svg(series)},
+    )
