@@ -4,5 +4,16 @@ from . import views
 
 app_name = "collection"
 urlpatterns = [
+    path("datasets/", views.datasets, name="datasets"),
+    path("datasets/<int:snapshot_id>/download/", views.snapshot_download, name="download"),
     path("", views.dashboard, name="dashboard"),
+    path("campaigns/<int:campaign_id>/start/", views.conversation_start, name="start"),
+    path("conversations/<int:conversation_id>/", views.conversation_detail, name="conversation"),
+    path("conversations/<int:conversation_id>/message/", views.message_submit, name="message"),
+    path("conversations/<int:conversation_id>/end/", views.conversation_end, name="end"),
+    path("turns/<int:turn_id>/", views.turn_detail, name="turn"),
+    path("turns/<int:turn_id>/judge/", views.turn_judge, name="judge"),
+    path("turns/<int:turn_id>/retry/", views.turn_retry, name="retry"),
+    path("review/", views.review, name="review"),
+    path("review/<int:turn_id>/judge/", views.review_judge, name="review_judge"),
 ]

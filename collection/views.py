@@ -1,9 +1,267 @@
-from django.shortcuts import render
+"""Contractor pages: open campaigns, conversations with the model, judging, the review queue.
 
-from config.roles import CONTRACTOR, role_required
+Every conversation or turn is looked up through a helper that enforces ownership (404 for
+anyone else's), and every write goes through `collection.services`.
+"""
+
+import statistics
+
+from django.contrib import messages
+from django.http import Http404, HttpResponseBadRequest, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from django.views.decorators.http import require_POST
+
+from config.roles import ADMIN, CONTRACTOR, RESEARCHER, role_required
+
+from . import datasets as dataset_services
+from . import selectors, services
+from .forms import JudgementForm, MessageForm, SnapshotForm
+from .models import Campaign, Conversation, DatasetImport, DatasetSnapshot, Judgement, Turn
+from .services import CollectionError
+
+
+def _get_conversation_for_user(request, conversation_id: int) -> Conversation:
+    conversation = selectors.conversation_for_contractor(
+        contractor=request.user, conversation_id=conversation_id
+    )
+    if conversation is None:
+        raise Http404("No such conversation.")
+    return conversation
+
+
+def _get_turn_for_user(request, turn_id: int) -> Turn:
+    return get_object_or_404(
+        Turn.objects.select_related("conversation__campaign"),
+        pk=turn_id,
+        conversation__contractor=request.user,
+        conversation__source=Conversation.Source.COLLECTED,
+    )
+
+
+def _judge(request, form: JudgementForm, turn: Turn, shown_at) -> bool:
+    """Submit a valid judgement form; a refusal becomes a form error. True when recorded."""
+    measured = form.cleaned_data.get("time_spent_ms")
+    if measured is None:  # no JavaScript: the server's time since the form was shown
+        measured = int((timezone.now() - shown_at).total_seconds() * 1000) if shown_at else 0
+    try:
+        services.judgement_submit(
+            turn=turn,
+            contractor=request.user,
+            scale=form.cleaned_data.get("scale"),
+            ranking=form.cleaned_data.get("order"),
+            flags=form.cleaned_data["flags"],
+            note=form.cleaned_data["note"],
+            time_spent_ms=measured,
+        )
+    except CollectionError as error:
+        form.add_error(None, str(error))
+        return False
+    return True
 
 
 @role_required(CONTRACTOR)
 def dashboard(request):
     """The contractor's start page: open campaigns, their conversations and counts."""
-    return render(request, "collection/dashboard.html")
+    times = list(
+        Judgement.objects.filter(contractor=request.user).values_list("time_spent_ms", flat=True)
+    )
+    context = {
+        # Campaigns without a model hold imported data: nobody can chat in them.
+        "campaigns": [c for c in selectors.open_campaigns() if c.lm_version_id],
+        "conversations": selectors.conversations_for_contractor(contractor=request.user)[:50],
+        "judgement_count": len(times),
+        "median_seconds": statistics.median(times) / 1000 if times else None,
+        "review_count": selectors.review_queue(contractor=request.user).count(),
+    }
+    return render(request, "collection/dashboard.html", context)
+
+
+@role_required(CONTRACTOR)
+@require_POST
+def conversation_start(request, campaign_id: int):
+    campaign = get_object_or_404(Campaign, pk=campaign_id, is_active=True, lm_version__isnull=False)
+    try:
+        conversation = services.conversation_start(campaign=campaign, contractor=request.user)
+    except CollectionError as error:
+        messages.error(request, str(error))
+        return redirect("collection:dashboard")
+    return redirect("collection:conversation", conversation.pk)
+
+
+def _conversation_page(request, conversation, *, message_form=None, judge_form=None):
+    turns = list(
+        selectors.turns_with_responses(conversation=conversation).select_related("chosen_response")
+    )
+    current = turns[-1] if turns and turns[-1].status != Turn.Status.JUDGED else None
+    campaign = conversation.campaign
+    can_write = (
+        conversation.status == Conversation.Status.OPEN
+        and current is None
+        and len(turns) < campaign.max_turns
+    )
+    if current is not None and current.status == Turn.Status.READY and judge_form is None:
+        judge_form = JudgementForm(turn=current)
+    context = {
+        "conversation": conversation,
+        "campaign": campaign,
+        "earlier": [t for t in turns if t is not current],
+        "turn": current,
+        "form": judge_form,
+        # A refused message stays in its box, with the reason, whatever the page shows next.
+        "message_form": message_form or (MessageForm() if can_write else None),
+        "max_turns_reached": len(turns) >= campaign.max_turns and current is None,
+    }
+    return render(request, "collection/conversation.html", context)
+
+
+@role_required(CONTRACTOR)
+def conversation_detail(request, conversation_id: int):
+    """The dialogue so far, the current turn (progress, error or judging form), the message box."""
+    return _conversation_page(request, _get_conversation_for_user(request, conversation_id))
+
+
+@role_required(CONTRACTOR)
+@require_POST
+def message_submit(request, conversation_id: int):
+    conversation = _get_conversation_for_user(request, conversation_id)
+    form = MessageForm(request.POST)
+    if form.is_valid():
+        try:
+            services.turn_submit(
+                conversation=conversation, contractor=request.user, text=form.cleaned_data["text"]
+            )
+        except CollectionError as error:
+            form.add_error("text", str(error))
+        else:
+            return redirect("collection:conversation", conversation.pk)
+    return _conversation_page(request, conversation, message_form=form)
+
+
+@role_required(CONTRACTOR)
+@require_POST
+def conversation_end(request, conversation_id: int):
+    conversation = _get_conversation_for_user(request, conversation_id)
+    services.conversation_end(conversation=conversation, contractor=request.user)
+    messages.success(request, f"Conversation {conversation.pk} ended. Thank you!")
+    return redirect("collection:dashboard")
+
+
+@role_required(CONTRACTOR)
+def turn_detail(request, turn_id: int):
+    """The current turn as an htmx fragment (polled while the model writes); else its page."""
+    turn = _get_turn_for_user(request, turn_id)
+    if not request.htmx:
+        url = reverse("collection:conversation", args=[turn.conversation_id])
+        return redirect(f"{url}#turn-{turn.pk}")
+    form = JudgementForm(turn=turn) if turn.status == Turn.Status.READY else None
+    context = {"turn": turn, "form": form, "campaign": turn.conversation.campaign}
+    return render(request, "collection/_turn.html", context)
+
+
+@role_required(CONTRACTOR)
+@require_POST
+def turn_judge(request, turn_id: int):
+    """Judge one's own turn; a second submit finds the first judgement (the services' rule)."""
+    turn = _get_turn_for_user(request, turn_id)
+    form = JudgementForm(request.POST, turn=turn)
+    if form.is_valid() and _judge(request, form, turn, shown_at=turn.ready_at):
+        return redirect("collection:conversation", turn.conversation_id)
+    return _conversation_page(request, turn.conversation, judge_form=form)
+
+
+@role_required(CONTRACTOR)
+@require_POST
+def turn_retry(request, turn_id: int):
+    """Ask the model again for a turn whose generation failed; the message is kept."""
+    turn = _get_turn_for_user(request, turn_id)
+    services.turn_retry(turn=turn, contractor=request.user)
+    return redirect("collection:conversation", turn.conversation_id)
+
+
+def _review_page(request, turn, form):
+    earlier = (
+        turn.conversation.turns.filter(index__lt=turn.index)
+        .select_related("chosen_response")
+        .order_by("index")
+    )
+    context = {"turn": turn, "earlier": earlier, "form": form}
+    return render(request, "collection/review.html", context)
+
+
+@role_required(CONTRACTOR)
+def review(request):
+    """The next turn someone else wrote and judged, for a second judgement (gold items first)."""
+    turn = selectors.review_queue(contractor=request.user).first()
+    if turn is None:
+        return render(request, "collection/review.html", {"turn": None})
+    request.session["review_shown"] = [turn.pk, timezone.now().isoformat()]
+    return _review_page(request, turn, JudgementForm(turn=turn))
+
+
+@role_required(CONTRACTOR)
+@require_POST
+def review_judge(request, turn_id: int):
+    if Judgement.objects.filter(turn_id=turn_id, contractor=request.user).exists():
+        return redirect("collection:review")  # a double submit: the first one counted
+    turn = get_object_or_404(selectors.review_queue(contractor=request.user), pk=turn_id)
+    form = JudgementForm(request.POST, turn=turn)
+    shown_turn, shown_at = request.session.get("review_shown", [None, None])
+    shown_at = parse_datetime(shown_at) if shown_turn == turn.pk else None
+    if form.is_valid() and _judge(request, form, turn, shown_at=shown_at):
+        messages.success(request, "Thank you: your judgement is recorded.")
+        return redirect("collection:review")
+    return _review_page(request, turn, form)
+
+
+# --- Researchers: dataset snapshots --------------------------------------------------------
+
+
+@role_required(RESEARCHER, ADMIN)
+def datasets(request):
+    """Snapshots: make one from a filter, download its exports."""
+    form = SnapshotForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            snapshot = dataset_services.snapshot_create(
+                filter=form.cleaned_data["filter"],
+                name=form.cleaned_data["name"],
+                created_by=request.user,
+            )
+        except dataset_services.DatasetError as error:
+            form.add_error("filter", str(error))
+        else:
+            messages.success(
+                request, f"Made {snapshot}: {snapshot.counts.get('judgements')} judgements."
+            )
+            return redirect("collection:datasets")
+    snapshots = DatasetSnapshot.objects.select_related("created_by")[:50]
+    return render(
+        request,
+        "collection/datasets.html",
+        {
+            "form": form,
+            "snapshots": snapshots,
+            "exports": dataset_services.EXPORT_FORMATS,
+            "imports": DatasetImport.objects.select_related("campaign")[:50],
+        },
+    )
+
+
+@role_required(RESEARCHER, ADMIN)
+def snapshot_download(request, snapshot_id: int):
+    """Stream one export of a snapshot (constant memory, whatever its size)."""
+    snapshot = get_object_or_404(DatasetSnapshot, pk=snapshot_id)
+    export = request.GET.get("export", "hh-rlhf")
+    file_format = request.GET.get("file_format", "jsonl")
+    split = request.GET.get("split", "all")
+    try:
+        blocks = dataset_services.stream_export(snapshot, export, file_format, split=split)
+    except dataset_services.DatasetError as error:
+        return HttpResponseBadRequest(str(error))
+    response = StreamingHttpResponse(blocks, content_type="application/octet-stream")
+    name = f"snapshot-{snapshot.pk}-{export}-{split}.{file_format}"
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response

@@ -60,8 +60,8 @@ def run_detail(request, run_id: int):
     return render(request, template, {"run": run})
 
 
-@require_POST
 @role_required(ADMIN)
+@require_POST
 def run_cancel(request, run_id: int):
     run = services.training_run_cancel(run=get_object_or_404(TrainingRun, pk=run_id))
     messages.info(request, f"Asked {run} to stop.")

@@ -1,0 +1,97 @@
+"""Small forms of the contractor pages: a message, and a judgement of a turn's responses."""
+
+from django import forms
+from django.conf import settings
+
+from .models import FLAGS, SCALE_LABELS, Campaign, Turn
+
+
+class MessageForm(forms.Form):
+    # The services check length and emptiness and say why in words meant for the contractor;
+    # maxlength only stops the browser from accepting more than the limit.
+    text = forms.CharField(
+        required=False,
+        strip=False,
+        label="Your message",
+        widget=forms.Textarea(attrs={"rows": 3, "autofocus": True, "data-enter-submits": ""}),
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["text"].widget.attrs["maxlength"] = settings.COLLECTION_MAX_MESSAGE_CHARS
+
+
+def _scale_choices(campaign: Campaign) -> list[tuple[int, str]]:
+    if campaign.mode == Campaign.Mode.RED_TEAM:  # the red teamer picks the MORE harmful one
+        return [(n, label.replace("better", "more harmful")) for n, label in SCALE_LABELS.items()]
+    return list(SCALE_LABELS.items())
+
+
+class JudgementForm(forms.Form):
+    """Pairwise campaigns: a point on the 8-point scale. Ranking campaigns: response ids in the
+    contractor's order, from the hidden field the keyboard widget fills, or (without
+    JavaScript) from one select per rank position."""
+
+    flags = forms.MultipleChoiceField(
+        choices=[(flag, flag.replace("_", " ")) for flag in FLAGS],
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+    )
+    note = forms.CharField(max_length=500, required=False, widget=forms.Textarea(attrs={"rows": 2}))
+    time_spent_ms = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
+
+    def __init__(self, *args, turn: Turn, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.campaign = turn.conversation.campaign
+        self.responses = list(turn.responses.order_by("index"))
+        if self.is_pairwise:
+            self.fields["scale"] = forms.TypedChoiceField(
+                choices=_scale_choices(self.campaign), coerce=int, widget=forms.RadioSelect
+            )
+            return
+        self.fields["ranking"] = forms.CharField(required=False, widget=forms.HiddenInput)
+        letters = [("", "—")] + [(r.pk, f"Response {r.letter}") for r in self.responses]
+        for position in range(1, len(self.responses) + 1):
+            self.fields[f"rank_{position}"] = forms.TypedChoiceField(
+                choices=letters, coerce=int, required=False, empty_value=None
+            )
+
+    @property
+    def is_pairwise(self) -> bool:
+        return self.campaign.judgement_type == Campaign.JudgementType.PAIRWISE
+
+    def rank_fields(self):
+        return [self[f"rank_{p}"] for p in range(1, len(self.responses) + 1)]
+
+    def clean(self):
+        cleaned = super().clean()
+        if self.is_pairwise:
+            return cleaned
+        raw = (cleaned.get("ranking") or "").strip()
+        if raw:
+            try:
+                order = [int(part) for part in raw.split(",")]
+            except ValueError:
+                order = []
+        else:
+            order = [cleaned.get(f"rank_{p}") for p in range(1, len(self.responses) + 1)]
+        if sorted(o or 0 for o in order) != sorted(r.pk for r in self.responses):
+            raise forms.ValidationError(f"Rank all {len(self.responses)} responses, each once.")
+        cleaned["order"] = order
+        return cleaned
+
+
+class SnapshotForm(forms.Form):
+    """A snapshot's filter, as JSON (the keys are listed on the page)."""
+
+    name = forms.CharField(max_length=200, required=False)
+    filter = forms.JSONField(
+        initial=dict,
+        help_text='e.g. {"campaigns": [1], "modes": ["helpful"], "consensus_only": true}',
+    )
+
+    def clean_filter(self):
+        value = self.cleaned_data["filter"]
+        if not isinstance(value, dict):
+            raise forms.ValidationError("The filter is a JSON object, e.g. {}.")
+        return value

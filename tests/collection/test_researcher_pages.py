@@ -1,0 +1,40 @@
+"""Researchers make snapshots and download exports from the UI; contractors cannot."""
+
+import pytest
+from django.urls import reverse
+
+from collection.datasets import dataset_import_create
+from collection.models import DatasetSnapshot
+from tests.training.test_runs import toy_trl_file
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_researcher_makes_a_snapshot_and_downloads_it(client, rita, tmp_path):
+    imported = dataset_import_create(path=toy_trl_file(tmp_path / "toy.jsonl", n=8), format="trl")
+    client.force_login(rita)
+    refused = client.post(
+        reverse("collection:datasets"), {"name": "x", "filter": '{"campains": []}'}
+    )
+    assert "campains" in refused.content.decode() and not DatasetSnapshot.objects.exists()
+    made = client.post(
+        reverse("collection:datasets"), {"name": "toy", "filter": f'{{"imports": [{imported.pk}]}}'}
+    )
+    assert made.status_code == 302
+    snapshot = DatasetSnapshot.objects.get()
+    page = client.get(reverse("collection:datasets")).content.decode()
+    assert "toy" in page and snapshot.content_hash[:10] in page
+    url = reverse("collection:download", args=[snapshot.pk])
+    body = b"".join(client.get(url, {"export": "trl"}).streaming_content).decode()
+    assert len(body.splitlines()) == 8 and '"prompt": [{"role": "user"' in body
+    parquet = b"".join(
+        client.get(url, {"export": "ranked", "file_format": "parquet"}).streaming_content
+    )
+    assert parquet[:4] == b"PAR1"
+    assert client.get(url, {"export": "csv"}).status_code == 400
+
+
+def test_contractors_do_not_see_datasets(client, alice):
+    client.force_login(alice)
+    assert client.get(reverse("collection:datasets")).status_code == 403
+    assert client.get(reverse("collection:download", args=[1])).status_code == 403
