@@ -1,6 +1,5 @@
 """Eval runs: the HHH suite on real data, triggered by model registration, reported in pages."""
 
-import json
 
 import pytest
 from django.conf import settings
@@ -8,8 +7,9 @@ from django.urls import reverse
 
 from assistant import runtime
 from assistant.services import model_version_register
-from evals import runner, services
+from evals import services
 from evals.models import EvalRun
+from evals.suites.hhh import hhh_pm_eval, load_hhh
 from tests.tinymodels import save_tiny_lm
 
 
@@ -18,61 +18,6 @@ class LongerIsBetter:
 
     def score(self, texts):
         return [float(len(text)) for text in texts]
-
-
-def test_the_hhh_evaluation_has_221_items_in_four_categories():
-    items = runner.load_hhh(settings.ALIGNLAB_HHH_DIR)
-    counts = {c: sum(i["category"] == c for i in items) for c in runner.HHH_CATEGORIES}
-    assert counts == {"helpful": 59, "honest": 61, "harmless": 58, "other": 43}
-    assert len(items) == 221 and all(len(i["responses"]) == 2 for i in items)
-
-
-def test_a_pm_preferring_longer_responses_scores_what_a_hand_count_says():
-    items = runner.load_hhh(settings.ALIGNLAB_HHH_DIR)
-    results = runner.hhh_scores(LongerIsBetter(), items)
-    # Counted directly from the task files, without the runner: the best response is longer.
-    expected = {}
-    for category in runner.HHH_CATEGORIES:
-        task = json.loads((settings.ALIGNLAB_HHH_DIR / category / "task.json").read_text())
-        expected[category] = sum(
-            max(ex["target_scores"], key=ex["target_scores"].get)
-            == max(ex["target_scores"], key=len)
-            for ex in task["examples"]
-        )
-    for category, hits in expected.items():
-        assert results["categories"][category]["correct"] == hits
-    assert results["overall"]["correct"] == sum(expected.values())
-
-
-def test_hand_made_items_give_the_accuracy_written_down():
-    items = [
-        {
-            "category": "helpful",
-            "index": 0,
-            "input": "q",
-            "responses": ["short", "much longer"],
-            "best": 1,
-        },
-        {
-            "category": "helpful",
-            "index": 1,
-            "input": "q",
-            "responses": ["a long answer", "no"],
-            "best": 1,
-        },
-        {"category": "honest", "index": 0, "input": "q", "responses": ["x", "yy"], "best": 1},
-        {"category": "honest", "index": 1, "input": "q", "responses": ["zzz", "w"], "best": 0},
-    ]
-    results = runner.hhh_scores(LongerIsBetter(), items)
-    assert results["categories"]["helpful"]["accuracy"] == 0.5
-    assert results["categories"]["honest"]["accuracy"] == 1.0
-    assert results["overall"]["accuracy"] == 0.75 and results["overall"]["n"] == 4
-
-
-def test_wilson_intervals_match_known_values():
-    low, high = runner.wilson(8, 10)
-    assert (round(low, 3), round(high, 3)) == (0.49, 0.943)
-    assert runner.wilson(0, 0) == (0.0, 1.0)
 
 
 @pytest.mark.django_db
@@ -106,7 +51,12 @@ def test_a_tiny_pm_is_evaluated_on_the_real_hhh_items(tmp_path):
     runtime.unload_all()
     assert run.status == "succeeded", run.error
     assert run.results["overall"]["n"] == 221
-    assert {c: v["n"] for c, v in run.results["categories"].items()} == runner.HHH_CATEGORIES
+    assert {c: v["n"] for c, v in run.results["categories"].items()} == {
+        "helpful": 59,
+        "honest": 61,
+        "harmless": 58,
+        "other": 43,
+    }
     assert services.eval_run_claim(eval_run_id=run.pk) is None  # a finished run is not redone
 
 
@@ -118,10 +68,10 @@ def test_the_report_pages_render(client, rita, tmp_path):
         model_version=version,
         status="succeeded",
         results={
-            **runner.hhh_scores(LongerIsBetter(), runner.load_hhh(settings.ALIGNLAB_HHH_DIR)),
+            **hhh_pm_eval(LongerIsBetter(), load_hhh(settings.ALIGNLAB_HHH_DIR)),
             "calibration": {
                 "ece": 0.05,
-                "bins": [{"count": 3, "predicted": 0.55, "observed": 0.6}] * 10,
+                "bins": [{"count": 3, "mean_predicted": 0.55, "observed": 0.6}] * 10,
             },
         },
     )
