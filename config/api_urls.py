@@ -7,6 +7,7 @@ from rest_framework.routers import DefaultRouter
 from assistant import api as assistant_api
 from collection import api as collection_api
 from config.roles import ResearcherWrite
+from evals import api as evals_api
 from training import api as training_api
 
 router = DefaultRouter()
@@ -17,6 +18,7 @@ router.register("conversations", collection_api.ConversationViewSet, basename="c
 router.register("judgements", collection_api.JudgementViewSet, basename="judgement")
 router.register("snapshots", collection_api.SnapshotViewSet, basename="snapshot")
 router.register("training-runs", training_api.TrainingRunViewSet, basename="trainingrun")
+router.register("eval-runs", evals_api.EvalRunViewSet, basename="evalrun")
 
 urlpatterns = [
     path("", include(router.urls)),

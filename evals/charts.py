@@ -61,7 +61,8 @@ def reliability_svg(bins: list[dict], size: int = 260) -> str:
         parts.append(
             f'<rect x="{pad + i * width + 1:.1f}" y="{y(observed):.1f}" width="{width - 2:.1f}" '
             f'height="{observed * span:.1f}" fill="#2457c5" fill-opacity="0.55">'
-            f"<title>bin {i + 1}: predicted {float(b['mean_predicted']):.2f}, observed {observed:.2f}, "
+            f"<title>bin {i + 1}: predicted {float(b['mean_predicted']):.2f}, "
+            f"observed {observed:.2f}, "
             f"{int(b['count'])} pairs</title></rect>"
         )
     parts += [

@@ -35,10 +35,15 @@ def eval_run_create(
     suite: str,
     model_version: ModelVersion,
     snapshot: DatasetSnapshot | None = None,
+    snapshot_id: int | None = None,
     options: dict | None = None,
     launched_by=None,
 ) -> EvalRun:
     """Validate and queue an eval run; a worker runs it after commit."""
+    if snapshot is None and snapshot_id is not None:
+        snapshot = DatasetSnapshot.objects.filter(pk=snapshot_id).first()
+        if snapshot is None:
+            raise ValidationError({"snapshot": f"no dataset snapshot {snapshot_id}"})
     if suite not in EvalRun.Suite.values:
         raise ValidationError({"suite": f"unknown suite {suite!r}; known: {EvalRun.Suite.values}"})
     if suite not in SUITES_FOR_KIND[model_version.kind]:

@@ -17,6 +17,7 @@ LIST_ENDPOINTS = [
     "/api/judgements/",
     "/api/snapshots/",
     "/api/training-runs/",
+    "/api/eval-runs/",
     "/api/schema/",
     "/api/docs/",
 ]

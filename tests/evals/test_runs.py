@@ -1,6 +1,5 @@
 """Eval runs: the HHH suite on real data, triggered by model registration, reported in pages."""
 
-
 import pytest
 from django.conf import settings
 from django.urls import reverse
@@ -128,3 +127,36 @@ def test_a_pm_registered_by_training_is_evaluated_by_a_real_worker(tmp_path, cel
 
     # The task ran in the worker process and reported through the result backend.
     assert run_eval.AsyncResult(evaluated.celery_task_id).get(timeout=60) == "succeeded"
+
+
+@pytest.mark.django_db
+def test_run_eval_command_and_api(tmp_path, rita, alice):
+    import copy
+    import io
+
+    from django.core.management import call_command
+    from rest_framework.test import APIClient
+
+    from assistant.pm import PreferenceModel, save_pm
+    from tests.tinymodels import tiny_causal_lm, tiny_tokenizer
+
+    tokenizer = copy.deepcopy(tiny_tokenizer())
+    pm = PreferenceModel.from_backbone(tiny_causal_lm(tokenizer).model, tokenizer, max_length=128)
+    save_pm(pm, tokenizer, tmp_path / "pm", {})
+    version = model_version_register(kind="pm", name="tiny pm", path=str(tmp_path / "pm"))
+    out = io.StringIO()
+    call_command(
+        "run_eval", "--suite", "truthfulqa", "--model", str(version.pk), "--limit", "5", stdout=out
+    )
+    runtime.unload_all()
+    assert "TruthfulQA" in out.getvalue() and "mc1" in out.getvalue()
+    api = APIClient()
+    api.force_authenticate(rita)
+    listed = api.get("/api/eval-runs/").json()
+    assert listed["count"] == 1 and listed["results"][0]["results"]["mc1"]["n"] == 5
+    bad = api.post(
+        "/api/eval-runs/", {"suite": "toxicity", "model_version": version.pk}, format="json"
+    )
+    assert bad.status_code == 400 and "does not apply" in str(bad.json())
+    api.force_authenticate(alice)
+    assert api.get("/api/eval-runs/").status_code == 403

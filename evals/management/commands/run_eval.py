@@ -1,0 +1,57 @@
+"""Run an eval suite on a model version now, in this process, and print the results."""
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+
+from assistant.models import ModelVersion
+from evals import services
+from evals.models import EvalRun
+
+
+class Command(BaseCommand):
+    help = __doc__
+
+    def add_arguments(self, parser):
+        parser.add_argument("--suite", required=True, choices=EvalRun.Suite.values)
+        parser.add_argument("--model", required=True, type=int, help="model version id")
+        parser.add_argument("--snapshot", type=int, help="held_out: the dataset snapshot")
+        parser.add_argument("--limit", type=int, help="only the first N items (a quick look)")
+
+    def handle(self, *args, **o):
+        try:
+            version = ModelVersion.objects.get(pk=o["model"])
+        except ModelVersion.DoesNotExist:
+            raise CommandError(f"no model version {o['model']}") from None
+        options = {"limit": o["limit"]} if o["limit"] else {}
+        try:
+            run = services.eval_run_create(
+                suite=o["suite"],
+                model_version=version,
+                snapshot_id=o["snapshot"],
+                options=options,
+            )
+        except ValidationError as error:
+            raise CommandError("; ".join(error.messages)) from None
+        # Claimed here, so a worker that sees the queued task skips it.
+        claimed = services.eval_run_claim(eval_run_id=run.pk)
+        if claimed is None:
+            raise CommandError(
+                f"eval run {run.pk} was taken by a worker; see /evals/runs/{run.pk}/"
+            )
+        run = services.eval_run_execute(run=claimed)
+        if run.status != EvalRun.Status.SUCCEEDED:
+            raise CommandError(f"eval run {run.pk} failed: {run.error}")
+        results = run.results
+        self.stdout.write(f"eval run {run.pk}: {run.get_suite_display()} on {version}")
+        for name, cell in [
+            ("overall", results.get("overall")),
+            *results.get("categories", {}).items(),
+        ]:
+            if cell and cell.get("accuracy") is not None:
+                self.stdout.write(
+                    f"  {name:<10} {cell['accuracy']:.3f}  [{cell['low']:.3f}, {cell['high']:.3f}]"
+                    f"  n={cell['n']}"
+                )
+        for key in ("mc1", "mc2", "prompt"):
+            if key in results:
+                self.stdout.write(f"  {key}: {results[key]}")
