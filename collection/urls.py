@@ -5,6 +5,7 @@ from . import views
 app_name = "collection"
 urlpatterns = [
     path("datasets/", views.datasets, name="datasets"),
+    path("quality/", views.quality, name="quality"),
     path("datasets/<int:snapshot_id>/download/", views.snapshot_download, name="download"),
     path("", views.dashboard, name="dashboard"),
     path("campaigns/<int:campaign_id>/start/", views.conversation_start, name="start"),

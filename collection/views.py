@@ -265,3 +265,21 @@ def snapshot_download(request, snapshot_id: int):
     name = f"snapshot-{snapshot.pk}-{export}-{split}.{file_format}"
     response["Content-Disposition"] = f'attachment; filename="{name}"'
     return response
+
+
+@role_required(RESEARCHER, ADMIN)
+def quality(request):
+    """Contractor quality and agreement: per contractor, and per campaign."""
+    from . import quality as quality_stats
+
+    campaign = Campaign.objects.filter(pk=request.GET.get("campaign") or None).first()
+    return render(
+        request,
+        "collection/quality.html",
+        {
+            "campaigns": Campaign.objects.exclude(imports__isnull=False).order_by("-pk"),
+            "campaign": campaign,
+            "contractors": quality_stats.contractor_stats(campaign=campaign),
+            "agreement": quality_stats.campaign_agreement(campaign=campaign) if campaign else None,
+        },
+    )

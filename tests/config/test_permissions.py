@@ -52,6 +52,7 @@ PAGES = {
     "evals:compare": {"researcher", "admin"},
     "evals:data_efficiency": {"researcher", "admin"},
     "collection:datasets": {"researcher", "admin"},
+    "collection:quality": {"researcher", "admin"},
     "collection:review": {"contractor"},
     "training:runs": {"admin"},
 }
