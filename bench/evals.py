@@ -1,0 +1,144 @@
+"""Speed of the HHH evaluation (221 items, 442 transcripts) of a SmolLM2-135M preference model.
+
+    .venv/bin/python bench/evals.py --models-dir var/bench-models --repeats 3
+
+The PM is the default model's backbone with a new, untrained head (this measures speed, not
+accuracy). Load (backbone + tokenizer + head) and eval (one `score` call over the whole suite,
+sorted by length into batches) are timed apart, for float32 weights, float32 weights under bf16
+autocast, and bfloat16 weights. Goal: the eval under 30 s on a 2-core CPU. The default model is
+converted into --models-dir once, before any timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+HHH_DIR = ROOT.parent / "shared" / "data" / "hhh_alignment"
+# name → (weights dtype, autocast to bf16)
+CONFIGS = {
+    "float32": ("float32", False),
+    "bf16-autocast": ("float32", True),
+    "bfloat16": ("bfloat16", False),
+}
+
+
+def cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return platform.processor() or "unknown"
+    names = [line.split(":", 1)[1].strip() for line in out.splitlines() if "Model name" in line]
+    return names[0] if names else "unknown"
+
+
+def bench_config(folder: Path, name: str, items, args) -> dict:
+    import torch
+    from transformers import AutoTokenizer
+
+    from assistant.pm import PMScorer, PreferenceModel
+    from evals.suites.hhh import hhh_pm_eval
+
+    dtype, autocast = CONFIGS[name]
+    started = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    torch.manual_seed(0)  # the same random head in every configuration
+    model = PreferenceModel.from_backbone(
+        folder, tokenizer, dtype=getattr(torch, dtype), max_length=args.max_length
+    )
+    scorer = PMScorer(model, tokenizer, batch_size=args.batch_size, bf16=autocast)
+    load_s = time.perf_counter() - started
+    runs = []
+    for _ in range(args.repeats):
+        load_before = os.getloadavg()[0]
+        started = time.perf_counter()
+        results = hhh_pm_eval(scorer, items)
+        runs.append({"seconds": time.perf_counter() - started, "load_before": load_before})
+    seconds = [run["seconds"] for run in runs]
+    print(f"{name}: load {load_s:.1f} s, eval {seconds} s", file=sys.stderr, flush=True)
+    return {
+        "config": name,
+        "load_s": load_s,
+        "eval_s": seconds,
+        "eval_min_s": min(seconds),
+        "load_average_before_each": [run["load_before"] for run in runs],
+        "accuracy": results["overall"]["accuracy"],
+        "chosen": [record["chosen"] for record in results["items"]],
+    }
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = [
+        "| weights / compute | load (s) | HHH eval, min (s) | all runs (s) | items/s | "
+        "verdicts as first row |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    reference = rows[0]["chosen"]
+    for row in rows:
+        same = sum(a == b for a, b in zip(row["chosen"], reference, strict=True)) / len(reference)
+        runs = ", ".join(f"{s:.1f}" for s in row["eval_s"])
+        lines.append(
+            f"| {row['config']} | {row['load_s']:.1f} | {row['eval_min_s']:.1f} | {runs} | "
+            f"{len(reference) / row['eval_min_s']:.1f} | {same:.0%} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    var_dir = Path(os.environ.get("ALIGNLAB_VAR_DIR", ROOT / "var"))
+    parser.add_argument("--models-dir", type=Path, default=var_dir / "bench-models")
+    parser.add_argument("--hhh-dir", type=Path, default=HHH_DIR)
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--max-length", type=int, default=1024, help="tokens kept per text")
+    parser.add_argument("--repeats", type=int, default=3, help="report the fastest of these")
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+
+    import torch
+
+    from assistant.default_model import ensure_default_model
+    from evals.suites.hhh import load_hhh
+
+    torch.set_num_threads(args.threads)
+    folder = ensure_default_model(args.models_dir)  # converted once, not timed
+    items = load_hhh(args.hhh_dir)
+    load_before = os.getloadavg()[0]
+    rows = [bench_config(folder, name, items, args) for name in args.configs]
+    report = {
+        "command": " ".join(sys.argv),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "items": len(items),
+        "batch_size": args.batch_size,
+        "max_length": args.max_length,
+        "load_average_before_after": [load_before, os.getloadavg()[0]],
+        "results": [{k: v for k, v in row.items() if k != "chosen"} for row in rows],
+    }
+    print(markdown(rows))
+    print(
+        f"\n{report['cpu']}, {report['cores']} cores, {args.threads} threads, torch "
+        f"{report['torch']}; {len(items)} items; batch {args.batch_size}; max_length "
+        f"{args.max_length}; best of {args.repeats}; 1-min load average {load_before:.2f} "
+        f"before, {report['load_average_before_after'][1]:.2f} after"
+    )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
