@@ -25,14 +25,15 @@ install: $(VENV)/.installed
 
 # Web server, one Celery worker on every queue and beat, on the embedded defaults
 # (SQLite and a broker in var/). Ctrl-C stops all three at once, so does any one of them
-# exiting: the worker's cold shutdown hands unfinished tasks back to the broker (acks_late),
-# and they run again at the next start.
+# exiting. Background jobs of a script ignore SIGINT, so the trap sends TERM (the web server
+# stops) and then QUIT (Celery's cold shutdown: unfinished tasks go back to the broker,
+# acks_late, and run again at the next start).
 run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py prepare_default_model
 	$(PY) manage.py seed_demo
 	@echo "AlignLab: open http://$(HOST):$(PORT)/ and sign in as a demo user above. Ctrl-C stops it."
-	@trap 'kill -QUIT $$(jobs -p) 2>/dev/null; wait' EXIT; \
+	@trap 'kill -TERM $$(jobs -p) 2>/dev/null; kill -QUIT $$(jobs -p) 2>/dev/null; wait' EXIT; \
 	$(VENV)/bin/celery -A config worker -Q default,generation,training -c $(WORKERS) -n worker@%h -l info & \
 	$(VENV)/bin/celery -A config beat -l info --schedule $(CURDIR)/var/celerybeat-schedule & \
 	$(PY) manage.py runserver --noreload $(HOST):$(PORT) & \
