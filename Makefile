@@ -5,8 +5,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
-# Celery worker concurrency for `make run` (one process per job).
-WORKERS ?= 2
+# Concurrency of `make run`'s default/training worker (one process per job).
+WORKERS ?= 1
 
 .PHONY: install run test browser lint clean
 
@@ -23,18 +23,23 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# Web server, one Celery worker on every queue and beat, on the embedded defaults
-# (SQLite and a broker in var/). Ctrl-C stops all three at once, so does any one of them
-# exiting. Background jobs of a script ignore SIGINT, so the trap sends TERM (the web server
-# stops) and then QUIT (Celery's cold shutdown: unfinished tasks go back to the broker,
-# acks_late, and run again at the next start).
+# Web server, two Celery workers and beat, on the embedded defaults (SQLite and a broker in
+# var/): one worker samples responses for contractors (`generation`), the other runs evals
+# and one training job at a time (`default`, `training`), so a long job never makes a
+# contractor wait. Ctrl-C stops everything, and so does any one of them exiting. Background
+# jobs of a script ignore SIGINT, so the trap sends TERM (the web server stops), then QUIT
+# (Celery's cold shutdown hands unfinished tasks back to the broker: acks_late), and after
+# 10 s kills whatever is still busy inside a long torch call.
 run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py prepare_default_model
 	$(PY) manage.py seed_demo
 	@echo "AlignLab: open http://$(HOST):$(PORT)/ and sign in as a demo user above. Ctrl-C stops it."
-	@trap 'kill -TERM $$(jobs -p) 2>/dev/null; kill -QUIT $$(jobs -p) 2>/dev/null; wait' EXIT; \
-	$(VENV)/bin/celery -A config worker -Q default,generation,training -c $(WORKERS) -n worker@%h -l info & \
+	@trap 'pids=$$(jobs -p); kill -TERM $$pids 2>/dev/null; kill -QUIT $$pids 2>/dev/null; \
+	  for i in $$(seq 20); do kill -0 $$pids 2>/dev/null || break; sleep 0.5; done; \
+	  for p in $$pids; do pkill -KILL -P $$p; kill -KILL $$p; done 2>/dev/null; wait' EXIT; \
+	$(VENV)/bin/celery -A config worker -Q generation -c 1 -n generation@%h -l info & \
+	$(VENV)/bin/celery -A config worker -Q default,training -c $(WORKERS) -n worker@%h -l info & \
 	$(VENV)/bin/celery -A config beat -l info --schedule $(CURDIR)/var/celerybeat-schedule & \
 	$(PY) manage.py runserver --noreload $(HOST):$(PORT) & \
 	wait -n

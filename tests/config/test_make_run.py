@@ -103,7 +103,7 @@ def test_make_run_serves_sign_in_and_a_worker(make_run):
         )
         return "pong" in ping.stdout and ping.stdout
 
-    assert "1 node online" in wait_for(worker_pong, 120, "the worker's pong")
+    assert "2 nodes online" in wait_for(worker_pong, 120, "the workers' pong")
 
     os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C does in a terminal
     process.wait(timeout=60)
@@ -111,3 +111,8 @@ def test_make_run_serves_sign_in_and_a_worker(make_run):
         ["pgrep", "-f", f"runserver --noreload 127.0.0.1:{port}"], capture_output=True, text=True
     )
     assert leftovers.stdout == "", "the web server outlived Ctrl-C"
+    workers = subprocess.run(
+        ["pgrep", "-f", "celery -A config worker -Q generation -c 1 -n generation@"],
+        capture_output=True, text=True,
+    )
+    assert workers.stdout == "", "a worker outlived Ctrl-C"
