@@ -8,7 +8,11 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 PUBLIC = {"/accounts/login/", "/accounts/logout/", "/admin/login/"}  # logout: POST-only
 SAMPLE_ARGS = {
-    "int": "1", "str": "x", "slug": "x", "uuid": str(uuid.UUID(int=1)), "path": "x",
+    "int": "1",
+    "str": "x",
+    "slug": "x",
+    "uuid": str(uuid.UUID(int=1)),
+    "path": "x",
     "drf_format_suffix": ".json",
 }
 
@@ -93,7 +97,9 @@ def test_only_admins_open_the_django_admin(client, alice, rita, adam):
 def test_navigation_shows_each_role_its_own_links(client, alice, adam):
     client.force_login(alice)
     page = client.get(reverse("collection:dashboard")).content.decode()
-    dashboard, training = (f'href="{reverse(n)}"' for n in ("collection:dashboard", "training:runs"))
+    dashboard, training = (
+        f'href="{reverse(n)}"' for n in ("collection:dashboard", "training:runs")
+    )
     assert dashboard in page and training not in page
     client.force_login(adam)
     page = client.get(reverse("training:runs")).content.decode()
