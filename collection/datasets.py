@@ -626,15 +626,14 @@ def snapshot_filter_clean(filter: dict) -> dict:
 
 
 def contractor_gold_accuracy() -> dict[int, tuple[int, int]]:
-    """Per contractor: (correct, answered) on gold items; correct = their best is the gold best."""
-    scores: dict[int, list[int]] = defaultdict(lambda: [0, 0])
-    answers = Judgement.objects.filter(
-        contractor__isnull=False, turn__gold__isnull=False
-    ).values_list("contractor_id", "ranking", "turn__gold__best_response_id")
-    for contractor_id, ranking, best in answers.iterator(chunk_size=2000):
-        scores[contractor_id][1] += 1
-        scores[contractor_id][0] += int(bool(ranking) and ranking[0] == best)
-    return {contractor: (right, total) for contractor, (right, total) in scores.items()}
+    """Per contractor: (correct, answered) on gold items, as the quality page counts them."""
+    from .quality import contractor_stats
+
+    return {
+        row["contractor_id"]: (row["gold_correct"], row["gold_judged"])
+        for row in contractor_stats()
+        if row["gold_judged"]
+    }
 
 
 def _selected_judgements(clean: dict):

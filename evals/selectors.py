@@ -1,7 +1,5 @@
 """Read queries for the eval reports."""
 
-from assistant.models import ModelVersion
-
 from .models import EvalRun
 
 # The headline number of each suite, read from its results, for the leaderboard.
@@ -41,6 +39,3 @@ def leaderboard() -> tuple[list[str], list[dict]]:
         row["cells"] = [row["cells"].get(label) for label in columns]
     return columns, ordered
 
-
-def runs_for_version(version: ModelVersion):
-    return EvalRun.objects.filter(model_version=version).order_by("-created_at")
