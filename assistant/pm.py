@@ -94,6 +94,65 @@ def _pad(rows: list[list[int]], pad_token_id: int, padding_side: str) -> dict[st
     return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
+def packed_inputs(
+    tokenizer,
+    groups: Sequence[tuple[str, Sequence[str]]],
+    *,
+    eoc_token_id: int,
+    max_length: int,
+) -> dict[str, torch.Tensor]:
+    """Pack each (prefix, responses) group into ONE row: the shared prefix once, then every
+    response followed by its EOC token, under a block attention mask.
+
+    A response attends to itself (causally) and to the prefix, never to its siblings. Positions
+    continue from the prefix for every response, so (with a causal decoder) each reward equals
+    the one-row-per-response reward of `pm_inputs`, while the prefix costs one pass instead of
+    k. Truncation differs only for groups over `max_length`: the prefix loses its beginning until
+    it fits beside the LONGEST response, so siblings see the same context. Returns `input_ids`,
+    `attention_mask` (bool, batch x 1 x width x width, True = may attend), `position_ids`, and
+    `reward_index` ((responses, 2): row and column of each EOC, in input order). Every response
+    must begin where its prefix ends without a BPE merge across the border, as an HH transcript's
+    " response" after "Assistant:" does.
+    """
+    prefixes = [prefix for prefix, _ in groups]
+    suffixes = [response for _, responses in groups for response in responses]
+    encoded = tokenizer(prefixes + suffixes, add_special_tokens=False)["input_ids"]
+    prefix_ids, suffix_ids = encoded[: len(prefixes)], iter(encoded[len(prefixes) :])
+    layouts = []  # per row: (ids, [(start, length, window)] per response)
+    for prefix, (_, responses) in zip(prefix_ids, groups, strict=True):
+        own = [(next(suffix_ids) + [eoc_token_id])[-max_length:] for _ in responses]
+        # The prefix is cut (from the left) to fit beside the longest response, so all responses
+        # are judged on the same context.
+        window = min(len(prefix), max_length - max(len(ids) for ids in own))
+        ids, spans = prefix[len(prefix) - window :], []
+        for response_ids in own:
+            spans.append((len(ids), len(response_ids)))
+            ids = ids + response_ids
+        layouts.append((ids, window, spans))
+    width = max(len(ids) for ids, _, _ in layouts)
+    input_ids = torch.full((len(layouts), width), tokenizer.pad_token_id, dtype=torch.long)
+    position_ids = torch.zeros((len(layouts), width), dtype=torch.long)
+    # Padding attends to itself only: a fully masked row would turn SDPA's output into NaN.
+    mask = torch.eye(width, dtype=torch.bool).repeat(len(layouts), 1, 1)
+    reward_index = []
+    for row, (ids, prefix_len, spans) in enumerate(layouts):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        position_ids[row, :prefix_len] = torch.arange(prefix_len)
+        mask[row, :prefix_len, :prefix_len] = torch.ones(prefix_len, prefix_len).tril().bool()
+        for start, length in spans:
+            end = start + length
+            position_ids[row, start:end] = torch.arange(prefix_len, prefix_len + length)
+            mask[row, start:end, :prefix_len] = True
+            mask[row, start:end, start:end] = torch.ones(length, length).tril().bool()
+            reward_index.append((row, end - 1))
+    return {
+        "input_ids": input_ids,
+        "attention_mask": mask[:, None],
+        "position_ids": position_ids,
+        "reward_index": torch.tensor(reward_index, dtype=torch.long),
+    }
+
+
 class PreferenceModel(nn.Module):
     """A backbone (decoder or encoder, no LM head) + Linear(hidden, 1) read at the EOC token."""
 
@@ -146,25 +205,55 @@ class PreferenceModel(nn.Module):
             backbone = backbone.to(dtype)
         return cls(backbone, eoc_token_id=eoc_token_id, max_length=max_length)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Rewards of shape (batch,), one per row, read at each row's last real (EOC) token."""
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
+        reward_index: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """One reward per row, read at each row's last real (EOC) token; or, for a batch made
+        by `packed_inputs` (a 4D mask), one reward per `reward_index` entry."""
+        packed = attention_mask.dim() == 4
+        if packed and (position_ids is None or reward_index is None):
+            raise ValueError("a packed batch needs its position_ids and reward_index")
         kwargs = {}
         if self._takes_position_ids:
             # Count positions over real tokens only, so left padding shifts nothing.
-            kwargs["position_ids"] = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+            kwargs["position_ids"] = (
+                position_ids if packed else (attention_mask.cumsum(-1) - 1).clamp(min=0)
+            )
+        elif packed:
+            raise ValueError(f"{type(self.backbone).__name__} cannot take packed inputs")
         if self._takes_use_cache:
             kwargs["use_cache"] = False
-        hidden = self.backbone(
-            input_ids=input_ids, attention_mask=attention_mask, **kwargs
-        ).last_hidden_state
-        # Index of the last 1 in each mask row: works for left and right padding, and pad == eos.
-        width = attention_mask.shape[1]
-        last = width - 1 - attention_mask.flip(-1).argmax(-1)
-        rows = torch.arange(input_ids.shape[0], device=input_ids.device)
+        mask = self._attention_mask(attention_mask) if packed else attention_mask
+        hidden = self.backbone(input_ids=input_ids, attention_mask=mask, **kwargs).last_hidden_state
+        if packed:
+            rows, last = reward_index[:, 0], reward_index[:, 1]
+        else:
+            # Index of the last 1 in each mask row: left or right padding, and pad == eos.
+            width = attention_mask.shape[1]
+            last = width - 1 - attention_mask.flip(-1).argmax(-1)
+            rows = torch.arange(input_ids.shape[0], device=input_ids.device)
         if not bool((input_ids[rows, last] == self.eoc_token_id).all()):
-            raise ValueError("every row must end with the end-of-context token (see pm_inputs)")
+            raise ValueError("every response must end with the end-of-context token (pm_inputs)")
         picked = hidden[rows, last].to(self.head.weight.dtype)
         return self.head(picked).squeeze(-1)
+
+    @property
+    def can_pack(self) -> bool:
+        """Whether `packed_inputs` batches fit: a causal decoder that takes position ids."""
+        return self._takes_position_ids and backbone_kind(self.backbone) == "decoder"
+
+    def _attention_mask(self, mask: torch.Tensor) -> torch.Tensor:
+        # SDPA (the default) takes a boolean mask as it is; eager attention adds its mask.
+        if getattr(self.backbone.config, "_attn_implementation", "sdpa") != "eager":
+            return mask
+        floor = torch.finfo(self.backbone.dtype).min
+        return torch.zeros(mask.shape, dtype=self.backbone.dtype, device=mask.device).masked_fill(
+            ~mask, floor
+        )
 
 
 def backbone_kind(backbone: PreTrainedModel) -> str:

@@ -60,6 +60,9 @@ class PreferenceTrainingConfig:
     loss: str = "ranked"
     # Length grouping: sort by length within windows of this many batches (less padding).
     mega_batch_mult: int = 50
+    # Decoder PMs: one row per ranking, its context computed once for all k responses (a block
+    # attention mask); encoders and the imitation baseline always take one row per response.
+    pack_context: bool = True
 
     def __post_init__(self):
         if self.loss not in LOSSES:

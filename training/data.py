@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch.utils.data import Dataset
 
-from assistant.pm import format_for_pm, pm_inputs
+from assistant.pm import format_for_pm, packed_inputs, pm_inputs
 
 STRENGTHS = (1, 2, 3, 4)  # collection's pairwise strength: 1 slightly … 4 much better
 
@@ -126,6 +126,9 @@ class RankingCollator:
     response and the EOC token always survive; pads only to the longest row of the batch.
     With `response_mask=True` it also marks each row's response tokens (the imitation baseline
     trains on them; pass the EOS id as `eoc_token_id` there so the LM learns to stop).
+    With `pack=True` (causal decoder PMs) each ranking is one row instead: its context once,
+    then every response, under a block mask (`assistant.pm.packed_inputs`), so the shared
+    context is computed once per ranking rather than once per response.
     """
 
     def __init__(
@@ -137,13 +140,17 @@ class RankingCollator:
         margin_scale: float | None = None,
         response_mask: bool = False,
         padding_side: str = "right",
+        pack: bool = False,
     ):
+        if pack and response_mask:
+            raise ValueError("packed batches are for PM losses; imitation needs one row each")
         self.tokenizer = tokenizer
         self.eoc_token_id = eoc_token_id
         self.max_length = max_length
         self.margin_scale = margin_scale
         self.response_mask = response_mask
         self.padding_side = padding_side
+        self.pack = pack
 
     def __call__(self, rankings: Sequence[Ranking]) -> dict[str, torch.Tensor]:
         texts, ranks, group = [], [], []
@@ -151,13 +158,21 @@ class RankingCollator:
             texts += ranking.texts()
             ranks += ranking.ranks
             group += [g] * len(ranking.responses)
-        batch = pm_inputs(
-            self.tokenizer,
-            texts,
-            eoc_token_id=self.eoc_token_id,
-            max_length=self.max_length,
-            padding_side=self.padding_side,
-        )
+        if self.pack:
+            batch = packed_inputs(
+                self.tokenizer,
+                [_split_prefix(ranking) for ranking in rankings],
+                eoc_token_id=self.eoc_token_id,
+                max_length=self.max_length,
+            )
+        else:
+            batch = pm_inputs(
+                self.tokenizer,
+                texts,
+                eoc_token_id=self.eoc_token_id,
+                max_length=self.max_length,
+                padding_side=self.padding_side,
+            )
         batch["ranks"] = torch.tensor(ranks, dtype=torch.long)
         batch["group"] = torch.tensor(group, dtype=torch.long)
         batch["margin"] = torch.tensor([self._margin(r) for r in rankings], dtype=torch.float)
@@ -184,3 +199,12 @@ class RankingCollator:
             real = attention_mask[row].nonzero().squeeze(-1)
             mask[row, real[-min(count, len(real)) :]] = True
         return mask
+
+
+def _split_prefix(ranking: Ranking) -> tuple[str, list[str]]:
+    """(the transcript up to "Assistant:", each response's remainder " …") of one ranking."""
+    prefix = ranking.prefix()
+    texts = ranking.texts()
+    if not all(text.startswith(prefix) for text in texts):
+        raise ValueError(f"{ranking.source or 'a ranking'}: responses do not share one prefix")
+    return prefix, [text[len(prefix) :] for text in texts]

@@ -97,14 +97,7 @@ def train_preference_model(
     model.to(device).train()
 
     # --- data: each rank takes every world-th batch, all ranks the same number of steps -----
-    collate = RankingCollator(
-        tokenizer,
-        # The LM baseline has no EOC token: it ends each response with EOS, and learns to stop.
-        eoc_token_id=tokenizer.eos_token_id if imitation else model.eoc_token_id,
-        max_length=config.max_length,
-        margin_scale=config.margin_scale if config.margin_from_strength else None,
-        response_mask=imitation,
-    )
+    collate = _collator(model, tokenizer, config)
     lengths = [max(len(text) for text in ranking.texts()) for ranking in train]
     sampler = LengthGroupedBatchSampler(
         lengths, config.batch_size, seed=config.seed, mega_batch_mult=config.mega_batch_mult
@@ -246,6 +239,24 @@ def train_preference_model(
     return TrainResult(status, step, total, metrics, history, last_checkpoint)
 
 
+def _collator(model, tokenizer, config: PreferenceTrainingConfig) -> RankingCollator:
+    imitation = config.loss == "imitation"
+    return RankingCollator(
+        tokenizer,
+        # The LM baseline has no EOC token: it ends each response with EOS, and learns to stop.
+        eoc_token_id=tokenizer.eos_token_id if imitation else model.eoc_token_id,
+        max_length=config.max_length,
+        margin_scale=config.margin_scale if config.margin_from_strength else None,
+        response_mask=imitation,
+        pack=config.pack_context and not imitation and _unwrapped(model).can_pack,
+    )
+
+
+def _unwrapped(model):
+    # LoRA wraps the backbone, not the PM; DDP wraps the PM.
+    return getattr(model, "module", model)
+
+
 def _loss_and_rewards(model, batch: dict, kind: str):
     """The batch's loss and one reward per response (a log-probability for the LM baseline)."""
     ranks, group = batch["ranks"], batch["group"]
@@ -255,7 +266,8 @@ def _loss_and_rewards(model, batch: dict, kind: str):
         preferred = binary_labels(ranks, group).bool()
         loss = imitation_loss(logits, response.masked_fill(~preferred[:, None], -100))
         return loss, sequence_logprobs(logits.detach(), response)
-    rewards = model(batch["input_ids"], batch["attention_mask"])
+    packed = {key: batch[key] for key in ("position_ids", "reward_index") if key in batch}
+    rewards = model(batch["input_ids"], batch["attention_mask"], **packed)
     if kind == "binary":
         return binary_discrimination_loss(rewards, binary_labels(ranks, group)), rewards
     return ranked_preference_loss(rewards, ranks, group, batch["margin"]), rewards
@@ -267,14 +279,7 @@ def evaluate(
 ) -> dict:
     """Held-out loss (mean over rankings) and pairwise accuracy (over all ordered pairs)."""
     device = torch.device(device or next(model.parameters()).device)
-    imitation = config.loss == "imitation"
-    collate = RankingCollator(
-        tokenizer,
-        eoc_token_id=tokenizer.eos_token_id if imitation else model.eoc_token_id,
-        max_length=config.max_length,
-        margin_scale=config.margin_scale if config.margin_from_strength else None,
-        response_mask=imitation,
-    )
+    collate = _collator(model, tokenizer, config)
     was_training = model.training
     model.eval()
     # Longest first, in order: the same numbers on every call and every rank.

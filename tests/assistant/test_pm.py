@@ -15,6 +15,7 @@ from assistant.pm import (
     PreferenceModel,
     format_for_pm,
     load_pm,
+    packed_inputs,
     pm_inputs,
     save_pm,
 )
@@ -218,3 +219,92 @@ def test_a_few_steps_on_a_pair_rank_better_above_worse(pm_model):
     # A pairwise loss sees only r_better - r_worse, so a constant added to every reward (the
     # head's bias, and BERT's last LayerNorm bias through the head) gets no gradient.
     assert unchanged <= {"head.bias", "backbone.encoder.layer.1.output.LayerNorm.bias"}
+
+
+def _decoder_pm(tokenizer, max_length=64):
+    tok = copy.deepcopy(tokenizer)
+    torch.manual_seed(1)
+    return PreferenceModel.from_backbone(
+        tiny_causal_lm(tok), tok, max_length=max_length
+    ).eval(), tok
+
+
+PACK_GROUPS = [
+    (
+        format_for_pm(CONVERSATION, "").rstrip(),
+        [" Paris.", " It is Paris, on the Seine.", " I don't know."],
+    ),
+    (format_for_pm([], "").rstrip(), [" Hello there", " Hi"]),
+]
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_packed_rows_score_each_response_as_its_own_row_would(tokenizer, attention):
+    model, tok = _decoder_pm(tokenizer)
+    model.backbone.config._attn_implementation = attention
+    packed = packed_inputs(tok, PACK_GROUPS, eoc_token_id=model.eoc_token_id, max_length=64)
+    rows, width = packed["input_ids"].shape
+    assert rows == 2  # one row per group
+    assert packed["attention_mask"].shape == (2, 1, width, width)
+    texts = [prefix + response for prefix, responses in PACK_GROUPS for response in responses]
+    with torch.no_grad():
+        together = model(**packed)
+    torch.testing.assert_close(together, rewards(model, tok, texts), atol=1e-5, rtol=0)
+    # The shared prefix is stored once: fewer tokens than one row per response.
+    assert (
+        packed["input_ids"].shape[1] * 2
+        < pm_inputs(tok, texts, eoc_token_id=model.eoc_token_id, max_length=64)[
+            "attention_mask"
+        ].sum()
+    )
+
+
+def test_packed_mask_hides_siblings_and_padding_attends_only_to_itself(tokenizer):
+    model, tok = _decoder_pm(tokenizer)
+    packed = packed_inputs(tok, PACK_GROUPS, eoc_token_id=model.eoc_token_id, max_length=64)
+    mask = packed["attention_mask"][:, 0]
+    (row, first_eoc), (_, second_eoc) = packed["reward_index"][:2].tolist()
+    first_len = len(tok(" Paris.", add_special_tokens=False)["input_ids"]) + 1  # + EOC
+    first = slice(first_eoc + 1 - first_len, first_eoc + 1)
+    second = slice(first_eoc + 1, second_eoc + 1)
+    assert mask[row, first, : first.start].all()  # a response sees the whole prefix
+    assert mask[row, second, : first.start].all()
+    assert not mask[row, second, first].any()  # but never its sibling
+    assert not mask[row, first, second].any()
+    assert packed["position_ids"][row, first.start] == packed["position_ids"][row, second.start]
+    # Row 1 is shorter than row 0: its padding sees only itself (no NaN from SDPA).
+    width = mask.shape[-1]
+    real = packed["reward_index"][-1, 1].item() + 1
+    assert real < width
+    assert torch.equal(mask[1, real:, :], torch.eye(width, dtype=torch.bool)[real:])
+    with torch.no_grad():
+        assert torch.isfinite(model(**packed)).all()
+
+
+def test_packed_truncation_keeps_every_response_and_cuts_the_shared_prefix(tokenizer):
+    model, tok = _decoder_pm(tokenizer, max_length=16)
+    prefix = format_for_pm([{"role": "user", "content": LONG}], "").rstrip()
+    responses = [" Sure.", " Here is a poem about the sea."]
+    packed = packed_inputs(
+        tok, [(prefix, responses)], eoc_token_id=model.eoc_token_id, max_length=16
+    )
+    own = [tok(r, add_special_tokens=False)["input_ids"] + [model.eoc_token_id] for r in responses]
+    window = 16 - max(map(len, own))
+    prefix_ids = tok(prefix, add_special_tokens=False)["input_ids"]
+    assert packed["input_ids"][0].tolist() == prefix_ids[-window:] + own[0] + own[1]
+    # Each response then scores as a row of (the same cut prefix + itself) would.
+    rows = [prefix_ids[-window:] + ids for ids in own]
+    flat = pm._pad(rows, tok.pad_token_id, "right")
+    with torch.no_grad():
+        torch.testing.assert_close(model(**packed), model(**flat), atol=1e-5, rtol=0)
+
+
+def test_packed_inputs_need_a_causal_decoder(tokenizer):
+    model, tok = _decoder_pm(tokenizer)
+    assert model.can_pack
+    enc_tok = copy.deepcopy(tokenizer)
+    encoder = PreferenceModel.from_backbone(tiny_encoder(enc_tok), enc_tok, max_length=64)
+    assert not encoder.can_pack  # bidirectional: a shared prefix would see every response
+    packed = packed_inputs(tok, PACK_GROUPS, eoc_token_id=model.eoc_token_id, max_length=64)
+    with pytest.raises(ValueError, match="position_ids and reward_index"):
+        model(packed["input_ids"], packed["attention_mask"])

@@ -122,3 +122,28 @@ def test_dataset_lengths_are_the_longest_transcript():
     dataset = RankingDataset(rankings())
     assert len(dataset) == 2 and dataset[1].strength == 4
     assert dataset.lengths[0] == max(len(t) for t in rankings()[0].texts())
+
+
+def test_packed_collator_puts_each_ranking_in_one_row_with_the_same_rewards(pm_and_tokenizer):
+    model, tokenizer = pm_and_tokenizer
+    common = dict(eoc_token_id=model.eoc_token_id, max_length=64, margin_scale=1.0)
+    rows = RankingCollator(tokenizer, **common)(rankings())
+    packed = RankingCollator(tokenizer, pack=True, **common)(rankings())
+    assert packed["input_ids"].shape[0] == 2  # one row per ranking, not per response
+    for key in ("ranks", "group", "margin"):
+        assert torch.equal(packed[key], rows[key]), key
+    assert packed["reward_index"].tolist()[0][0] == 0 and packed["reward_index"].shape == (5, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model(
+                **{
+                    k: packed[k]
+                    for k in ("input_ids", "attention_mask", "position_ids", "reward_index")
+                }
+            ),
+            model(rows["input_ids"], rows["attention_mask"]),
+            atol=1e-5,
+            rtol=0,
+        )
+    with pytest.raises(ValueError, match="imitation"):
+        RankingCollator(tokenizer, pack=True, response_mask=True, **common)
