@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 LOSSES = ("ranked", "binary", "imitation")
+ATTENTIONS = ("auto", "eager", "sdpa")
 
 
 @dataclass
@@ -63,8 +64,15 @@ class PreferenceTrainingConfig:
     # Decoder PMs: one row per ranking, its context computed once for all k responses (a block
     # attention mask); encoders and the imitation baseline always take one row per response.
     pack_context: bool = True
+    # Attention kernel while training: "auto" = "eager" on CPU (its matmuls beat the CPU SDPA
+    # kernels' backward at these lengths, measured in BENCHMARKS.md), "sdpa" on CUDA.
+    attention: str = "auto"
 
     def __post_init__(self):
+        if self.attention not in ATTENTIONS:
+            raise ValueError(
+                f"attention must be one of {', '.join(ATTENTIONS)}, not {self.attention!r}"
+            )
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}, not {self.loss!r}")
         for name in ("max_length", "batch_size", "grad_accum", "epochs", "mega_batch_mult"):

@@ -95,6 +95,7 @@ def train_preference_model(
     if config.lora:
         model = _with_lora(model, config)
     model.to(device).train()
+    attention = _set_attention(model, config, device)
 
     # --- data: each rank takes every world-th batch, all ranks the same number of steps -----
     collate = _collator(model, tokenizer, config)
@@ -235,8 +236,27 @@ def train_preference_model(
         last_checkpoint = save(metrics)
     if distributed:
         dist.barrier()  # nobody returns (and maybe exits) while rank 0 still writes
+    _restore_attention(model, attention)
     model.eval()
     return TrainResult(status, step, total, metrics, history, last_checkpoint)
+
+
+def _set_attention(model, config: PreferenceTrainingConfig, device: torch.device) -> str | None:
+    """Switch the backbone to the configured attention kernel; return the one it had."""
+    wanted = config.attention
+    if wanted == "auto":
+        wanted = "eager" if device.type == "cpu" else "sdpa"
+    backbone = getattr(_unwrapped(model), "backbone", _unwrapped(model))
+    before = getattr(backbone.config, "_attn_implementation", None)
+    if before != wanted and hasattr(backbone, "set_attn_implementation"):
+        backbone.set_attn_implementation(wanted)
+    return before
+
+
+def _restore_attention(model, before: str | None) -> None:
+    backbone = getattr(_unwrapped(model), "backbone", _unwrapped(model))
+    if before is not None and backbone.config._attn_implementation != before:
+        backbone.set_attn_implementation(before)
 
 
 def _collator(model, tokenizer, config: PreferenceTrainingConfig) -> RankingCollator:

@@ -286,3 +286,24 @@ def test_packed_and_one_row_per_response_training_take_the_same_steps():
         losses[pack] = [m["loss"] for m in result.history]
     # Same maths, different float summation order: equal to rounding.
     assert losses[True] == pytest.approx(losses[False], abs=1e-4)
+
+
+def test_the_attention_kernel_is_chosen_for_training_and_given_back():
+    losses = {}
+    for attention, used in (("eager", "eager"), ("sdpa", "sdpa"), ("auto", "eager")):  # CPU
+        model, tokenizer = tiny_pm("decoder")
+        before = model.backbone.config._attn_implementation
+        seen = []
+        result = train_preference_model(
+            model,
+            tokenizer,
+            toy_rankings(24, seed=4),
+            config(max_steps=2, attention=attention),
+            on_step=lambda *_: seen.append(model.backbone.config._attn_implementation),
+        )
+        losses[attention] = [m["loss"] for m in result.history]
+        assert seen == [used, used]
+        assert model.backbone.config._attn_implementation == before
+    assert losses["eager"] == pytest.approx(losses["sdpa"], abs=1e-4)
+    with pytest.raises(ValueError, match="attention must be one of"):
+        config(attention="flash")
