@@ -102,8 +102,16 @@ def training_run_claim(*, run_id: int) -> TrainingRun | None:
 def training_run_progress(
     *, run_id: int, steps_done: int, steps_total: int, metrics: dict | None, log_line: str = ""
 ) -> bool:
-    """Record progress; returns True when the run has been asked to stop."""
-    run = TrainingRun.objects.only("metrics", "log_tail", "cancel_requested").get(pk=run_id)
+    """Record progress; returns True when the run has been asked to stop.
+
+    Called every step, so without metrics or a log line it is two small queries.
+    """
+    wanted = [
+        "cancel_requested",
+        *(["metrics"] if metrics else []),
+        *(["log_tail"] if log_line else []),
+    ]
+    run = TrainingRun.objects.only(*wanted).get(pk=run_id)
     fields = {"steps_done": steps_done, "steps_total": steps_total}
     if metrics:
         fields["metrics"] = [*run.metrics, {"step": steps_done, **metrics}]
@@ -198,23 +206,25 @@ def training_run_execute(*, run: TrainingRun) -> TrainingRun:
     from .loop import train_preference_model
 
     config = config_for_kind(run.kind, run.config)
-    last_poll = {"at": 0.0, "stop": False}
+    last_poll = {"logged_at": 0.0, "stop": False}
 
     def on_step(step: int, total: int, metrics: dict) -> None:
-        line = f"step {step}/{total} " + " ".join(
-            f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()
-        )
-        # Evaluations and every ~2 s: the metric history stays short, the page stays current.
+        # Every step: its count, and the cancel flag read back (a cancel stops the next step).
+        # The metric history takes evaluations and the last step, the log a line per ~2 s.
         evaluated = any(key.startswith("eval_") for key in metrics)
-        if evaluated or step == total or time.monotonic() - last_poll["at"] > 2:
-            last_poll["at"] = time.monotonic()
-            last_poll["stop"] = training_run_progress(
-                run_id=run.pk,
-                steps_done=step,
-                steps_total=total,
-                metrics=metrics if evaluated or step == total else None,
-                log_line=line,
+        line = ""
+        if evaluated or step == total or time.monotonic() - last_poll["logged_at"] > 2:
+            last_poll["logged_at"] = time.monotonic()
+            line = f"step {step}/{total} " + " ".join(
+                f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()
             )
+        last_poll["stop"] = training_run_progress(
+            run_id=run.pk,
+            steps_done=step,
+            steps_total=total,
+            metrics=metrics if evaluated or step == total else None,
+            log_line=line,
+        )
 
     def should_stop() -> bool:
         return last_poll["stop"]

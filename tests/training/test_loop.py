@@ -299,7 +299,9 @@ def test_the_attention_kernel_is_chosen_for_training_and_given_back():
             tokenizer,
             toy_rankings(24, seed=4),
             config(max_steps=2, attention=attention),
-            on_step=lambda *_: seen.append(model.backbone.config._attn_implementation),
+            on_step=lambda *_, seen=seen, model=model: seen.append(
+                model.backbone.config._attn_implementation
+            ),
         )
         losses[attention] = [m["loss"] for m in result.history]
         assert seen == [used, used]

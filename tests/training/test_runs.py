@@ -2,6 +2,7 @@
 
 import json
 import random
+import time
 from pathlib import Path
 
 import pytest
@@ -199,6 +200,32 @@ def test_a_real_worker_runs_a_training_job(backbone, snapshot, celery_worker_pro
     run.refresh_from_db()
     assert run.status == TrainingRun.Status.SUCCEEDED and run.result_version.kind == "pm"
     assert run_training.delay(run.pk).get(timeout=60) == "skipped: not queued"  # idempotent
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_real_worker_stops_a_cancelled_run_within_a_few_steps(
+    backbone, snapshot, celery_worker_process
+):
+    run = services.training_run_create(
+        kind="pm",
+        snapshot=snapshot,
+        base_model=backbone,
+        config={**TINY_CONFIG, "max_steps": 100_000, "eval_every": 0, "checkpoint_every": 0},
+    )
+    result = run_training.AsyncResult(TrainingRun.objects.get(pk=run.pk).celery_task_id)
+    deadline = time.monotonic() + 120
+    while TrainingRun.objects.get(pk=run.pk).steps_done < 5:  # it is training, mid-run
+        assert time.monotonic() < deadline and not result.ready(), "the run never got going"
+        time.sleep(0.05)
+    services.training_run_cancel(run=run)
+    at_cancel = TrainingRun.objects.get(pk=run.pk).steps_done
+    assert result.get(timeout=60) == TrainingRun.Status.CANCELLED
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.CANCELLED and run.finished_at is not None
+    # The step under way when the flag was set, and at most one more that had already begun.
+    assert at_cancel <= run.steps_done <= at_cancel + 2, (at_cancel, run.steps_done)
+    assert run.result_version is None and run.artifact_path == ""
+    assert not ModelVersion.objects.filter(kind="pm").exists()
 
 
 @pytest.mark.django_db
