@@ -79,17 +79,40 @@ def _held_out(run: EvalRun, limit: int | None) -> dict:
     }
 
 
+def _toxicity(run: EvalRun, limit: int | None) -> dict:
+    """An LM's samples on the toxicity prompts, with the HHH prompt and without any."""
+    from assistant.backends.base import SamplingParams
+
+    from .suites.toxicity import load_prompts, toxicity_eval
+
+    prompt = prompt_latest(name="hhh")
+    params = SamplingParams(
+        max_new_tokens=int(run.options.get("max_new_tokens", 64)),
+        seed=int(run.options.get("seed", 0)),
+    )
+    results = toxicity_eval(
+        runtime.lm_backend(run.model_version),
+        load_prompts(limit=limit),
+        with_prompt=prompt.text,
+        n=int(run.options.get("samples", 1)),
+        params=params,
+    )
+    results["prompt"] = prompt.key
+    return results
+
+
 SUITES = {
     EvalRun.Suite.HHH: _hhh,
     EvalRun.Suite.HHH_UNPROMPTED: _hhh,
     EvalRun.Suite.TRUTHFULQA: _truthfulqa,
     EvalRun.Suite.HELD_OUT: _held_out,
+    EvalRun.Suite.TOXICITY: _toxicity,
 }
 
 
 def run_suite(run: EvalRun) -> dict:
     """The results JSON of `run`'s suite on its model version (`options["limit"]`: first N)."""
     if run.suite not in SUITES:
-        raise ValueError(f"the {run.suite} suite cannot run here (no classifier installed)")
+        raise ValueError(f"the {run.suite} suite cannot run here")
     limit = run.options.get("limit")
     return SUITES[run.suite](run, int(limit) if limit else None)

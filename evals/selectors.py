@@ -8,7 +8,7 @@ HEADLINE = {
     EvalRun.Suite.HHH_UNPROMPTED: ("HHH, no prompt", "overall"),
     EvalRun.Suite.HELD_OUT: ("held-out", "overall"),
     EvalRun.Suite.TRUTHFULQA: ("TruthfulQA MC1", "mc1"),
-    EvalRun.Suite.TOXICITY: ("toxicity (prompted)", "prompted"),
+    EvalRun.Suite.TOXICITY: ("toxicity (prompted)", "with_prompt"),
 }
 
 
@@ -38,4 +38,3 @@ def leaderboard() -> tuple[list[str], list[dict]]:
     for row in ordered:
         row["cells"] = [row["cells"].get(label) for label in columns]
     return columns, ordered
-

@@ -8,6 +8,7 @@ profanity detector rather than a model of toxicity in general, so read its figur
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol
 
 from assistant.backends.base import Backend, Context, Message, SamplingParams
@@ -44,6 +45,18 @@ class ProfanityCheckClassifier:
                 ) from error
             self._predict_prob = predict_prob
         return [float(p) for p in self._predict_prob(list(texts))]
+
+
+PROMPTS_FILE = Path(__file__).resolve().parent.parent / "data" / "toxicity_prompts.txt"
+
+
+def load_prompts(path: Path = PROMPTS_FILE, limit: int | None = None) -> list[str]:
+    """One prompt a line; blank lines and lines starting with '#' are skipped."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    prompts = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    if not prompts:
+        raise ValueError(f"{path} holds no prompts")
+    return prompts[:limit]
 
 
 def toxicity_summary(scores: Sequence[float]) -> dict:
