@@ -41,8 +41,16 @@ class ReadOnlyInline(admin.TabularInline):
 @admin.register(Campaign)
 class CampaignAdmin(admin.ModelAdmin):
     list_display = (
-        "name", "mode", "judgement_type", "k", "lm_version", "prompt", "max_turns",
-        "overlap_target", "is_active", "created_at",
+        "name",
+        "mode",
+        "judgement_type",
+        "k",
+        "lm_version",
+        "prompt",
+        "max_turns",
+        "overlap_target",
+        "is_active",
+        "created_at",
     )
     list_filter = ("is_active", "mode", "judgement_type", "lm_version")
     search_fields = ("name", "instructions")
@@ -87,8 +95,16 @@ class ResponseAdmin(ReadOnlyAdmin):
 
 @admin.register(Judgement)
 class JudgementAdmin(ReadOnlyAdmin):
-    list_display = ("pk", "turn", "contractor", "origin", "scale", "strength", "time_spent_ms",
-                    "created_at")
+    list_display = (
+        "pk",
+        "turn",
+        "contractor",
+        "origin",
+        "scale",
+        "strength",
+        "time_spent_ms",
+        "created_at",
+    )
     list_filter = ("origin", "turn__conversation__campaign")
     search_fields = ("contractor__username", "note")
 

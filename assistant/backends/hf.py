@@ -182,9 +182,7 @@ class TransformersBackend(Backend):
         with self._lock:
             prepared = self._prepare(context, reserve=len(reply_ids))
             ids = prepared.suffix_ids + reply_ids
-            logits, _ = self._start(
-                prepared, ids, logits_to_keep=len(reply_ids) + 1, share=False
-            )
+            logits, _ = self._start(prepared, ids, logits_to_keep=len(reply_ids) + 1, share=False)
         logprobs = torch.log_softmax(logits[0, :-1].float(), dim=-1)
         target = torch.tensor(reply_ids, device=logprobs.device)
         return float(logprobs.gather(1, target[:, None]).sum())

@@ -95,11 +95,14 @@ def test_a_contractor_judges_three_turns_with_the_keyboard_only(
         assert judgement.time_spent_ms > 0  # measured by the page
     conversations = Conversation.objects.order_by("created_at")
     assert [(c.campaign_id, c.status, c.turns.count()) for c in conversations] == [
-        (chat.pk, "ended", 2), (rank.pk, "ended", 1)
+        (chat.pk, "ended", 2),
+        (rank.pk, "ended", 1),
     ]
     assert first.turn.conversation == second.turn.conversation
     assert [t.chosen_response_id for t in (first.turn, second.turn, ranked.turn)] == [
-        a1.pk, b2.pk, c3.pk
+        a1.pk,
+        b2.pk,
+        c3.pk,
     ]
 
 

@@ -197,7 +197,8 @@ def test_ranking_judging_is_recorded_once_with_and_without_javascript(
     turn = generate(ranking, "And now?")  # no JavaScript: one select per place
     a, b, c = turn.responses.order_by("index")
     post_twice(
-        client, reverse("collection:judge", args=[turn.pk]),
+        client,
+        reverse("collection:judge", args=[turn.pk]),
         {"rank_1": b.pk, "rank_2": c.pk, "rank_3": a.pk},
     )
     assert Judgement.objects.get(turn=turn).submitted_ranking == [b.pk, c.pk, a.pk]
@@ -295,7 +296,8 @@ def test_the_review_queue_offers_others_turns_once_each(
 
     reviews = Judgement.objects.filter(contractor=bob).order_by("turn__index")
     assert [(j.turn_id, j.scale, j.origin) for j in reviews] == [
-        (first.pk, 2, "review"), (second.pk, 7, "review")
+        (first.pk, 2, "review"),
+        (second.pk, 7, "review"),
     ]
     # alice's own turns never reach her queue, and posting to one changes nothing
     client.force_login(alice)

@@ -113,6 +113,7 @@ def test_make_run_serves_sign_in_and_a_worker(make_run):
     assert leftovers.stdout == "", "the web server outlived Ctrl-C"
     workers = subprocess.run(
         ["pgrep", "-f", "celery -A config worker -Q generation -c 1 -n generation@"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert workers.stdout == "", "a worker outlived Ctrl-C"

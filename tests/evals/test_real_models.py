@@ -27,5 +27,9 @@ def test_the_default_lm_is_evaluated_prompted_and_unprompted():
     # Both are real measurements of a small model: better than always wrong, not perfect.
     for result in results.values():
         assert 0.3 < result["overall"]["accuracy"] < 0.95
-    print("HHH accuracy, prompted:", results["hhh"]["overall"],
-          "unprompted:", results["hhh_unprompted"]["overall"])
+    print(
+        "HHH accuracy, prompted:",
+        results["hhh"]["overall"],
+        "unprompted:",
+        results["hhh_unprompted"]["overall"],
+    )
