@@ -367,6 +367,45 @@ class PMScorer:
                     scores[i] = reward
         return scores
 
+    def score_groups(self, groups: Sequence[tuple[Iterable, Sequence[str]]]) -> list[list[float]]:
+        """Rewards of each group's responses as replies to its messages, in input order.
+
+        A causal-decoder PM packs each group into one row (`packed_inputs`): the shared
+        conversation is computed once, not once per response. Other PMs score one row each.
+        """
+        transcripts = []
+        for messages, responses in groups:
+            messages = list(messages)
+            prefix = format_for_pm(messages, "").rstrip()
+            texts = [format_for_pm(messages, response) for response in responses]
+            transcripts.append((prefix, [text[len(prefix) :] for text in texts]))
+        if not self.model.can_pack:
+            flat = iter(self.score([prefix + s for prefix, ends in transcripts for s in ends]))
+            return [[next(flat) for _ in suffixes] for _, suffixes in transcripts]
+        device = next(self.model.parameters()).device
+        # Longest first (by characters, a cheap proxy): similar lengths share a batch.
+        order = sorted(
+            range(len(transcripts)),
+            key=lambda i: -(len(transcripts[i][0]) + sum(map(len, transcripts[i][1]))),
+        )
+        scores: list[list[float]] = [[] for _ in transcripts]
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
+        with torch.inference_mode(), autocast:
+            for start in range(0, len(order), self.batch_size):
+                chunk = order[start : start + self.batch_size]
+                batch = packed_inputs(
+                    self.tokenizer,
+                    [transcripts[i] for i in chunk],
+                    eoc_token_id=self.model.eoc_token_id,
+                    max_length=self.model.max_length,
+                )
+                rewards = iter(
+                    self.model(**{k: v.to(device) for k, v in batch.items()}).float().tolist()
+                )
+                for i in chunk:
+                    scores[i] = [next(rewards) for _ in transcripts[i][1]]
+        return scores
+
     def rerank(self, samples: Sequence[Sample], messages: Iterable) -> list[tuple[Sample, float]]:
         """Score each sample as the reply to `messages`; return (sample, score) best first."""
         messages = list(messages)

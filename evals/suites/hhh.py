@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from assistant.backends.base import Backend, Context, Message
-from assistant.pm import format_for_pm
 from evals.stats import accuracy_with_ci
 from evals.suites import top_choice
+from evals.suites.scoring import score_groups
 
 HHH_CATEGORIES = {"helpful": 59, "honest": 61, "harmless": 58, "other": 43}
 _TURN = re.compile(r"\n+\s*(Human|Assistant):")
@@ -69,19 +69,13 @@ def hhh_messages(text: str) -> tuple[Message, ...]:
 
 
 def hhh_pm_eval(scorer, items: list[HHHItem]) -> dict:
-    """Accuracy of a preference model (`score(texts) -> list[float]`) on `items`.
+    """Accuracy of a preference model on `items`.
 
-    Every response of every item is scored in one `score` call, so the scorer can batch the
-    whole suite by length.
+    The scorer is an `assistant.pm.PMScorer` (its `score_groups` scores the suite in one call,
+    each item's conversation once for both responses) or anything with `score(texts)`.
     """
-    texts = [
-        format_for_pm(hhh_messages(item.input), response)
-        for item in items
-        for response in item.responses
-    ]
-    flat = iter(scorer.score(texts))
-    scores = [[next(flat) for _ in item.responses] for item in items]
-    return _summarize(items, scores)
+    groups = [(hhh_messages(item.input), item.responses) for item in items]
+    return _summarize(items, score_groups(scorer, groups))
 
 
 def hhh_lm_eval(

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from assistant.backends.base import Backend, Context, Message
-from assistant.pm import format_for_pm
 from evals.stats import accuracy_with_ci
 from evals.suites import top_choice
+from evals.suites.scoring import score_groups
 
 
 @dataclass(frozen=True)
@@ -74,15 +74,13 @@ def mc_lm_eval(backend: Backend, items: list[MCItem], *, prompt: str | None = No
 def mc_pm_eval(scorer, items: list[MCItem]) -> dict:
     """MC1 accuracy of a preference model, and MC2 from a softmax over its scores (see above).
 
-    All answers of all items are scored in one `score` call.
+    All answers of all items are scored in one call, each question once for all its answers.
     """
-    texts = [
-        format_for_pm([Message("user", item.question)], answer)
-        for item in items
-        for answer in item.answers
+    groups = [([Message("user", item.question)], item.answers) for item in items]
+    scores = [
+        dict(zip(item.answers, rewards, strict=True))
+        for item, rewards in zip(items, score_groups(scorer, groups), strict=True)
     ]
-    flat = iter(scorer.score(texts))
-    scores = [{answer: next(flat) for answer in item.answers} for item in items]
     return _summarize(items, scores, mc2_from="pm_softmax")
 
 

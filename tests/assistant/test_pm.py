@@ -308,3 +308,19 @@ def test_packed_inputs_need_a_causal_decoder(tokenizer):
     packed = packed_inputs(tok, PACK_GROUPS, eoc_token_id=model.eoc_token_id, max_length=64)
     with pytest.raises(ValueError, match="position_ids and reward_index"):
         model(packed["input_ids"], packed["attention_mask"])
+
+
+def test_score_groups_matches_scoring_each_transcript(pm_model):
+    model, tok = pm_model  # decoder: packed rows; encoder: one row per response
+    groups = [
+        (CONVERSATION, [" Paris.", "It is Paris, on the Seine.", "I don't know."]),
+        ([], ["Hello there", "Hi"]),
+        ([Message("user", LONG)], ["Sure.", "A poem about the sea and its long grey waves."]),
+    ]
+    scorer = PMScorer(model, tok, batch_size=2)
+    grouped = scorer.score_groups(groups)
+    flat = scorer.score([format_for_pm(m, r) for m, responses in groups for r in responses])
+    assert [len(g) for g in grouped] == [3, 2, 2]
+    # The long group is cut to fit: packed rows cut its shared prefix for the longest response.
+    assert sum(grouped[:2], []) == pytest.approx(flat[:5], abs=1e-5)
+    assert model.can_pack == (model.backbone.config.model_type == "llama")
