@@ -1,0 +1,65 @@
+"""bench/web_load.py end to end at a tiny size, so the bench cannot rot: seeding through the
+services, gunicorn on the test database, two contractors in their own process, the check."""
+
+import importlib.util
+import secrets
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import database_url
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def web_load():
+    # bench/ is a folder of scripts, not a package: load the file as a module.
+    spec = importlib.util.spec_from_file_location("bench_web_load", ROOT / "bench" / "web_load.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+def test_two_contractors_judge_through_gunicorn_and_every_judgement_is_stored_once(
+    web_load, transactional_db, tmp_path
+):
+    from django.db import connection
+
+    from collection.models import Judgement
+
+    usernames, password = ["wl-t-000", "wl-t-001"], secrets.token_urlsafe(12)
+    web_load.seed(usernames=usernames, turns=150, password=password)
+    server = web_load.start_server(
+        database_url=database_url(connection.settings_dict),
+        static_root=tmp_path / "static",
+        log=tmp_path / "gunicorn.log",
+        workers=2,
+        threads=2,
+    )
+    try:
+        results = web_load.run_phase(
+            url=server.url,
+            usernames=usernames,
+            password=password,
+            think_s=0.0,
+            duration_s=2.0,
+            server_pid=server.process.pid,
+        )
+    finally:
+        web_load.stop_server(server)
+    check = web_load.database_check(usernames=usernames, confirmed=results["confirmed"])
+    row = web_load.summarize("tiny", results, check)
+
+    assert results["signed_in"] == 2
+    assert row["errors"] == 0, (row["errors_by_kind"], row["error_examples"], server.output())
+    assert row["judgements"] > 2 and row["latency_ms"]["submit_next"]["p99"] is not None
+    assert check["in_database"] == check["confirmed_by_clients"] == row["judgements"]
+    assert check["lost"] == check["duplicated"] == check["stored_unconfirmed"] == 0
+    assert check["origins"] == {"review": row["judgements"]}
+    assert check["unique_turn_contractor_constraint"]
+    assert Judgement.objects.filter(contractor__username__in=usernames).count() == row["judgements"]
+    assert "| tiny | 2 | 0 |" in web_load.markdown([row])
