@@ -3,6 +3,7 @@ model wrote is read-only (it changes only through `collection.services`)."""
 
 from django.contrib import admin
 
+from . import services
 from .models import (
     Campaign,
     Conversation,
@@ -54,6 +55,11 @@ class CampaignAdmin(admin.ModelAdmin):
     )
     list_filter = ("is_active", "mode", "judgement_type", "lm_version")
     search_fields = ("name", "instructions")
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if change and "overlap_target" in form.changed_data:
+            services.campaign_review_refresh(campaign=obj)
 
 
 class TurnInline(ReadOnlyInline):

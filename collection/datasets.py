@@ -491,6 +491,7 @@ def _write_items(items: list[ImportItem], campaign: Campaign, dataset_import) ->
         ids = [responses[cursor + i].pk for i in range(len(item.responses))]
         ranking = [ids[i] for i in item.ranking]
         turns[position].chosen_response_id = ranking[0]
+        turns[position].judgement_count = 1  # imported data is not offered for review
         judgements.append(
             Judgement(
                 turn=turns[position],
@@ -503,7 +504,7 @@ def _write_items(items: list[ImportItem], campaign: Campaign, dataset_import) ->
             )
         )
         position, cursor = position + 1, cursor + len(item.responses)
-    Turn.objects.bulk_update(turns, ["chosen_response"], batch_size=IMPORT_BATCH)
+    Turn.objects.bulk_update(turns, ["chosen_response", "judgement_count"], batch_size=IMPORT_BATCH)
     Judgement.objects.bulk_create(judgements)
     return len(items)
 

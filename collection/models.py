@@ -149,11 +149,21 @@ class Turn(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     ready_at = models.DateTimeField(null=True, blank=True)
+    # Kept by `services.judgement_submit` under the turn's row lock: its judgements so far, and
+    # whether it still wants more for the campaign's overlap target. The review queue reads
+    # these through a small partial index instead of counting judgements on every page.
+    judgement_count = models.PositiveIntegerField(default=0)
+    needs_review = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["conversation", "index"]
         constraints = [
             models.UniqueConstraint(fields=["conversation", "index"], name="turn_index_unique")
+        ]
+        indexes = [
+            models.Index(
+                fields=["created_at"], name="turn_needs_review", condition=Q(needs_review=True)
+            )
         ]
 
     def __str__(self):

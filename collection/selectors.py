@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from django.db.models import Count, Exists, F, OuterRef, Q
+from django.db.models import Count, Exists, OuterRef, Q
 
-from .models import Campaign, Conversation, GoldAnswer, Judgement, Turn
+from .models import Campaign, Conversation, Judgement, Turn
 
 
 def open_campaigns() -> list[Campaign]:
@@ -35,24 +35,31 @@ def turns_with_responses(*, conversation: Conversation):
 
 
 def review_queue(*, contractor):
-    """Turns this contractor may judge from the review queue, gold items first.
+    """Turns this contractor may judge from the review queue (unordered; see `review_next`).
 
-    A turn qualifies when its author has judged it (or it is a gold item), its campaign is
-    active, it needs more judgements for the campaign's overlap target, and this contractor
-    neither wrote it nor judged it yet.
+    A turn qualifies when it is a gold item or still wants judgements for its campaign's
+    overlap target (`Turn.needs_review`, kept by `services.judgement_submit`), its campaign is
+    active, and this contractor neither wrote it nor judged it yet.
     """
+    return _reviewable(contractor).filter(Q(needs_review=True) | Q(gold__isnull=False))
+
+
+def review_next(*, contractor) -> Turn | None:
+    """The next turn for this contractor: the oldest gold item, else the oldest open turn.
+
+    Two queries, each walking one small set in `created_at` order (gold answers; the partial
+    index of open turns) and stopping at the first fit, so the cost does not grow with the
+    number of finished turns.
+    """
+    reviewable = _reviewable(contractor).select_related("conversation__campaign")
+    gold = reviewable.filter(gold__isnull=False).order_by("created_at").first()
+    return gold or reviewable.filter(needs_review=True).order_by("created_at").first()
+
+
+def _reviewable(contractor):
     judged_by_me = Judgement.objects.filter(turn=OuterRef("pk"), contractor=contractor)
-    is_gold = GoldAnswer.objects.filter(turn=OuterRef("pk"))
     return (
         Turn.objects.filter(status=Turn.Status.JUDGED, conversation__campaign__is_active=True)
         .exclude(conversation__contractor=contractor)
-        .annotate(
-            judgement_count=Count("judgements"), mine=Exists(judged_by_me), is_gold=Exists(is_gold)
-        )
-        .filter(mine=False)
-        .filter(
-            Q(is_gold=True) | Q(judgement_count__lt=F("conversation__campaign__overlap_target"))
-        )
-        .select_related("conversation__campaign")
-        .order_by("-is_gold", "created_at")
+        .filter(~Exists(judged_by_me))
     )

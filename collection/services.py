@@ -11,6 +11,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Case, Value, When
 from django.utils import timezone
 
 from assistant import runtime
@@ -155,7 +156,8 @@ def turn_generate(*, turn_id: int) -> Turn | None:
                 Response(
                     turn=turn,
                     index=i,
-                    text=sample.text.strip(),
+                    # A sampled NUL byte is legal text to a model, not to PostgreSQL.
+                    text=sample.text.replace("\x00", "\ufffd").strip(),
                     model_version=version,
                     prompt=prompt,
                     sampling_params=sampling,
@@ -227,12 +229,34 @@ def judgement_submit(
             note=note.strip()[:500],
             time_spent_ms=max(0, min(int(time_spent_ms), 24 * 3600 * 1000)),
         )
+        turn.judgement_count += 1
+        turn.needs_review = turn.judgement_count < campaign.overlap_target
+        fields = ["judgement_count", "needs_review"]
         if is_author:
             turn.status, turn.chosen_response_id = Turn.Status.JUDGED, submitted[0]
-            turn.save(update_fields=["status", "chosen_response"])
-            if turn.index + 1 >= campaign.max_turns:
-                _end(turn.conversation)
+            fields += ["status", "chosen_response"]
+        turn.save(update_fields=fields)
+        if is_author and turn.index + 1 >= campaign.max_turns:
+            _end(turn.conversation)
     return judgement
+
+
+def campaign_review_refresh(*, campaign: Campaign) -> int:
+    """Recompute which of a campaign's judged turns want more judgements (after its overlap
+    target changed); returns how many turns are open for review now."""
+    turns = Turn.objects.filter(
+        conversation__campaign=campaign,
+        conversation__source=Conversation.Source.COLLECTED,
+        status=Turn.Status.JUDGED,
+    )
+    with transaction.atomic():
+        turns.update(
+            needs_review=Case(
+                When(judgement_count__lt=campaign.overlap_target, then=Value(True)),
+                default=Value(False),
+            )
+        )
+    return turns.filter(needs_review=True).count()
 
 
 def _submitted_order(campaign, response_ids, ranking, scale) -> tuple[list[int], int | None]:

@@ -194,7 +194,7 @@ def _review_page(request, turn, form):
 @role_required(CONTRACTOR)
 def review(request):
     """The next turn someone else wrote and judged, for a second judgement (gold items first)."""
-    turn = selectors.review_queue(contractor=request.user).first()
+    turn = selectors.review_next(contractor=request.user)
     if turn is None:
         return render(request, "collection/review.html", {"turn": None})
     request.session["review_shown"] = [turn.pk, timezone.now().isoformat()]

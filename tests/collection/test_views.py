@@ -304,3 +304,51 @@ def test_the_review_queue_offers_others_turns_once_each(
     assert "Nothing to review" in client.get(reverse("collection:review")).content.decode()
     client.post(reverse("collection:review_judge", args=[first.pk]), {"scale": "8"})
     assert Judgement.objects.get(turn=first, contractor=alice).scale == 1
+
+
+def test_the_queue_keeps_each_turns_review_state_through_judgements_and_target_changes(
+    alice, bob, django_user_model, make_campaign, generate, adam
+):
+    from django.apps import apps
+
+    from collection import selectors
+
+    campaign = make_campaign(overlap_target=2)
+    conversation = services.conversation_start(campaign=campaign, contractor=alice)
+    old = generate(conversation, "Old question")
+    services.judgement_submit(turn=old, contractor=alice, scale=1)
+    new = generate(conversation, "New question")
+    services.judgement_submit(turn=new, contractor=alice, scale=8)
+    old.refresh_from_db()
+    assert (old.judgement_count, old.needs_review) == (1, True)
+    assert selectors.review_next(contractor=bob) == old  # the oldest open turn first
+
+    services.judgement_submit(turn=old, contractor=bob, scale=2)
+    old.refresh_from_db()
+    assert (old.judgement_count, old.needs_review) == (2, False)  # target reached: closed
+    carol = django_user_model.objects.create_user("carol", password="x")
+    carol.groups.add(alice.groups.get())
+    assert selectors.review_next(contractor=carol) == new
+    assert set(selectors.review_queue(contractor=carol)) == {new}
+
+    # A gold item jumps the queue, however new it is.
+    gold = services.gold_item_create(
+        campaign=campaign, admin=adam, human_text="Gold?", responses=["Yes.", "No."], best_index=0
+    )
+    assert selectors.review_next(contractor=carol) == gold
+    assert set(selectors.review_queue(contractor=carol)) == {new, gold}
+
+    # Raising the target reopens the finished turn; the migration's backfill agrees.
+    campaign.overlap_target = 3
+    campaign.save()
+    assert services.campaign_review_refresh(campaign=campaign) == 2
+    assert selectors.review_next(contractor=carol) == gold
+    assert set(selectors.review_queue(contractor=carol)) == {old, new, gold}
+    migration = __import__("collection.migrations.0002_turn_review_state", fromlist=["backfill"])
+    Turn.objects.update(judgement_count=0, needs_review=False)
+    migration.backfill(apps, None)
+    assert sorted(Turn.objects.values_list("human_text", "judgement_count", "needs_review")) == [
+        ("Gold?", 0, False),
+        ("New question", 1, True),
+        ("Old question", 2, True),
+    ]
