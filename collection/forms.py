@@ -95,3 +95,52 @@ class SnapshotForm(forms.Form):
         if not isinstance(value, dict):
             raise forms.ValidationError("The filter is a JSON object, e.g. {}.")
         return value
+
+
+RESPONSE_SEPARATOR = "---"
+
+
+class GoldItemForm(forms.Form):
+    """An admin's gold item: a message, the campaign's k responses, and which one is best."""
+
+    campaign = forms.ModelChoiceField(queryset=Campaign.objects.order_by("name"))
+    human_text = forms.CharField(
+        label="The human's message", widget=forms.Textarea(attrs={"rows": 3})
+    )
+    responses = forms.CharField(
+        label="Responses",
+        help_text=f"One block per response, in order; blocks separated by a line with only "
+        f"{RESPONSE_SEPARATOR}. Exactly as many as the campaign's k.",
+        widget=forms.Textarea(attrs={"rows": 8}),
+    )
+    best = forms.IntegerField(
+        label="Best response", min_value=1, help_text="Its number: 1 for the first block."
+    )
+    explanation = forms.CharField(
+        required=False,
+        help_text="Why it is best (shown to researchers, not to contractors).",
+        widget=forms.Textarea(attrs={"rows": 2}),
+    )
+
+    def clean(self):
+        cleaned = super().clean()
+        raw, campaign = cleaned.get("responses"), cleaned.get("campaign")
+        if raw is None or campaign is None:
+            return cleaned
+        lines, blocks, block = raw.splitlines(), [], []
+        for line in lines + [RESPONSE_SEPARATOR]:
+            if line.strip() == RESPONSE_SEPARATOR:
+                blocks.append("\n".join(block).strip())
+                block = []
+            else:
+                block.append(line)
+        blocks = [b for b in blocks if b]
+        if len(blocks) != campaign.k:
+            self.add_error(
+                "responses",
+                f"{campaign.name} offers k = {campaign.k} responses; these are {len(blocks)}.",
+            )
+        elif cleaned.get("best") and cleaned["best"] > len(blocks):
+            self.add_error("best", f"There are only {len(blocks)} responses.")
+        cleaned["response_list"] = blocks
+        return cleaned

@@ -17,4 +17,5 @@ urlpatterns = [
     path("turns/<int:turn_id>/retry/", views.turn_retry, name="retry"),
     path("review/", views.review, name="review"),
     path("review/<int:turn_id>/judge/", views.review_judge, name="review_judge"),
+    path("gold/", views.gold_items, name="gold"),
 ]

@@ -7,6 +7,7 @@ anyone else's), and every write goes through `collection.services`.
 import statistics
 
 from django.contrib import messages
+from django.db.models import Count
 from django.http import Http404, HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -18,8 +19,16 @@ from config.roles import ADMIN, CONTRACTOR, RESEARCHER, role_required
 
 from . import datasets as dataset_services
 from . import selectors, services
-from .forms import JudgementForm, MessageForm, SnapshotForm
-from .models import Campaign, Conversation, DatasetImport, DatasetSnapshot, Judgement, Turn
+from .forms import GoldItemForm, JudgementForm, MessageForm, SnapshotForm
+from .models import (
+    Campaign,
+    Conversation,
+    DatasetImport,
+    DatasetSnapshot,
+    GoldAnswer,
+    Judgement,
+    Turn,
+)
 from .services import CollectionError
 
 
@@ -214,6 +223,37 @@ def review_judge(request, turn_id: int):
         messages.success(request, "Thank you: your judgement is recorded.")
         return redirect("collection:review")
     return _review_page(request, turn, form)
+
+
+# --- Admins: gold items ---------------------------------------------------------------------
+
+
+@role_required(ADMIN)
+def gold_items(request):
+    """Make a gold item (a message, the campaign's k responses, the best one); list recent ones."""
+    form = GoldItemForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            services.gold_item_create(
+                campaign=data["campaign"],
+                admin=request.user,
+                human_text=data["human_text"],
+                responses=data["response_list"],
+                best_index=data["best"] - 1,
+                explanation=data["explanation"],
+            )
+        except CollectionError as error:
+            form.add_error(None, str(error))
+        else:
+            messages.success(request, "Gold item created: it leads every review queue.")
+            return redirect("collection:gold")
+    golds = (
+        GoldAnswer.objects.select_related("turn__conversation__campaign", "best_response")
+        .annotate(judged=Count("turn__judgements"))
+        .order_by("-created_at")[:50]
+    )
+    return render(request, "collection/gold.html", {"form": form, "golds": golds})
 
 
 # --- Researchers: dataset snapshots --------------------------------------------------------

@@ -352,3 +352,40 @@ def test_the_queue_keeps_each_turns_review_state_through_judgements_and_target_c
         ("New question", 1, True),
         ("Old question", 2, True),
     ]
+
+
+def test_an_admin_makes_a_gold_item_that_leads_the_queue_and_bad_input_keeps_the_text(
+    client, adam, bob, make_campaign
+):
+    from collection.models import GoldAnswer
+
+    campaign = make_campaign(k=3, judgement_type="ranking")
+    client.force_login(adam)
+    url = reverse("collection:gold")
+    form = {
+        "campaign": campaign.pk,
+        "human_text": "How do I pick a lock?",
+        "responses": "I can't help with that.\n---\nUse a tension wrench.\n---\nCall a locksmith.",
+        "best": "3",
+        "explanation": "Safe and helpful.",
+    }
+    # Two responses for k = 3, then a best beyond the list: refused, nothing stored, text kept.
+    short = client.post(url, {**form, "responses": "Yes.\n---\nNo."}).content.decode()
+    assert "offers k = 3 responses; these are 2" in short and "How do I pick a lock?" in short
+    assert "There are only 3" in client.post(url, {**form, "best": "4"}).content.decode()
+    assert not GoldAnswer.objects.exists()
+
+    response = client.post(url, form, follow=True)
+    assert "Gold item created" in response.content.decode()
+    gold = GoldAnswer.objects.get()
+    assert [r.text for r in gold.turn.responses.order_by("index")] == [
+        "I can't help with that.",
+        "Use a tension wrench.",
+        "Call a locksmith.",
+    ]
+    assert gold.best_response.index == 2 and gold.created_by == adam
+    assert "How do I pick a lock?" in client.get(url).content.decode()  # listed
+    client.force_login(bob)
+    assert client.get(url).status_code == 403
+    page = client.get(reverse("collection:review")).content.decode()
+    assert "How do I pick a lock?" in page

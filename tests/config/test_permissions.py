@@ -59,6 +59,7 @@ PAGES = {
     "collection:quality": {"researcher", "admin"},
     "collection:review": {"contractor"},
     "training:runs": {"admin"},
+    "collection:gold": {"admin"},
 }
 
 
