@@ -3,9 +3,9 @@
     .venv/bin/python bench/evals.py --models-dir var/bench-models --repeats 3
 
 The PM is the default model's backbone with a new, untrained head (this measures speed, not
-accuracy). Load (backbone + tokenizer + head) and eval (one `score` call over the whole suite,
-sorted by length into batches) are timed apart, for float32 weights, float32 weights under bf16
-autocast, and bfloat16 weights. Goal: the eval under 30 s on a 2-core CPU. The default model is
+accuracy). Load (backbone + tokenizer + head) and eval (one `score_groups` call over the whole
+suite: each item's conversation once for both responses, sorted by length into batches) are
+timed apart, for float32 weights, float32 weights under bf16 autocast, and bfloat16 weights. Goal: the eval under 30 s on a 2-core CPU. The default model is
 converted into --models-dir once, before any timing.
 """
 
@@ -55,6 +55,8 @@ def bench_config(folder: Path, name: str, items, args) -> dict:
     model = PreferenceModel.from_backbone(
         folder, tokenizer, dtype=getattr(torch, dtype), max_length=args.max_length
     )
+    if args.attention:
+        model.backbone.set_attn_implementation(args.attention)
     scorer = PMScorer(model, tokenizer, batch_size=args.batch_size, bf16=autocast)
     load_s = time.perf_counter() - started
     runs = []
@@ -102,6 +104,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=1024, help="tokens kept per text")
     parser.add_argument("--repeats", type=int, default=3, help="report the fastest of these")
+    parser.add_argument(
+        "--attention", choices=["sdpa", "eager"], help="the backbone's attention kernel"
+    )
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
