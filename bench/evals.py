@@ -5,23 +5,23 @@
 The PM is the default model's backbone with a new, untrained head (this measures speed, not
 accuracy). Load (backbone + tokenizer + head) and eval (one `score_groups` call over the whole
 suite: each item's conversation once for both responses, sorted by length into batches) are
-timed apart, for float32 weights, float32 weights under bf16 autocast, and bfloat16 weights. Goal: the eval under 30 s on a 2-core CPU. The default model is
-converted into --models-dir once, before any timing.
+timed apart, for float32 weights, float32 weights under bf16 autocast, and bfloat16 weights.
+Goal: the eval under 30 s on a 2-core CPU. The default model is converted into --models-dir
+once, before any timing.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.machine import cpu_model, write_json  # noqa: E402
 
 HHH_DIR = ROOT.parent / "shared" / "data" / "hhh_alignment"
 # name → (weights dtype, autocast to bf16)
@@ -30,15 +30,6 @@ CONFIGS = {
     "bf16-autocast": ("float32", True),
     "bfloat16": ("bfloat16", False),
 }
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or "unknown"
-    names = [line.split(":", 1)[1].strip() for line in out.splitlines() if "Model name" in line]
-    return names[0] if names else "unknown"
 
 
 def bench_config(folder: Path, name: str, items, args) -> dict:
@@ -140,9 +131,7 @@ def main() -> None:
         f"{args.max_length}; best of {args.repeats}; 1-min load average {load_before:.2f} "
         f"before, {report['load_average_before_after'][1]:.2f} after"
     )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
+    write_json(args.json, report)
 
 
 if __name__ == "__main__":

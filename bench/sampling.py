@@ -11,17 +11,16 @@ configuration decodes exactly the same number of tokens.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.machine import cpu_model, write_json  # noqa: E402
 
 DEFAULT_PROMPT = ROOT / "assistant" / "prompts" / "hhh_v1.txt"
 QUESTION = "Can you give me a few tips for keeping houseplants alive? I keep killing them."
@@ -39,15 +38,6 @@ def synthetic_transcript(words: int = 3000) -> str:
         turns += [human, assistant]
         count += len(human.split()) + len(assistant.split())
     return "\n\n".join(turns)
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or "unknown"
-    names = [line.split(":", 1)[1].strip() for line in out.splitlines() if "Model name" in line]
-    return names[0] if names else "unknown"
 
 
 def timed_calls(backend, context, params, *, n: int, calls: int) -> dict:
@@ -188,9 +178,7 @@ def main() -> None:
         f"best of {args.repeats}; 1-min load average {load_before[0]:.2f} before, "
         f"{report['load_average_before_after'][1]:.2f} after"
     )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
+    write_json(args.json, report)
 
 
 if __name__ == "__main__":

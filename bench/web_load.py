@@ -31,7 +31,6 @@ import asyncio
 import json
 import math
 import os
-import platform
 import random
 import re
 import resource
@@ -51,6 +50,8 @@ from urllib.parse import unquote, urlsplit
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import cpu_model, write_json  # noqa: E402
+
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/alignlab_bench"
 # name → (contractors, think time in seconds)
 PHASES = {"a": (50, 1.0), "b10": (10, 0.0), "b50": (50, 0.0)}
@@ -63,15 +64,6 @@ RESPONSE_RE = re.compile(r'data-response-id="(\d+)"')
 RECORDED = "your judgement is recorded"
 EMPTY_QUEUE = "Nothing to review right now"
 MAX_ERRORS_IN_A_ROW = 20  # a contractor that keeps failing stops (and says so)
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or "unknown"
-    names = [line.split(":", 1)[1].strip() for line in out.splitlines() if "Model name" in line]
-    return names[0] if names else "unknown"
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -862,9 +854,7 @@ def main() -> None:
     for row in rows:
         if row["errors"]:
             print(f"{row['phase']} errors: {row['errors_by_kind']}; e.g. {row['error_examples']}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
+    write_json(args.json, report)
 
 
 if __name__ == "__main__":
