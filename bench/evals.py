@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.machine import cpu_model, write_json  # noqa: E402
+from bench.machine import run_header, write_json  # noqa: E402
 
 HHH_DIR = ROOT.parent / "shared" / "data" / "hhh_alignment"
 # name → (weights dtype, autocast to bf16)
@@ -113,11 +113,7 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     rows = [bench_config(folder, name, items, args) for name in args.configs]
     report = {
-        "command": " ".join(sys.argv),
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "threads": args.threads,
-        "torch": torch.__version__,
+        **run_header(args.threads),
         "items": len(items),
         "batch_size": args.batch_size,
         "max_length": args.max_length,

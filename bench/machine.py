@@ -24,3 +24,19 @@ def write_json(path: Path | None, report: dict) -> None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2))
+
+
+def run_header(threads: int) -> dict:
+    """The keys every report starts with: the command line, the CPU, cores, threads, torch."""
+    import os
+    import sys
+
+    import torch
+
+    return {
+        "command": " ".join(sys.argv),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "threads": threads,
+        "torch": torch.__version__,
+    }

@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.machine import cpu_model, write_json  # noqa: E402
+from bench.machine import run_header, write_json  # noqa: E402
 
 DEFAULT_PROMPT = ROOT / "assistant" / "prompts" / "hhh_v1.txt"
 QUESTION = "Can you give me a few tips for keeping houseplants alive? I keep killing them."
@@ -160,11 +160,7 @@ def main() -> None:
     load_before = os.getloadavg()
     results = [bench_dtype(path, dtype, context, args) for dtype in args.dtypes]
     report = {
-        "command": " ".join(sys.argv),
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "threads": args.threads,
-        "torch": torch.__version__,
+        **run_header(args.threads),
         "prompt": prompt_source,
         "max_new_tokens": args.max_new_tokens,
         "repeats": args.repeats,
