@@ -55,6 +55,7 @@ class CampaignAdmin(admin.ModelAdmin):
     )
     list_filter = ("is_active", "mode", "judgement_type", "lm_version")
     search_fields = ("name", "instructions")
+    filter_horizontal = ("compare_versions",)
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
@@ -64,7 +65,15 @@ class CampaignAdmin(admin.ModelAdmin):
 
 class TurnInline(ReadOnlyInline):
     model = Turn
-    fields = ("index", "human_text", "status", "chosen_response", "created_at", "ready_at")
+    fields = (
+        "index",
+        "human_text",
+        "judgement_type",
+        "status",
+        "chosen_response",
+        "created_at",
+        "ready_at",
+    )
 
 
 @admin.register(Conversation)
@@ -77,7 +86,14 @@ class ConversationAdmin(ReadOnlyAdmin):
 
 class ResponseInline(ReadOnlyInline):
     model = Response
-    fields = ("index", "text", "model_version", "completion_tokens", "finish_reason")
+    fields = (
+        "index",
+        "text",
+        "model_version",
+        "condition",
+        "completion_tokens",
+        "finish_reason",
+    )
 
 
 class JudgementInline(ReadOnlyInline):

@@ -16,9 +16,20 @@ class MessageForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 3, "autofocus": True, "data-enter-submits": ""}),
     )
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, campaign: Campaign, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["text"].widget.attrs["maxlength"] = settings.COLLECTION_MAX_MESSAGE_CHARS
+        if campaign.judgement_type == Campaign.JudgementType.MIXED:
+            # The contractor picks how to judge the coming responses (Tab, then arrow keys).
+            self.fields["judgement_type"] = forms.ChoiceField(
+                label="Judge the responses",
+                choices=[
+                    ("pairwise", "compare 2 on the scale"),
+                    ("ranking", f"rank all {campaign.k}"),
+                ],
+                initial="pairwise",
+                widget=forms.RadioSelect,
+            )
 
 
 def _scale_choices(campaign: Campaign) -> list[tuple[int, str]]:
@@ -28,7 +39,7 @@ def _scale_choices(campaign: Campaign) -> list[tuple[int, str]]:
 
 
 class JudgementForm(forms.Form):
-    """Pairwise campaigns: a point on the 8-point scale. Ranking campaigns: response ids in the
+    """Pairwise turns: a point on the 8-point scale. Ranked turns: response ids in the
     contractor's order, from the hidden field the keyboard widget fills, or (without
     JavaScript) from one select per rank position."""
 
@@ -43,6 +54,7 @@ class JudgementForm(forms.Form):
     def __init__(self, *args, turn: Turn, **kwargs):
         super().__init__(*args, **kwargs)
         self.campaign = turn.conversation.campaign
+        self.turn = turn
         self.responses = list(turn.responses.order_by("index"))
         if self.is_pairwise:
             self.fields["scale"] = forms.TypedChoiceField(
@@ -58,7 +70,7 @@ class JudgementForm(forms.Form):
 
     @property
     def is_pairwise(self) -> bool:
-        return self.campaign.judgement_type == Campaign.JudgementType.PAIRWISE
+        return self.turn.judged_as == Campaign.JudgementType.PAIRWISE
 
     def rank_fields(self):
         return [self[f"rank_{p}"] for p in range(1, len(self.responses) + 1)]
@@ -135,11 +147,12 @@ class GoldItemForm(forms.Form):
             else:
                 block.append(line)
         blocks = [b for b in blocks if b]
-        if len(blocks) != campaign.k:
-            self.add_error(
-                "responses",
-                f"{campaign.name} offers k = {campaign.k} responses; these are {len(blocks)}.",
-            )
+        if campaign.judgement_type == Campaign.JudgementType.MIXED:
+            allowed, offer = {2, campaign.k}, f"2 (pairwise) or {campaign.k} (ranked) responses"
+        else:
+            allowed, offer = {campaign.k}, f"k = {campaign.k} responses"
+        if len(blocks) not in allowed:
+            self.add_error("responses", f"{campaign.name} offers {offer}; these are {len(blocks)}.")
         elif cleaned.get("best") and cleaned["best"] > len(blocks):
             self.add_error("best", f"There are only {len(blocks)} responses.")
         cleaned["response_list"] = blocks

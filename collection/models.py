@@ -1,7 +1,11 @@
+import dataclasses
+
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
+from assistant.backends import SamplingParams
 from assistant.models import ModelVersion, PromptTemplate
 
 # The 8-point pairwise scale of the HH-RLHF interface: 1 = "A much better" … 8 = "B much better".
@@ -29,6 +33,7 @@ class Campaign(models.Model):
     class JudgementType(models.TextChoices):
         PAIRWISE = "pairwise", "pairwise, 8-point scale"
         RANKING = "ranking", "ranking of all k"
+        MIXED = "mixed", "mixed: the contractor picks per turn (pairwise, or a ranking of all k)"
 
     name = models.CharField(max_length=200)
     instructions = models.TextField(blank=True, help_text="Markdown, shown to contractors.")
@@ -57,6 +62,21 @@ class Campaign(models.Model):
     sampling = models.JSONField(
         default=dict, blank=True, help_text="Overrides of the LM's defaults."
     )
+    # Arms for Elo: each turn's k responses are spread over (LM version × sampling variant), so
+    # the judgements compare versions and sampling conditions head to head.
+    compare_versions = models.ManyToManyField(
+        ModelVersion,
+        blank=True,
+        related_name="+",
+        limit_choices_to={"kind": "lm"},
+        help_text="More LM versions whose samples are mixed into each turn (for their Elo).",
+    )
+    sampling_variants = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Sampling conditions to compare, e.g. [{"name": "cool", "temperature": 0.5}, '
+        '{"name": "hot", "temperature": 1.2}]; each overrides the sampling above.',
+    )
     max_turns = models.PositiveSmallIntegerField(default=4)
     quota_per_contractor = models.PositiveIntegerField(
         default=50, help_text="Conversations each contractor may hold in this campaign."
@@ -72,7 +92,8 @@ class Campaign(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(k__gte=2, k__lte=8), name="campaign_k_2_to_8"),
             models.CheckConstraint(
-                condition=Q(judgement_type="ranking") | Q(k=2), name="pairwise_campaign_has_k_2"
+                condition=Q(judgement_type__in=["ranking", "mixed"]) | Q(k=2),
+                name="pairwise_campaign_has_k_2",
             ),
             models.CheckConstraint(
                 condition=Q(max_turns__gte=1), name="campaign_max_turns_positive"
@@ -84,6 +105,69 @@ class Campaign(models.Model):
 
     def __str__(self):
         return self.name
+
+    def clean(self):
+        super().clean()
+        if self.judgement_type == self.JudgementType.MIXED and self.k < 3:
+            raise ValidationError(
+                {"k": "A mixed campaign ranks k >= 3 responses on its ranked turns."}
+            )
+        try:
+            SamplingParams(**_sampling_fields(self.sampling or {}, "sampling"))
+        except ValueError as error:
+            raise ValidationError({"sampling": str(error)}) from None
+        self.sampling_variants = _clean_variants(self.sampling_variants, self.sampling or {})
+
+    def arms(self) -> list[tuple[ModelVersion, str, dict]]:
+        """(LM version, variant name, sampling overrides) for every arm of this campaign's Elo
+        comparison: its LM versions × its sampling variants; one arm when it compares nothing."""
+        versions = [self.lm_version] if self.lm_version else []
+        versions += [v for v in self.compare_versions.all() if v not in versions]
+        variants = self.sampling_variants or [{"name": ""}]
+        return [
+            (version, variant["name"], {**self.sampling, **_without_name(variant)})
+            for version in versions
+            for variant in variants
+        ]
+
+
+def _without_name(variant: dict) -> dict:
+    return {key: value for key, value in variant.items() if key != "name"}
+
+
+def _sampling_fields(values: dict, where: str) -> dict:
+    """`values` checked against SamplingParams' fields, with the offending key named."""
+    if not isinstance(values, dict):
+        raise ValidationError({where: "Give an object of sampling settings."})
+    allowed = {field.name for field in dataclasses.fields(SamplingParams)}
+    unknown = sorted(set(values) - allowed)
+    if unknown:
+        known = ", ".join(sorted(allowed))
+        raise ValidationError(
+            {where: f"Unknown sampling settings: {', '.join(unknown)} (known: {known})."}
+        )
+    return values
+
+
+def _clean_variants(variants, sampling: dict) -> list[dict]:
+    if not variants:
+        return []
+    if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
+        raise ValidationError({"sampling_variants": "Give a list of objects, one per variant."})
+    names = [str(v.get("name", "")).strip() for v in variants]
+    if not all(names) or len(set(names)) != len(names) or max(map(len, names)) > 60:
+        raise ValidationError(
+            {"sampling_variants": "Give every variant a different name of at most 60 characters."}
+        )
+    cleaned = []
+    for name, variant in zip(names, variants, strict=True):
+        overrides = _sampling_fields(_without_name(variant), "sampling_variants")
+        try:
+            SamplingParams(**{**sampling, **overrides})
+        except (TypeError, ValueError) as error:
+            raise ValidationError({"sampling_variants": f"{name}: {error}"}) from None
+        cleaned.append({"name": name, **overrides})
+    return cleaned
 
 
 class Conversation(models.Model):
@@ -142,6 +226,19 @@ class Turn(models.Model):
     human_text = models.TextField()
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     error = models.TextField(blank=True, help_text="Why generation failed, for the contractor.")
+    # The responses so far while the model writes them (streamed backends), one text per
+    # response position; emptied when the responses are stored.
+    partial_texts = models.JSONField(default=list, blank=True)
+    # Set in mixed campaigns, where the contractor picks it with the message; empty: the
+    # campaign's judgement type. Read `judged_as`.
+    judgement_type = models.CharField(
+        max_length=10,
+        blank=True,
+        choices=[
+            (Campaign.JudgementType.PAIRWISE, "pairwise, 8-point scale"),
+            (Campaign.JudgementType.RANKING, "ranking of all k"),
+        ],
+    )
     # The response the conversation continued with: the contractor's top choice (in red-team
     # campaigns the MORE harmful one, as the red teamer picked it).
     chosen_response = models.OneToOneField(
@@ -169,6 +266,23 @@ class Turn(models.Model):
     def __str__(self):
         return f"turn {self.index} of conversation {self.conversation_id}"
 
+    @property
+    def judged_as(self) -> str:
+        """How this turn is judged: pairwise or ranking."""
+        return self.judgement_type or self.conversation.campaign.judgement_type
+
+    @property
+    def streamed(self) -> list[tuple[str, str]]:
+        """(letter, text so far) of each response while the model writes them."""
+        return list(zip("ABCDEFGH", self.partial_texts, strict=False))
+
+    @property
+    def offered_k(self) -> int:
+        """How many responses this turn offers: 2 when judged pairwise, else the campaign's k."""
+        return (
+            2 if self.judged_as == Campaign.JudgementType.PAIRWISE else self.conversation.campaign.k
+        )
+
 
 class Response(models.Model):
     """One model sample offered at a turn, with everything needed to reproduce and audit it."""
@@ -184,6 +298,8 @@ class Response(models.Model):
         PromptTemplate, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     sampling_params = models.JSONField(default=dict)
+    # The campaign's sampling variant this sample was drawn with ("": the campaign's sampling).
+    condition = models.CharField(max_length=60, blank=True)
     prompt_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
     logprob = models.FloatField(null=True, blank=True)

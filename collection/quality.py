@@ -143,7 +143,7 @@ def campaign_agreement(*, campaign: Campaign, min_common_turns: int = 5) -> dict
         alpha_top = agreement.krippendorff_alpha(
             {turn: [top for top, _ in judged.values()] for turn, judged in overlapping.items()}
         )
-        if campaign.judgement_type == Campaign.JudgementType.PAIRWISE:
+        if campaign.judgement_type != Campaign.JudgementType.RANKING:  # its pairwise turns
             scales = {
                 turn: [scale for _, scale in judged.values()]
                 for turn, judged in overlapping.items()

@@ -7,6 +7,8 @@ meant for them.
 
 from __future__ import annotations
 
+import random
+import time
 from datetime import timedelta
 
 from django.conf import settings
@@ -30,6 +32,10 @@ def conversation_start(*, campaign: Campaign, contractor) -> Conversation:
         campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
         if not campaign.is_active:
             raise CollectionError("This campaign is closed.")
+        if campaign.lm_version is None:
+            raise CollectionError(
+                "This campaign holds imported data; it has no model to chat with."
+            )
         held = Conversation.objects.filter(
             campaign=campaign, contractor=contractor, source=Conversation.Source.COLLECTED
         ).count()
@@ -46,11 +52,15 @@ def _check_owner(conversation: Conversation, contractor) -> None:
         raise PermissionError("not your conversation")
 
 
-def turn_submit(*, conversation: Conversation, contractor, text: str) -> Turn:
+def turn_submit(
+    *, conversation: Conversation, contractor, text: str, judgement_type: str = ""
+) -> Turn:
     """Add the contractor's message as a new turn and queue the model's k responses.
 
-    Submitting the same text again while its turn is still open returns that turn (a double
-    click or a retried request makes one turn).
+    In a mixed campaign `judgement_type` says how the contractor will judge this turn
+    (pairwise: two responses on the scale; ranking: all k); elsewhere it must be empty or the
+    campaign's own. Submitting the same text again while its turn is still open returns that
+    turn (a double click or a retried request makes one turn).
     """
     text = text.strip()
     if not text:
@@ -81,9 +91,28 @@ def turn_submit(*, conversation: Conversation, contractor, text: str) -> Turn:
             raise CollectionError(
                 "You are sending messages very fast; wait a minute and try again."
             )
-        turn = Turn.objects.create(conversation=conversation, index=count, human_text=text)
+        turn = Turn.objects.create(
+            conversation=conversation,
+            index=count,
+            human_text=text,
+            judgement_type=_turn_judgement_type(conversation.campaign, judgement_type),
+        )
         _queue_generation(turn)
     return turn
+
+
+def _turn_judgement_type(campaign: Campaign, asked: str) -> str:
+    """What a new turn stores as its judgement type: the contractor's pick in a mixed campaign."""
+    kinds = Campaign.JudgementType
+    if campaign.judgement_type != kinds.MIXED:
+        if asked and asked != campaign.judgement_type:
+            raise CollectionError(f"This campaign's turns are judged {campaign.judgement_type}.")
+        return ""
+    if asked not in (kinds.PAIRWISE, kinds.RANKING):
+        raise CollectionError(
+            f"Choose how to judge this turn: pairwise (2 responses) or ranking (all {campaign.k})."
+        )
+    return asked
 
 
 def turn_retry(*, turn: Turn, contractor) -> Turn:
@@ -117,13 +146,16 @@ def conversation_messages(turn: Turn) -> list[Message]:
 
 
 def turn_generate(*, turn_id: int) -> Turn | None:
-    """Sample the campaign's k responses for a queued turn (called by the generation task).
+    """Sample the turn's responses for a queued turn (called by the generation task).
 
     Claims the turn with a conditional update, so a task delivered twice generates once. The
-    model call runs outside any transaction: it takes seconds and must not hold a lock.
+    model calls run outside any transaction: they take seconds and must not hold a lock. While
+    they stream, the text so far is saved on the turn every `COLLECTION_STREAM_SAVE_S`, for the
+    contractor's page to show. A campaign comparing LM versions or sampling variants spreads the
+    responses over its arms (see `assign_arms`), one batched call per arm.
     """
     claimed = Turn.objects.filter(pk=turn_id, status=Turn.Status.QUEUED).update(
-        status=Turn.Status.GENERATING
+        status=Turn.Status.GENERATING, partial_texts=[]
     )
     if not claimed:
         return None
@@ -131,48 +163,89 @@ def turn_generate(*, turn_id: int) -> Turn | None:
         "conversation__campaign__lm_version", "conversation__campaign__prompt"
     ).get(pk=turn_id)
     campaign = turn.conversation.campaign
-    version, prompt = campaign.lm_version, campaign.prompt
-    params = runtime.sampling_params(version, **campaign.sampling)
+    prompt = campaign.prompt
+    arms = campaign.arms()  # conversation_start refuses a campaign without an LM
+    slots = assign_arms(len(arms), turn.offered_k, seed=turn.pk)
+    texts = [""] * len(slots)
+    samples: dict[int, tuple] = {}
+    saved_at = time.monotonic()
     try:
         context = runtime.build_context(conversation_messages(turn), prompt)
-        samples = runtime.lm_backend(version).generate(context, campaign.k, params)
+        for arm, positions in _positions_per_arm(slots).items():
+            version, condition, overrides = arms[arm]
+            params = runtime.sampling_params(version, **overrides)
+            backend = runtime.lm_backend(version)
+            for event in backend.stream(context, len(positions), params):
+                position = positions[event.index]
+                texts[position] += event.delta
+                if event.sample is not None:
+                    samples[position] = (event.sample, version, condition, params)
+                if time.monotonic() - saved_at >= settings.COLLECTION_STREAM_SAVE_S:
+                    Turn.objects.filter(pk=turn_id).update(partial_texts=texts)
+                    saved_at = time.monotonic()
     except BackendError as error:
         Turn.objects.filter(pk=turn_id).update(
             status=Turn.Status.FAILED,
+            partial_texts=[],
             error=f"The model is not answering right now ({error}). "
             "Your message is kept: try again.",
         )
         return Turn.objects.get(pk=turn_id)
-    sampling = {
-        "temperature": params.temperature,
-        "top_p": params.top_p,
-        "max_new_tokens": params.max_new_tokens,
-        "stop": list(params.stop),
-        "seed": params.seed,
-    }
     with transaction.atomic():
         Response.objects.bulk_create(
             [
-                Response(
-                    turn=turn,
-                    index=i,
-                    # A sampled NUL byte is legal text to a model, not to PostgreSQL.
-                    text=sample.text.replace("\x00", "\ufffd").strip(),
-                    model_version=version,
-                    prompt=prompt,
-                    sampling_params=sampling,
-                    prompt_tokens=sample.prompt_tokens,
-                    completion_tokens=sample.completion_tokens,
-                    logprob=sample.logprob,
-                    finish_reason=sample.finish_reason,
-                    latency_s=sample.latency_s,
-                    dropped_turns=sample.dropped_turns,
-                )
-                for i, sample in enumerate(samples)
+                _response(turn, position, prompt, *samples[position])
+                for position in range(len(slots))
             ]
         )
-        Turn.objects.filter(pk=turn_id).update(status=Turn.Status.READY, ready_at=timezone.now())
+        Turn.objects.filter(pk=turn_id).update(
+            status=Turn.Status.READY, ready_at=timezone.now(), partial_texts=[]
+        )
     return Turn.objects.get(pk=turn_id)
+
+
+def assign_arms(n_arms: int, k: int, *, seed: int) -> list[int]:
+    """The arm (an index) of each of k response positions: as many different arms as k allows,
+    spread as evenly as possible, in positions shuffled by `seed` so that no arm owns "A"."""
+    if n_arms < 1:
+        raise ValueError("no arm to sample from")
+    rng = random.Random(seed)
+    order = rng.sample(range(n_arms), n_arms)
+    slots = [order[i % n_arms] for i in range(k)]
+    rng.shuffle(slots)
+    return slots
+
+
+def _positions_per_arm(slots: list[int]) -> dict[int, list[int]]:
+    positions: dict[int, list[int]] = {}
+    for position, arm in enumerate(slots):
+        positions.setdefault(arm, []).append(position)
+    return positions
+
+
+def _response(turn, position, prompt, sample, version, condition, params) -> Response:
+    return Response(
+        turn=turn,
+        index=position,
+        # A sampled NUL byte is legal text to a model, not to PostgreSQL.
+        text=sample.text.replace("\x00", "\ufffd").strip(),
+        model_version=version,
+        prompt=prompt,
+        sampling_params={
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "max_new_tokens": params.max_new_tokens,
+            "stop": list(params.stop),
+            "seed": params.seed,
+        },
+        condition=condition,
+        prompt_tokens=sample.prompt_tokens,
+        completion_tokens=sample.completion_tokens,
+        logprob=sample.logprob,
+        finish_reason=sample.finish_reason,
+        latency_s=sample.latency_s,
+        dropped_turns=sample.dropped_turns,
+    )
 
 
 def _clean_flags(flags) -> list[str]:
@@ -214,7 +287,8 @@ def judgement_submit(
         if not is_author and turn.status != Turn.Status.JUDGED:
             raise PermissionError("not your conversation")
         response_ids = list(turn.responses.order_by("index").values_list("pk", flat=True))
-        submitted, strength = _submitted_order(campaign, response_ids, ranking, scale)
+        pairwise = turn.judged_as == Campaign.JudgementType.PAIRWISE
+        submitted, strength = _submitted_order(pairwise, response_ids, ranking, scale)
         # Stored better-first: a red teamer's first pick is the MORE harmful response.
         better_first = submitted[::-1] if campaign.mode == Campaign.Mode.RED_TEAM else submitted
         judgement = Judgement.objects.create(
@@ -223,7 +297,7 @@ def judgement_submit(
             origin=Judgement.Origin.CONVERSATION if is_author else Judgement.Origin.REVIEW,
             ranking=better_first,
             submitted_ranking=submitted,
-            scale=scale if campaign.judgement_type == Campaign.JudgementType.PAIRWISE else None,
+            scale=scale if pairwise else None,
             strength=strength,
             flags=_clean_flags(flags),
             note=note.strip()[:500],
@@ -259,9 +333,9 @@ def campaign_review_refresh(*, campaign: Campaign) -> int:
     return turns.filter(needs_review=True).count()
 
 
-def _submitted_order(campaign, response_ids, ranking, scale) -> tuple[list[int], int | None]:
+def _submitted_order(pairwise, response_ids, ranking, scale) -> tuple[list[int], int | None]:
     """The responses in the contractor's order, and the strength of a pairwise preference."""
-    if campaign.judgement_type == Campaign.JudgementType.PAIRWISE:
+    if pairwise:
         if scale is None or not 1 <= int(scale) <= 8:
             raise CollectionError(
                 "Choose a point on the scale from 1 (A much better) to 8 (B much better)."
@@ -302,7 +376,16 @@ def gold_item_create(
     """Make a gold item: a turn with fixed responses and a known best one, for the review queue."""
     from .models import GoldAnswer
 
-    if len(responses) != campaign.k:
+    kinds = Campaign.JudgementType
+    judgement_type = ""
+    if campaign.judgement_type == kinds.MIXED:  # a pair is judged pairwise, k are ranked
+        if len(responses) not in (2, campaign.k):
+            raise CollectionError(
+                f"This campaign judges 2 responses (pairwise) or {campaign.k} (ranking); give "
+                "either."
+            )
+        judgement_type = kinds.PAIRWISE if len(responses) == 2 else kinds.RANKING
+    elif len(responses) != campaign.k:
         raise CollectionError(
             f"This campaign offers k = {campaign.k} responses; give {campaign.k}."
         )
@@ -324,6 +407,7 @@ def gold_item_create(
             human_text=human_text.strip(),
             status=Turn.Status.JUDGED,
             ready_at=timezone.now(),
+            judgement_type=judgement_type,
         )
         created = Response.objects.bulk_create(
             [

@@ -120,7 +120,7 @@ def _conversation_page(request, conversation, *, message_form=None, judge_form=N
         "turn": current,
         "form": judge_form,
         # A refused message stays in its box, with the reason, whatever the page shows next.
-        "message_form": message_form or (MessageForm() if can_write else None),
+        "message_form": message_form or (MessageForm(campaign=campaign) if can_write else None),
         "max_turns_reached": len(turns) >= campaign.max_turns and current is None,
     }
     return render(request, "collection/conversation.html", context)
@@ -136,11 +136,14 @@ def conversation_detail(request, conversation_id: int):
 @require_POST
 def message_submit(request, conversation_id: int):
     conversation = _get_conversation_for_user(request, conversation_id)
-    form = MessageForm(request.POST)
+    form = MessageForm(request.POST, campaign=conversation.campaign)
     if form.is_valid():
         try:
             services.turn_submit(
-                conversation=conversation, contractor=request.user, text=form.cleaned_data["text"]
+                conversation=conversation,
+                contractor=request.user,
+                text=form.cleaned_data["text"],
+                judgement_type=form.cleaned_data.get("judgement_type", ""),
             )
         except CollectionError as error:
             form.add_error("text", str(error))

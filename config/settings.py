@@ -218,6 +218,8 @@ MODEL_SERVER_TIMEOUT_S = env_int("MODEL_SERVER_TIMEOUT_S", 120)
 
 COLLECTION_MAX_MESSAGE_CHARS = env_int("COLLECTION_MAX_MESSAGE_CHARS", 2000)
 COLLECTION_MESSAGES_PER_MINUTE = env_int("COLLECTION_MESSAGES_PER_MINUTE", 12)
+# How often a streaming generation saves the text so far for the contractor's page (seconds).
+COLLECTION_STREAM_SAVE_S = 0.5
 
 # --- Evals ----------------------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
 // Keyboard judging on the contractor pages. No framework; works on content htmx swaps in.
-//   message box: Enter sends, Shift+Enter adds a new line
+//   message box: Enter sends, Shift+Enter adds a new line; in a mixed campaign Tab reaches
+//                the judgement-type radios (arrow keys pick), where Enter sends too
 //   pairwise:    1–8 choose the scale point, Enter submits
 //   ranking:     1..k append responses to the ranking, Backspace removes the last,
 //                ArrowUp/ArrowDown move the focused item, Enter submits
@@ -154,6 +155,15 @@
       if (event.key === "Enter" && !event.shiftKey) {
         event.preventDefault();
         if (target.value.trim() && !target.form.dataset.submitting) target.form.requestSubmit();
+      }
+      return;
+    }
+    if (target.matches && target.matches(".judge-kind input[type=radio]")) {
+      if (event.key === "Enter") {
+        event.preventDefault();
+        var box = target.form.querySelector("textarea[data-enter-submits]");
+        if (box && box.value.trim() && !target.form.dataset.submitting) target.form.requestSubmit();
+        else if (box) box.focus();
       }
       return;
     }
