@@ -241,7 +241,11 @@ def run_trl(folder: Path, train: list, held_out: list, args, pairs: int) -> dict
     with tempfile.TemporaryDirectory() as out:
         config = RewardConfig(
             output_dir=out,
-            per_device_train_batch_size=args.batch_size,
+            # --trl-micro-batch splits each batch into micro-batches (the same effective batch,
+            # the loss averaged over all its pairs) where TRL's padded rows outgrow the memory.
+            per_device_train_batch_size=args.trl_micro_batch or args.batch_size,
+            gradient_accumulation_steps=args.batch_size
+            // (args.trl_micro_batch or args.batch_size),
             learning_rate=args.lr,
             weight_decay=args.weight_decay,
             warmup_steps=args.warmup_steps,
@@ -283,7 +287,9 @@ def run_trl(folder: Path, train: list, held_out: list, args, pairs: int) -> dict
     eval_s = time.perf_counter() - started
     n_tokens = sum(len(row) for column in ("chosen_ids", "rejected_ids") for row in data[column])
     return {
-        "trainer": f"TRL {trl.__version__} RewardTrainer ({args.trl_attention})",
+        "trainer": f"TRL {trl.__version__} RewardTrainer ({args.trl_attention}"
+        + (f", micro-batch {args.trl_micro_batch}" if args.trl_micro_batch else "")
+        + ")",
         "pairs": len(train),
         "steps": output.global_step,
         "train_s": train_s,
@@ -315,6 +321,7 @@ def run_trl_in_a_process(args, pairs: int) -> dict:
             "seed",
             "threads",
             "trl_attention",
+            "trl_micro_batch",
         ):
             value = getattr(args, name)
             if value is not None:
@@ -365,10 +372,17 @@ def main() -> None:
         choices=["eager", "sdpa"],
         help="TRL's attention kernel: its default, SDPA (eager ran out of 24 GB at batch 8)",
     )
+    parser.add_argument(
+        "--trl-micro-batch",
+        type=int,
+        help="TRL's micro-batch, with gradient accumulation up to --batch-size (default: none)",
+    )
     parser.add_argument("--trl-only-pairs", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--skip-trl", action="store_true", help="ours only (the accuracy run)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
+    if args.trl_micro_batch and args.batch_size % args.trl_micro_batch:
+        parser.error("--trl-micro-batch must divide --batch-size")
 
     import torch
 
