@@ -19,6 +19,7 @@ router.register("judgements", collection_api.JudgementViewSet, basename="judgeme
 router.register("snapshots", collection_api.SnapshotViewSet, basename="snapshot")
 router.register("training-runs", training_api.TrainingRunViewSet, basename="trainingrun")
 router.register("eval-runs", evals_api.EvalRunViewSet, basename="evalrun")
+router.register("elo", evals_api.EloViewSet, basename="elo")
 
 urlpatterns = [
     path("", include(router.urls)),

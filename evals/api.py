@@ -1,11 +1,17 @@
-"""REST API of eval runs: researchers and admins list them and launch new ones."""
+"""REST API of eval runs (researchers and admins list them and launch new ones) and of the Elo
+of LM versions from contractor judgements."""
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, viewsets
+from rest_framework.response import Response
 
+from collection.api import StrictQueryMixin
+from collection.models import Campaign, Judgement
 from config.roles import ResearcherWrite
 
-from . import services
+from . import selectors, services
 from .models import EvalRun
 
 
@@ -54,3 +60,32 @@ class EvalRunViewSet(
     queryset = EvalRun.objects.select_related("model_version").all()
     serializer_class = EvalRunSerializer
     permission_classes = [ResearcherWrite]
+
+
+class EloQuery(serializers.Serializer):
+    campaign = serializers.PrimaryKeyRelatedField(queryset=Campaign.objects.all(), required=False)
+    mode = serializers.ChoiceField(Campaign.Mode.values, required=False)
+    origin = serializers.ChoiceField(
+        [Judgement.Origin.CONVERSATION, Judgement.Origin.REVIEW],
+        required=False,
+        help_text="Left out: both, the authors' judgements and the reviewers'.",
+    )
+
+
+class EloViewSet(StrictQueryMixin, viewsets.ViewSet):
+    """Elo of (LM version, sampling condition) arms from contractor judgements between them."""
+
+    permission_classes = [ResearcherWrite]
+    query_serializer = EloQuery
+
+    @extend_schema(parameters=[EloQuery], responses=OpenApiTypes.OBJECT)
+    def list(self, request):
+        """`elo_ratings` keyed by arm label, best first, with 95% bootstrap intervals."""
+        q = self.query()
+        return Response(
+            selectors.elo_report(
+                campaign=q.get("campaign"),
+                mode=q.get("mode"),
+                origins=[q["origin"]] if "origin" in q else selectors.JUDGED_BY_CONTRACTORS,
+            )
+        )

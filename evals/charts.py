@@ -6,6 +6,8 @@ so the templates may mark the SVG safe.
 
 from __future__ import annotations
 
+import math
+
 from django.utils.html import escape
 
 from assistant.models import ModelVersion
@@ -144,8 +146,6 @@ def data_efficiency_series() -> dict[str, list[tuple[int, float, int]]]:
 def data_efficiency_svg(series: dict, width: int = 520, height: int = 300) -> str:
     """Held-out accuracy (0.4–1.0) against training comparisons on a log scale, one line per
     series."""
-    import math
-
     points = [p for values in series.values() for p in values]
     if not points:
         return ""
@@ -187,5 +187,73 @@ def data_efficiency_svg(series: dict, width: int = 520, height: int = 300) -> st
     parts.append(
         f'<text x="{width / 2:.0f}" y="{height - 8}" text-anchor="middle" font-size="11">'
         "training comparisons (log scale)</text></svg>"
+    )
+    return "".join(parts)
+
+
+def elo_svg(ratings: dict[str, dict], width: int = 560) -> str:
+    """One row per arm, best first: its Elo as a dot and its bootstrap interval as a whisker,
+    with the mean rating (1000) dashed."""
+    if not ratings:
+        return ""
+    left, right, top, row = 190, 20, 12, 26
+    height = top + row * len(ratings) + 34
+
+    def finite(*values):
+        return [float(v) for v in values if v is not None and math.isfinite(float(v))]
+
+    values = [v for r in ratings.values() for v in finite(r["elo"], r["low"], r["high"])] + [1000]
+    # The smallest round tick step that keeps the axis to at most 8 intervals.
+    span = max(values) - min(values)
+    step = next((s for s in (25, 50, 100, 200, 250, 500) if span <= 7 * s), 1000)
+    lo = math.floor(min(values) / step) * step
+    hi = math.ceil(max(values) / step) * step
+    hi = hi if hi > lo else lo + step
+
+    def x(elo):
+        return left + (float(elo) - lo) / (hi - lo) * (width - left - right)
+
+    axis_y = top + row * len(ratings)
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
+        f'width="{width}" height="{height}" role="img" aria-label="Elo of arms">',
+        f'<line x1="{x(1000):.1f}" y1="{top - 6}" x2="{x(1000):.1f}" y2="{axis_y}" '
+        'stroke="#999" stroke-dasharray="4 3"/>',
+        f'<line x1="{left}" y1="{axis_y}" x2="{width - right}" y2="{axis_y}" stroke="#bbb"/>',
+    ]
+    for tick in range(int(lo), int(hi) + 1, step):
+        parts.append(
+            f'<text x="{x(tick):.1f}" y="{axis_y + 14}" text-anchor="middle" '
+            f'font-size="10">{tick}</text>'
+        )
+    for i, (label, r) in enumerate(ratings.items()):
+        cy = top + row * i + row / 2
+        elo = float(r["elo"])
+        parts.append(
+            f'<text x="{left - 8}" y="{cy + 4:.1f}" text-anchor="end" font-size="12">'
+            f"{escape(label if len(label) <= 28 else label[:27] + '…')}</text>"
+        )
+        bounds = finite(r["low"], r["high"])
+        if len(bounds) == 2:
+            parts.append(
+                f'<line x1="{x(bounds[0]):.1f}" y1="{cy:.1f}" x2="{x(bounds[1]):.1f}" '
+                f'y2="{cy:.1f}" stroke="#1d3f8c" stroke-width="2"/>'
+            )
+            for bound in bounds:
+                parts.append(
+                    f'<line x1="{x(bound):.1f}" y1="{cy - 5:.1f}" x2="{x(bound):.1f}" '
+                    f'y2="{cy + 5:.1f}" stroke="#1d3f8c" stroke-width="2"/>'
+                )
+            interval = f" [{bounds[0]:.0f}–{bounds[1]:.0f}]"
+        else:
+            interval = ""
+        parts.append(
+            f'<circle cx="{x(elo):.1f}" cy="{cy:.1f}" r="4.5" fill="#2457c5">'
+            f"<title>{escape(label)}: Elo {elo:.0f}{interval}, won {int(r['wins'])}, "
+            f"lost {int(r['losses'])}</title></circle>"
+        )
+    parts.append(
+        f'<text x="{(left + width - right) / 2:.0f}" y="{height - 4}" text-anchor="middle" '
+        'font-size="11">Elo (dashed: the mean, 1000)</text></svg>'
     )
     return "".join(parts)

@@ -8,4 +8,5 @@ urlpatterns = [
     path("runs/<int:run_id>/", views.run_detail, name="run"),
     path("compare/", views.compare, name="compare"),
     path("data-efficiency/", views.data_efficiency, name="data_efficiency"),
+    path("elo/", views.elo, name="elo"),
 ]

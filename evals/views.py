@@ -1,6 +1,8 @@
+from django import forms
 from django.shortcuts import get_object_or_404, render
 
 from assistant.models import ModelVersion
+from collection.models import Campaign, Judgement
 from config.roles import ADMIN, RESEARCHER, role_required
 
 from . import charts, selectors
@@ -46,4 +48,48 @@ def data_efficiency(request):
         request,
         "evals/data_efficiency.html",
         {"series": series, "svg": charts.data_efficiency_svg(series)},
+    )
+
+
+class EloFilterForm(forms.Form):
+    """Which judgements the Elo page reads; every field may stay empty."""
+
+    campaign = forms.ModelChoiceField(
+        queryset=Campaign.objects.exclude(imports__isnull=False).order_by("-pk"),
+        required=False,
+        empty_label="all campaigns",
+    )
+    mode = forms.ChoiceField(choices=[("", "all modes"), *Campaign.Mode.choices], required=False)
+    origin = forms.ChoiceField(
+        choices=[
+            ("", "authors and reviewers"),
+            (Judgement.Origin.CONVERSATION, "authors, judging their own turns"),
+            (Judgement.Origin.REVIEW, "reviewers, from the review queue"),
+        ],
+        required=False,
+        label="Judged by",
+    )
+
+
+@role_required(RESEARCHER, ADMIN)
+def elo(request):
+    """Elo of LM versions and sampling conditions from contractor judgements between them."""
+    form = EloFilterForm(request.GET)  # all fields optional: no parameters is a valid choice
+    report = None
+    if form.is_valid():
+        origin = form.cleaned_data["origin"]
+        report = selectors.elo_report(
+            campaign=form.cleaned_data["campaign"],
+            mode=form.cleaned_data["mode"] or None,
+            origins=[origin] if origin else selectors.JUDGED_BY_CONTRACTORS,
+        )
+    return render(
+        request,
+        "evals/elo.html",
+        {
+            "form": form,
+            "report": report,
+            "arms": list(report["ratings"].items()) if report else [],
+            "svg": charts.elo_svg(report["ratings"]) if report else "",
+        },
     )

@@ -55,6 +55,7 @@ PAGES = {
     "evals:leaderboard": {"researcher", "admin"},
     "evals:compare": {"researcher", "admin"},
     "evals:data_efficiency": {"researcher", "admin"},
+    "evals:elo": {"researcher", "admin"},
     "collection:datasets": {"researcher", "admin"},
     "collection:quality": {"researcher", "admin"},
     "collection:review": {"contractor"},
