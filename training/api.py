@@ -20,6 +20,7 @@ class TrainingRunSerializer(serializers.ModelSerializer):
             "base_model",
             "snapshot",
             "pmp_sources",
+            "prompt",
             "config",
             "status",
             "cancel_requested",
@@ -39,7 +40,7 @@ class TrainingRunSerializer(serializers.ModelSerializer):
         read_only_fields = [
             f
             for f in fields
-            if f not in {"kind", "base_model", "snapshot", "pmp_sources", "config"}
+            if f not in {"kind", "base_model", "snapshot", "pmp_sources", "prompt", "config"}
         ]
 
     def create(self, validated_data):

@@ -117,22 +117,8 @@ def train_preference_model(
 
     # --- optimizer and schedule: decay matrices only, linear warmup then linear decay -------
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-        ],
-        lr=config.lr,
-        # One kernel over all parameters: on this CPU 8x faster a step than the foreach path.
-        fused=device.type in {"cuda", "cpu"},
-    )
-
-    def lr_factor(step: int) -> float:
-        if step < config.warmup_steps:
-            return (step + 1) / (config.warmup_steps + 1)
-        return max(0.0, (total - step) / max(1, total - config.warmup_steps))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    optimizer = make_optimizer(params, config, device)
+    scheduler = make_scheduler(optimizer, config, total)
 
     # --- resume from the newest checkpoint (a worker restart calls us again) ----------------
     data_hash = rankings_hash(train)
@@ -238,8 +224,37 @@ def train_preference_model(
     if distributed:
         dist.barrier()  # nobody returns (and maybe exits) while rank 0 still writes
     _restore_attention(model, attention)
+    if config.lora:
+        # The caller gets an ordinary model back, the adapters folded into the weights they
+        # adapt: `save_pm` / `save_pretrained` then write what `load_pm` / `from_pretrained` read.
+        # Checkpoints keep the adapters apart, so a resume still finds what it saved.
+        model = merge_lora(model)
     model.eval()
     return TrainResult(status, step, total, metrics, history, last_checkpoint)
+
+
+def make_optimizer(params: list, config, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (biases and norms are left alone)."""
+    return torch.optim.AdamW(
+        [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ],
+        lr=config.lr,
+        # One kernel over all parameters: on this CPU 8x faster a step than the foreach path.
+        fused=device.type in {"cuda", "cpu"},
+    )
+
+
+def make_scheduler(optimizer, config, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup over `config.warmup_steps`, then linear decay to 0 at step `total`."""
+
+    def lr_factor(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / (config.warmup_steps + 1)
+        return max(0.0, (total - step) / max(1, total - config.warmup_steps))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
 
 
 def _set_attention(model, config: PreferenceTrainingConfig, device: torch.device) -> str | None:
@@ -475,4 +490,21 @@ def _with_lora(model, config: PreferenceTrainingConfig):
     if hasattr(model, "backbone"):
         model.backbone = get_peft_model(model.backbone, lora)
         return model
+    # peft injects the adapters into `model` itself; the wrapper it returns only drives them.
     return get_peft_model(model, lora)
+
+
+def merge_lora(model):
+    """Fold LoRA adapters into the weights they adapt, in place, and unfreeze them again.
+
+    For a PM the backbone is unwrapped; for a causal LM (imitation) the caller's model object
+    is the one peft injected into, and merging restores its own plain layers.
+    """
+    from peft import PeftModel
+
+    if isinstance(getattr(model, "backbone", None), PeftModel):
+        model.backbone = model.backbone.merge_and_unload()
+    elif isinstance(model, PeftModel):
+        model = model.merge_and_unload()
+    model.requires_grad_(True)  # peft froze the backbone; the plain model trains as any other
+    return model

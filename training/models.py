@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.db import models
 
-from assistant.models import ModelVersion
+from assistant.models import ModelVersion, PromptTemplate
 from collection.models import DatasetSnapshot
 
 
@@ -17,6 +17,7 @@ class TrainingRun(models.Model):
         PM_BINARY = "pm_binary", "binary discrimination baseline"
         IMITATION = "imitation", "imitation learning baseline"
         PMP = "pmp", "preference-model pre-training"
+        DISTILL = "distill", "context distillation"
 
     class Status(models.TextChoices):
         QUEUED = "queued"
@@ -38,6 +39,14 @@ class TrainingRun(models.Model):
         DatasetSnapshot, null=True, blank=True, on_delete=models.PROTECT, related_name="runs"
     )
     pmp_sources = models.JSONField(default=list, blank=True, help_text="PMP: files and formats.")
+    prompt = models.ForeignKey(
+        PromptTemplate,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="Distillation: the prompt the teacher reads (the student learns without it).",
+    )
     config = models.JSONField(default=dict)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     cancel_requested = models.BooleanField(default=False)

@@ -2,29 +2,35 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from assistant.models import ModelVersion
+from assistant.models import ModelVersion, PromptTemplate
 from collection.models import DatasetSnapshot
 
-from .config import PMPConfig, PreferenceTrainingConfig
+from .config import DistillationConfig, PMPConfig, PreferenceTrainingConfig, RunConfig
 from .models import TrainingRun
 
 LOG_TAIL_CHARS = 4000
-# The loss each kind trains with; all but PMP use PreferenceTrainingConfig.
+# The loss each kind trains with; all but PMP and distillation use PreferenceTrainingConfig.
 KIND_LOSS = {
     TrainingRun.Kind.PM: "ranked",
     TrainingRun.Kind.PM_BINARY: "binary",
     TrainingRun.Kind.IMITATION: "imitation",
 }
+# The prompt a distillation run distils when none is named: the latest version of this one.
+DEFAULT_DISTILLATION_PROMPT = "hhh"
 
 
-def config_for_kind(kind: str, values: dict) -> PreferenceTrainingConfig:
+def config_for_kind(kind: str, values: dict) -> RunConfig:
     """The kind's config dataclass from stored or submitted values (unknown keys: ValueError)."""
     if kind == TrainingRun.Kind.PMP:
         return PMPConfig.from_dict(values)
+    if kind == TrainingRun.Kind.DISTILL:
+        return DistillationConfig.from_dict(values)
     loss = values.get("loss", KIND_LOSS[kind])
     if loss != KIND_LOSS[kind]:
         raise ValueError(f"a {kind} run trains with loss={KIND_LOSS[kind]!r}, not {loss!r}")
@@ -38,9 +44,15 @@ def training_run_create(
     base_model: ModelVersion | None = None,
     snapshot: DatasetSnapshot | None = None,
     pmp_sources: list | None = None,
+    prompt: PromptTemplate | None = None,
     config: dict | None = None,
 ) -> TrainingRun:
-    """Validate and queue a training run; the worker picks it up after commit."""
+    """Validate and queue a training run; the worker picks it up after commit.
+
+    Context distillation distils `prompt`, by default the latest version of the HHH prompt.
+    """
+    from assistant.selectors import prompt_latest
+
     if kind not in TrainingRun.Kind.values:
         raise ValidationError({"kind": f"unknown kind {kind!r}"})
     if kind == TrainingRun.Kind.PMP:
@@ -48,6 +60,14 @@ def training_run_create(
             raise ValidationError({"pmp_sources": "preference-model pre-training needs sources"})
     elif snapshot is None:
         raise ValidationError({"snapshot": "this kind trains on a dataset snapshot"})
+    if kind == TrainingRun.Kind.DISTILL:
+        prompt = prompt or prompt_latest(name=DEFAULT_DISTILLATION_PROMPT)
+        if prompt is None:
+            raise ValidationError({"prompt": "context distillation needs a prompt to distil"})
+        if base_model is not None and base_model.kind != ModelVersion.Kind.LM:
+            raise ValidationError({"base_model": "context distillation trains a language model"})
+    elif prompt is not None:
+        raise ValidationError({"prompt": "only context distillation reads a prompt"})
     try:
         checked = config_for_kind(kind, config or {})
     except (TypeError, ValueError) as error:
@@ -58,6 +78,7 @@ def training_run_create(
             base_model=base_model,
             snapshot=snapshot,
             pmp_sources=pmp_sources or [],
+            prompt=prompt,
             config=checked.to_dict(),
             launched_by=launched_by,
         )
@@ -149,16 +170,36 @@ def _run_dir(run: TrainingRun):
     return settings.MODELS_DIR / "runs" / f"run-{run.pk}-{run.created_at:%Y%m%dT%H%M%S%f}"
 
 
-def _load_for_training(run: TrainingRun, config):
-    """The model to train and its tokenizer: a new PM on a backbone, or a PM to finetune."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+@dataclass
+class _Trained:
+    """What a kind's training hands on to registration."""
 
-    from assistant.pm import PreferenceModel, load_pm
+    base: ModelVersion
+    model: object
+    tokenizer: object
+    result: object  # training.loop.TrainResult
+    held_out: list | None = None  # the held-out rankings a PM's promotion is decided on
+    facts: dict = field(default_factory=dict)  # the kind's own entries in the version's metadata
+    serving: dict = field(default_factory=dict)  # backend options / defaults for the version
+
+
+def _base_model(run: TrainingRun) -> ModelVersion:
+    """The run's starting point (the default LM when none was named), a local model folder."""
     from assistant.services import default_lm_ensure
 
     base = run.base_model or default_lm_ensure()
     if base.backend != ModelVersion.Backend.TRANSFORMERS:
         raise ValueError(f"{base} is served over HTTP; training needs a local model folder")
+    return base
+
+
+def _load_for_training(run: TrainingRun, config):
+    """The model to train and its tokenizer: a new PM on a backbone, or a PM to finetune."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from assistant.pm import PreferenceModel, load_pm
+
+    base = _base_model(run)
     if base.kind == ModelVersion.Kind.PM:
         if run.kind == TrainingRun.Kind.IMITATION:
             raise ValueError("imitation learning trains a language model, not a preference model")
@@ -194,6 +235,33 @@ def _training_data(run: TrainingRun, config):
     return snapshot_rankings(run.snapshot, "train"), snapshot_rankings(run.snapshot, "held_out")
 
 
+def _snapshot_conversations(snapshot: DatasetSnapshot):
+    """(train, held_out) conversations for distillation, split as the snapshot splits them.
+
+    One per conversation: the latest of its turns the snapshot selected, with the turns before
+    it (each with the response that continued the conversation) and its best-ranked response.
+    """
+    from collection.datasets import export_rows
+
+    from .distill import DistillationExample
+
+    latest: dict[int, dict] = {}
+    for row in export_rows(snapshot, "ranked"):
+        kept = latest.get(row["conversation_id"])
+        if kept is None or len(row["context"]) > len(kept["context"]):
+            latest[row["conversation_id"]] = row
+    splits: dict[str, list] = {"train": [], "held_out": []}
+    for _, row in sorted(latest.items()):
+        best = row["responses"][row["ranks"].index(min(row["ranks"]))]
+        splits[row["split"]].append(
+            DistillationExample(
+                messages=[*row["context"], {"role": "assistant", "content": best}],
+                source=f"snapshot {snapshot.pk} turn {row['turn_id']}",
+            )
+        )
+    return splits["train"], splits["held_out"]
+
+
 def training_run_execute(*, run: TrainingRun) -> TrainingRun:
     """Train, save the artifact atomically, register the model version, decide promotion.
 
@@ -202,8 +270,6 @@ def training_run_execute(*, run: TrainingRun) -> TrainingRun:
     """
     import time
     import traceback
-
-    from .loop import train_preference_model
 
     config = config_for_kind(run.kind, run.config)
     last_poll = {"logged_at": 0.0, "stop": False}
@@ -229,21 +295,9 @@ def training_run_execute(*, run: TrainingRun) -> TrainingRun:
     def should_stop() -> bool:
         return last_poll["stop"]
 
+    train = _distil if run.kind == TrainingRun.Kind.DISTILL else _train_preference
     try:
-        base, model, tokenizer = _load_for_training(run, config)
-        train, held_out = _training_data(run, config)
-        if not train:
-            raise ValueError("the training data is empty")
-        result = train_preference_model(
-            model,
-            tokenizer,
-            train,
-            config,
-            eval_set=held_out,
-            on_step=on_step,
-            should_stop=should_stop,
-            checkpoint_dir=_run_dir(run) / "checkpoints",
-        )
+        trained = train(run, config, on_step=on_step, should_stop=should_stop)
     except Exception as error:  # the run records why it failed; the worker goes on
         training_run_progress(
             run_id=run.pk,
@@ -257,9 +311,9 @@ def training_run_execute(*, run: TrainingRun) -> TrainingRun:
             status=TrainingRun.Status.FAILED,
             error=f"{type(error).__name__}: {error}",
         )
-    if result.status == "cancelled":
+    if trained.result.status == "cancelled":
         return training_run_finish(run_id=run.pk, status=TrainingRun.Status.CANCELLED)
-    version, promotion = _register_result(run, base, model, tokenizer, config, result, held_out)
+    version, promotion = _register_result(run, trained, config)
     return training_run_finish(
         run_id=run.pk,
         status=TrainingRun.Status.SUCCEEDED,
@@ -269,28 +323,108 @@ def training_run_execute(*, run: TrainingRun) -> TrainingRun:
     )
 
 
-def _register_result(run, base, model, tokenizer, config, result, held_out):
+def _train_preference(run, config, *, on_step, should_stop) -> _Trained:
+    """A PM (ranked, binary, PMP) or the imitation baseline's LM, on rankings."""
+    from .loop import train_preference_model
+
+    base, model, tokenizer = _load_for_training(run, config)
+    train, held_out = _training_data(run, config)
+    if not train:
+        raise ValueError("the training data is empty")
+    result = train_preference_model(
+        model,
+        tokenizer,
+        train,
+        config,
+        eval_set=held_out,
+        on_step=on_step,
+        should_stop=should_stop,
+        checkpoint_dir=_run_dir(run) / "checkpoints",
+    )
+    return _Trained(base, model, tokenizer, result, held_out)
+
+
+def _distil(run, config: DistillationConfig, *, on_step, should_stop) -> _Trained:
+    """Context distillation: the base LM learns, without the run's prompt, to answer as with it."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .distill import train_distillation
+
+    base = _base_model(run)
+    if base.kind != ModelVersion.Kind.LM:
+        raise ValueError(f"context distillation trains a language model; {base} is not one")
+    train, held_out = _snapshot_conversations(run.snapshot)
+    if len(train) < config.min_conversations:
+        raise ValueError(
+            f"context distillation needs at least {config.min_conversations} conversations with "
+            f"a ranked response in the snapshot's train split; snapshot {run.snapshot.pk} has "
+            f"{len(train)} (and {len(held_out)} held out): collect more, or lower "
+            "min_conversations"
+        )
+    tokenizer = AutoTokenizer.from_pretrained(base.path)
+    mode = config.render_mode
+    if mode == "auto":  # as the base version is served (assistant.backends.hf's default)
+        mode = base.backend_options.get("mode") or (
+            "chat" if tokenizer.chat_template else "completion"
+        )
+    # Two copies of the base weights: the frozen teacher, and the student that trains (float32;
+    # bf16 is autocast).
+    student = AutoModelForCausalLM.from_pretrained(base.path, dtype=torch.float32)
+    teacher = AutoModelForCausalLM.from_pretrained(base.path, dtype=torch.float32)
+    result = train_distillation(
+        student,
+        teacher,
+        tokenizer,
+        train,
+        config,
+        prompt=run.prompt.text,
+        mode=mode,
+        eval_set=held_out,
+        on_step=on_step,
+        should_stop=should_stop,
+        checkpoint_dir=_run_dir(run) / "checkpoints",
+    )
+    facts = {
+        "distilled_from": base.pk,
+        "distilled_from_name": base.name,
+        "prompt": run.prompt.key,
+        "prompt_id": run.prompt.pk,
+        "render_mode": mode,
+        "conversations": {"train": len(train), "held_out": len(held_out)},
+    }
+    # Served as it was trained: the same rendering, the base's sampling defaults, no prompt.
+    serving = {
+        "backend_options": {**base.backend_options, "mode": mode},
+        "generation_defaults": base.generation_defaults,
+    }
+    return _Trained(base, student, tokenizer, result, None, facts, serving)
+
+
+def _register_result(run, trained: _Trained, config):
     """Save the trained model, register it, and promote it if it is not worse than the active."""
     from assistant.pm import save_pm
     from assistant.selectors import active_model
     from assistant.services import model_version_activate, model_version_register
 
+    result = trained.result
     artifact = _run_dir(run) / "model"
     meta = {
         "training_run": run.pk,
         "kind": run.kind,
         "config": config.to_dict(),
-        "base_model": base.pk,
+        "base_model": trained.base.pk,
         "dataset_snapshot": run.snapshot.content_hash if run.snapshot else None,
         "pmp_sources": run.pmp_sources,
         "metrics": result.metrics,
         "steps": result.steps,
+        **trained.facts,
     }
-    if run.kind == TrainingRun.Kind.IMITATION:
-        _save_lm(model, tokenizer, artifact, meta)
+    if run.kind in {TrainingRun.Kind.IMITATION, TrainingRun.Kind.DISTILL}:
+        _save_lm(trained.model, trained.tokenizer, artifact, meta)
         kind = ModelVersion.Kind.LM
     else:
-        save_pm(model, tokenizer, artifact, meta)
+        save_pm(trained.model, trained.tokenizer, artifact, meta)
         kind = ModelVersion.Kind.PM
     version = model_version_register(
         kind=kind,
@@ -298,15 +432,20 @@ def _register_result(run, base, model, tokenizer, config, result, held_out):
         path=str(artifact),
         origin=ModelVersion.Origin.TRAINED,
         training_run_id=run.pk,
-        metadata={"metrics": result.metrics, "snapshot": meta["dataset_snapshot"]},
+        metadata={
+            "metrics": result.metrics,
+            "snapshot": meta["dataset_snapshot"],
+            **trained.facts,
+        },
+        **trained.serving,
     )
     promotion = {
         "decision": "kept",
         "reason": "only preference models trained on collected data are promoted",
     }
-    if kind == ModelVersion.Kind.PM and run.kind == TrainingRun.Kind.PM and held_out:
+    if kind == ModelVersion.Kind.PM and run.kind == TrainingRun.Kind.PM and trained.held_out:
         promotion = _promotion_decision(
-            version, active_model(kind=ModelVersion.Kind.PM), result, held_out, config
+            version, active_model(kind=ModelVersion.Kind.PM), result, trained.held_out, config
         )
         if promotion["decision"] == "promoted":
             model_version_activate(version=version)

@@ -4,7 +4,7 @@ from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from assistant.models import ModelVersion
+from assistant.models import ModelVersion, PromptTemplate
 from collection.models import DatasetSnapshot
 from config.roles import ADMIN, role_required
 
@@ -22,6 +22,11 @@ class LaunchForm(forms.Form):
         required=False,
         help_text="Backbone or a PMP'd PM; empty: the default LM.",
     )
+    prompt = forms.ModelChoiceField(
+        PromptTemplate.objects.all(),
+        required=False,
+        help_text="Context distillation only: the prompt to distil; empty: the latest HHH prompt.",
+    )
     max_steps = forms.IntegerField(min_value=1, required=False)
 
 
@@ -38,6 +43,7 @@ def runs(request):
                 kind=form.cleaned_data["kind"],
                 snapshot=form.cleaned_data["snapshot"],
                 base_model=form.cleaned_data["base_model"],
+                prompt=form.cleaned_data["prompt"],
                 config=config,
                 launched_by=request.user,
             )
@@ -54,7 +60,7 @@ def runs(request):
 def run_detail(request, run_id: int):
     """One run: progress (polled while it runs), metrics, log tail, outcome."""
     run = get_object_or_404(
-        TrainingRun.objects.select_related("snapshot", "result_version"), pk=run_id
+        TrainingRun.objects.select_related("snapshot", "result_version", "prompt"), pk=run_id
     )
     template = "training/_run.html" if request.htmx else "training/run.html"
     return render(request, template, {"run": run})

@@ -138,6 +138,11 @@ def test_admins_launch_training_runs_researchers_watch(
     api.force_authenticate(adam)
     bad = api.post("/api/training-runs/", {**body, "config": {"steps": 2}}, format="json")
     assert bad.status_code == 400 and "steps" in str(bad.json())
+    from assistant.models import PromptTemplate
+
+    prompt = PromptTemplate.objects.create(name="hhh-api", version=1, text="Be helpful.")
+    bad = api.post("/api/training-runs/", {**body, "prompt": prompt.pk}, format="json")
+    assert bad.status_code == 400 and "only context distillation" in str(bad.json())
     with django_capture_on_commit_callbacks(execute=False):
         made = api.post("/api/training-runs/", body, format="json")
     assert made.status_code == 201 and made.json()["status"] == "queued"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from assistant.models import ModelVersion
-from assistant.services import model_version_register
+from assistant.services import model_version_register, prompt_template_create
 from collection.datasets import dataset_import_create, snapshot_create
 from config.celery import app
 from tests.tinymodels import save_tiny_lm
@@ -200,6 +200,26 @@ def test_a_real_worker_runs_a_training_job(backbone, snapshot, celery_worker_pro
     run.refresh_from_db()
     assert run.status == TrainingRun.Status.SUCCEEDED and run.result_version.kind == "pm"
     assert run_training.delay(run.pk).get(timeout=60) == "skipped: not queued"  # idempotent
+
+    # Context distillation takes the same path: a new LM version, distilled from the backbone.
+    prompt = prompt_template_create(name="hhh", text="A helpful, honest and harmless assistant.")
+    distill = services.training_run_create(
+        kind="distill",
+        snapshot=snapshot,
+        base_model=backbone,
+        config={"max_steps": 3, "batch_size": 4, "max_length": 64},
+    )
+    assert (
+        run_training.AsyncResult(TrainingRun.objects.get(pk=distill.pk).celery_task_id).get(
+            timeout=120
+        )
+        == "succeeded"
+    )
+    distill.refresh_from_db()
+    version = distill.result_version
+    assert (distill.steps_done, version.kind) == (3, "lm")
+    assert version.metadata["distilled_from"] == backbone.pk
+    assert version.metadata["prompt"] == prompt.key
 
 
 @pytest.mark.django_db(transaction=True)
