@@ -94,6 +94,30 @@ def _pad(rows: list[list[int]], pad_token_id: int, padding_side: str) -> dict[st
     return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
+def group_ids(
+    tokenizer,
+    groups: Sequence[tuple[str, Sequence[str]]],
+    *,
+    eoc_token_id: int,
+    max_length: int,
+) -> list[tuple[list[int], list[list[int]]]]:
+    """Token ids of each (prefix, responses) group: the prefix, and each response + EOC.
+
+    A response keeps its last `max_length` ids; the prefix loses its beginning until it fits
+    beside the LONGEST response, so all responses of a group are judged on the same context.
+    """
+    prefixes = [prefix for prefix, _ in groups]
+    suffixes = [response for _, responses in groups for response in responses]
+    encoded = tokenizer(prefixes + suffixes, add_special_tokens=False)["input_ids"]
+    prefix_ids, suffix_ids = encoded[: len(prefixes)], iter(encoded[len(prefixes) :])
+    grouped = []
+    for prefix, (_, responses) in zip(prefix_ids, groups, strict=True):
+        own = [(next(suffix_ids) + [eoc_token_id])[-max_length:] for _ in responses]
+        window = min(len(prefix), max_length - max(len(ids) for ids in own))
+        grouped.append((prefix[len(prefix) - window :], own))
+    return grouped
+
+
 def packed_inputs(
     tokenizer,
     groups: Sequence[tuple[str, Sequence[str]]],
@@ -107,30 +131,27 @@ def packed_inputs(
     A response attends to itself (causally) and to the prefix, never to its siblings. Positions
     continue from the prefix for every response, so (with a causal decoder) each reward equals
     the one-row-per-response reward of `pm_inputs`, while the prefix costs one pass instead of
-    k. Truncation differs only for groups over `max_length`: the prefix loses its beginning until
-    it fits beside the LONGEST response, so siblings see the same context. Returns `input_ids`,
-    `attention_mask` (bool, batch x 1 x width x width, True = may attend), `position_ids`, and
-    `reward_index` ((responses, 2): row and column of each EOC, in input order). Every response
-    must begin where its prefix ends without a BPE merge across the border, as an HH transcript's
-    " response" after "Assistant:" does.
+    k. Truncation differs only for groups over `max_length` (see `group_ids`). Returns
+    `input_ids`, `attention_mask` (bool, batch x 1 x width x width, True = may attend),
+    `position_ids`, and `reward_index` ((responses, 2): row and column of each EOC, in input
+    order). Every response must begin where its prefix ends without a BPE merge across the
+    border, as an HH transcript's " response" after "Assistant:" does.
     """
-    prefixes = [prefix for prefix, _ in groups]
-    suffixes = [response for _, responses in groups for response in responses]
-    encoded = tokenizer(prefixes + suffixes, add_special_tokens=False)["input_ids"]
-    prefix_ids, suffix_ids = encoded[: len(prefixes)], iter(encoded[len(prefixes) :])
-    layouts = []  # per row: (ids, [(start, length, window)] per response)
-    for prefix, (_, responses) in zip(prefix_ids, groups, strict=True):
-        own = [(next(suffix_ids) + [eoc_token_id])[-max_length:] for _ in responses]
-        # The prefix is cut (from the left) to fit beside the longest response, so all responses
-        # are judged on the same context.
-        window = min(len(prefix), max_length - max(len(ids) for ids in own))
-        ids, spans = prefix[len(prefix) - window :], []
+    grouped = group_ids(tokenizer, groups, eoc_token_id=eoc_token_id, max_length=max_length)
+    return pack_ids(grouped, tokenizer.pad_token_id)
+
+
+def pack_ids(grouped: Sequence[tuple[list[int], list[list[int]]]], pad_token_id: int) -> dict:
+    """`packed_inputs` from the token ids `group_ids` gives."""
+    layouts = []  # per row: (ids, prefix length, [(start, length)] per response)
+    for prefix, own in grouped:
+        ids, spans = prefix, []
         for response_ids in own:
             spans.append((len(ids), len(response_ids)))
             ids = ids + response_ids
-        layouts.append((ids, window, spans))
+        layouts.append((ids, len(prefix), spans))
     width = max(len(ids) for ids, _, _ in layouts)
-    input_ids = torch.full((len(layouts), width), tokenizer.pad_token_id, dtype=torch.long)
+    input_ids = torch.full((len(layouts), width), pad_token_id, dtype=torch.long)
     position_ids = torch.zeros((len(layouts), width), dtype=torch.long)
     # Padding attends to itself only: a fully masked row would turn SDPA's output into NaN.
     mask = torch.eye(width, dtype=torch.bool).repeat(len(layouts), 1, 1)
@@ -335,10 +356,22 @@ def load_pm(
 class PMScorer:
     """Batched inference with a loaded PM: score transcripts, rerank sampled responses."""
 
-    def __init__(self, model: PreferenceModel, tokenizer, *, batch_size: int = 8, bf16=False):
+    def __init__(
+        self,
+        model: PreferenceModel,
+        tokenizer,
+        *,
+        batch_size: int = 8,
+        batch_tokens: int = 1024,
+        bf16=False,
+    ):
         self.model = model.eval()
         self.tokenizer = tokenizer
-        self.batch_size = batch_size
+        self.batch_size = batch_size  # rows per forward in `score`
+        # Padded tokens per forward in `score_groups`. On a CPU about 1k is fastest (measured
+        # by bench/evals.py: 25 s for the HHH suite vs 32 s with 8 rows a batch); a GPU wants
+        # far more (backend_options={"batch_tokens": …} on the PM's model version).
+        self.batch_tokens = batch_tokens
         self.bf16 = bf16  # autocast to bfloat16: faster on recent CPUs, scores shift ~1e-2
 
     @classmethod
@@ -382,29 +415,37 @@ class PMScorer:
         if not self.model.can_pack:
             flat = iter(self.score([prefix + s for prefix, ends in transcripts for s in ends]))
             return [[next(flat) for _ in suffixes] for _, suffixes in transcripts]
-        device = next(self.model.parameters()).device
-        # Longest first (by characters, a cheap proxy): similar lengths share a batch.
-        order = sorted(
-            range(len(transcripts)),
-            key=lambda i: -(len(transcripts[i][0]) + sum(map(len, transcripts[i][1]))),
+        grouped = group_ids(
+            self.tokenizer,
+            transcripts,
+            eoc_token_id=self.model.eoc_token_id,
+            max_length=self.model.max_length,
         )
-        scores: list[list[float]] = [[] for _ in transcripts]
+        scores: list[list[float]] = [[] for _ in grouped]
+        device = next(self.model.parameters()).device
         autocast = torch.autocast(device.type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
         with torch.inference_mode(), autocast:
-            for start in range(0, len(order), self.batch_size):
-                chunk = order[start : start + self.batch_size]
-                batch = packed_inputs(
-                    self.tokenizer,
-                    [transcripts[i] for i in chunk],
-                    eoc_token_id=self.model.eoc_token_id,
-                    max_length=self.model.max_length,
-                )
+            for chunk in self._token_batches([len(p) + sum(map(len, own)) for p, own in grouped]):
+                batch = pack_ids([grouped[i] for i in chunk], self.tokenizer.pad_token_id)
                 rewards = iter(
                     self.model(**{k: v.to(device) for k, v in batch.items()}).float().tolist()
                 )
                 for i in chunk:
-                    scores[i] = [next(rewards) for _ in transcripts[i][1]]
+                    scores[i] = [next(rewards) for _ in grouped[i][1]]
         return scores
+
+    def _token_batches(self, lengths: list[int]) -> list[list[int]]:
+        """Indices longest first, cut into batches of at most `batch_tokens` padded tokens (a
+        longer row goes alone): few rows when long, many when short, little padding."""
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        batches: list[list[int]] = []
+        for i in order:
+            # Sorted longest first: a batch is as wide as its first row.
+            if batches and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= self.batch_tokens:
+                batches[-1].append(i)
+            else:
+                batches.append([i])
+        return batches
 
     def rerank(self, samples: Sequence[Sample], messages: Iterable) -> list[tuple[Sample, float]]:
         """Score each sample as the reply to `messages`; return (sample, score) best first."""

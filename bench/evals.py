@@ -4,8 +4,9 @@
 
 The PM is the default model's backbone with a new, untrained head (this measures speed, not
 accuracy). Load (backbone + tokenizer + head) and eval (one `score_groups` call over the whole
-suite: each item's conversation once for both responses, sorted by length into batches) are
-timed apart, for float32 weights, float32 weights under bf16 autocast, and bfloat16 weights.
+suite: each item's conversation once for both responses, sorted by length into batches of at
+most --batch-tokens padded tokens) are timed apart, for float32 weights, float32 weights under
+bf16 autocast, and bfloat16 weights.
 Goal: the eval under 30 s on a 2-core CPU. The default model is converted into --models-dir
 once, before any timing.
 """
@@ -48,7 +49,9 @@ def bench_config(folder: Path, name: str, items, args) -> dict:
     )
     if args.attention:
         model.backbone.set_attn_implementation(args.attention)
-    scorer = PMScorer(model, tokenizer, batch_size=args.batch_size, bf16=autocast)
+    scorer = PMScorer(
+        model, tokenizer, batch_size=args.batch_size, batch_tokens=args.batch_tokens, bf16=autocast
+    )
     load_s = time.perf_counter() - started
     runs = []
     for _ in range(args.repeats):
@@ -92,7 +95,13 @@ def main() -> None:
     parser.add_argument("--models-dir", type=Path, default=var_dir / "bench-models")
     parser.add_argument("--hhh-dir", type=Path, default=HHH_DIR)
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=8, help="rows a batch (PMScorer.score)")
+    parser.add_argument(
+        "--batch-tokens",
+        type=int,
+        default=1024,
+        help="padded tokens a batch (PMScorer.score_groups, which the HHH suite calls)",
+    )
     parser.add_argument("--max-length", type=int, default=1024, help="tokens kept per text")
     parser.add_argument("--repeats", type=int, default=3, help="report the fastest of these")
     parser.add_argument(
@@ -116,6 +125,7 @@ def main() -> None:
         **run_header(args.threads),
         "items": len(items),
         "batch_size": args.batch_size,
+        "batch_tokens": args.batch_tokens,
         "max_length": args.max_length,
         "load_average_before_after": [load_before, os.getloadavg()[0]],
         "results": [{k: v for k, v in row.items() if k != "chosen"} for row in rows],
@@ -123,7 +133,7 @@ def main() -> None:
     print(markdown(rows))
     print(
         f"\n{report['cpu']}, {report['cores']} cores, {args.threads} threads, torch "
-        f"{report['torch']}; {len(items)} items; batch {args.batch_size}; max_length "
+        f"{report['torch']}; {len(items)} items; batches of {args.batch_tokens} tokens; max_length "
         f"{args.max_length}; best of {args.repeats}; 1-min load average {load_before:.2f} "
         f"before, {report['load_average_before_after'][1]:.2f} after"
     )

@@ -317,10 +317,20 @@ def test_score_groups_matches_scoring_each_transcript(pm_model):
         ([], ["Hello there", "Hi"]),
         ([Message("user", LONG)], ["Sure.", "A poem about the sea and its long grey waves."]),
     ]
-    scorer = PMScorer(model, tok, batch_size=2)
+    scorer = PMScorer(model, tok, batch_size=2, batch_tokens=40)  # several batches
     grouped = scorer.score_groups(groups)
     flat = scorer.score([format_for_pm(m, r) for m, responses in groups for r in responses])
     assert [len(g) for g in grouped] == [3, 2, 2]
     # The long group is cut to fit: packed rows cut its shared prefix for the longest response.
     assert sum(grouped[:2], []) == pytest.approx(flat[:5], abs=1e-5)
     assert model.can_pack == (model.backbone.config.model_type == "llama")
+
+
+def test_score_groups_batches_by_padded_tokens(pm_model):
+    scorer = PMScorer(*pm_model, batch_tokens=100)
+    lengths = [10, 60, 30, 120, 25, 20, 5]
+    batches = scorer._token_batches(lengths)
+    assert batches == [[3], [1], [2, 4, 5], [0, 6]]  # longest first; rows x widest <= 100
+    assert sorted(sum(batches, [])) == list(range(len(lengths)))
+    for batch in batches:
+        assert len(batch) == 1 or len(batch) * lengths[batch[0]] <= 100
