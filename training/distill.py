@@ -32,13 +32,13 @@ from training.config import DistillationConfig
 from training.data import LengthGroupedBatchSampler
 from training.loop import (
     TrainResult,
-    _load_checkpoint,
     _restore_attention,
     _set_attention,
-    _step_name,
-    latest_checkpoint,
     make_optimizer,
     make_scheduler,
+    needs_final_checkpoint,
+    optimizer_step,
+    resume_state,
     save_checkpoint,
 )
 
@@ -341,14 +341,10 @@ def train_distillation(
 
     # --- resume from the newest checkpoint (a worker restart calls us again) ----------------
     data_hash = examples_hash(train, prompt=prompt, mode=mode)
-    step, history, last_checkpoint = 0, [], None
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    latest = latest_checkpoint(checkpoint_dir) if checkpoint_dir and resume else None
-    if latest is not None:
-        step, history = _load_checkpoint(
-            latest, student, optimizer, scheduler, config=config, data_hash=data_hash
-        )
-        last_checkpoint = str(latest)
+    step, history, last_checkpoint = resume_state(
+        checkpoint_dir if resume else None, student, optimizer, scheduler, config, data_hash
+    )
     # The untrained student's distance, for comparison at the end (kept in the first step's log).
     kl_before = evaluate() if held_out and step == 0 else None
 
@@ -386,18 +382,12 @@ def train_distillation(
             kl = _batch_kl(student, teacher, batch, autocast)
             (kl / config.grad_accum).backward()
             kl_sum += kl.item() / config.grad_accum
-        grad_norm = None
-        if config.max_grad_norm:
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm).item()
-        lr = scheduler.get_last_lr()[0]
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
         step += 1
-
-        metrics = {"step": step, "kl": kl_sum, "lr": lr}
-        if grad_norm is not None:
-            metrics["grad_norm"] = grad_norm
+        metrics = {
+            "step": step,
+            "kl": kl_sum,
+            **optimizer_step(params, optimizer, scheduler, config),
+        }
         if kl_before is not None and step == 1:
             metrics["eval_kl_before"] = kl_before
         if held_out and config.eval_every and step % config.eval_every == 0:
@@ -415,11 +405,7 @@ def train_distillation(
             history[-1] = metrics
     if history and "eval_kl_before" in history[0]:
         metrics = {**metrics, "eval_kl_before": history[0]["eval_kl_before"]}
-    if (
-        checkpoint_dir
-        and step > 0
-        and (last_checkpoint is None or not last_checkpoint.endswith(_step_name(step)))
-    ):
+    if needs_final_checkpoint(checkpoint_dir, step, last_checkpoint):
         last_checkpoint = save(metrics)
     _restore_attention(student, attention)
     student.eval()

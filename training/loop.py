@@ -122,14 +122,10 @@ def train_preference_model(
 
     # --- resume from the newest checkpoint (a worker restart calls us again) ----------------
     data_hash = rankings_hash(train)
-    step, history, last_checkpoint = 0, [], None
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    latest = latest_checkpoint(checkpoint_dir) if checkpoint_dir and resume else None
-    if latest is not None:
-        step, history = _load_checkpoint(
-            latest, model, optimizer, scheduler, config=config, data_hash=data_hash
-        )
-        last_checkpoint = str(latest)
+    step, history, last_checkpoint = resume_state(
+        checkpoint_dir if resume else None, model, optimizer, scheduler, config, data_hash
+    )
 
     # DDP after loading, so every rank starts from the same (rank 0's, broadcast) weights.
     ddp = None
@@ -141,18 +137,19 @@ def train_preference_model(
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if config.bf16 else nullcontext()
 
     def save(metrics: dict) -> str:
-        path = save_checkpoint(
-            checkpoint_dir,
-            model=model,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            step=step,
-            config=config,
-            metrics=metrics,
-            history=history,
-            data_hash=data_hash,
+        return str(
+            save_checkpoint(
+                checkpoint_dir,
+                model=model,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                step=step,
+                config=config,
+                metrics=metrics,
+                history=history,
+                data_hash=data_hash,
+            )
         )
-        return str(path)
 
     # --- the loop ---------------------------------------------------------------------------
     status, metrics = "completed", dict(history[-1]) if history else {}
@@ -178,24 +175,14 @@ def train_preference_model(
                 (loss / config.grad_accum).backward()
             loss_sum += loss.item() / config.grad_accum
             accuracies.append(pairwise_accuracy(rewards.detach(), batch["ranks"], batch["group"]))
-        grad_norm = None
-        if config.max_grad_norm:
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm).item()
-        lr = scheduler.get_last_lr()[0]
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
         step += 1
-
         metrics = {
             "step": step,
             "loss": _mean_over_ranks(loss_sum, distributed, device),
             # None, not NaN, when no pair was untied: JSON columns refuse NaN.
             "accuracy": _none_if_nan(_mean_over_ranks(_nanmean(accuracies), distributed, device)),
-            "lr": lr,
+            **optimizer_step(params, optimizer, scheduler, config),
         }
-        if grad_norm is not None:
-            metrics["grad_norm"] = grad_norm
         if eval_set and config.eval_every and step % config.eval_every == 0:
             metrics.update(evaluate(model, tokenizer, eval_set, config, device=device))
         history.append(metrics)
@@ -214,12 +201,7 @@ def train_preference_model(
         metrics = {**metrics, **evaluate(model, tokenizer, eval_set, config, device=device)}
         if history:
             history[-1] = metrics
-    if (
-        checkpoint_dir
-        and rank == 0
-        and step > 0
-        and (last_checkpoint is None or not last_checkpoint.endswith(_step_name(step)))
-    ):
+    if rank == 0 and needs_final_checkpoint(checkpoint_dir, step, last_checkpoint):
         last_checkpoint = save(metrics)
     if distributed:
         dist.barrier()  # nobody returns (and maybe exits) while rank 0 still writes
@@ -231,6 +213,41 @@ def train_preference_model(
         model = merge_lora(model)
     model.eval()
     return TrainResult(status, step, total, metrics, history, last_checkpoint)
+
+
+def resume_state(
+    checkpoint_dir: Path | None, model, optimizer, scheduler, config, data_hash: str
+) -> tuple[int, list[dict], str | None]:
+    """(step, metric history, checkpoint path) after loading the newest checkpoint in
+    `checkpoint_dir` into the model, optimizer and schedule; (0, [], None) when there is none."""
+    latest = latest_checkpoint(checkpoint_dir) if checkpoint_dir else None
+    if latest is None:
+        return 0, [], None
+    step, history = _load_checkpoint(
+        latest, model, optimizer, scheduler, config=config, data_hash=data_hash
+    )
+    return step, history, str(latest)
+
+
+def optimizer_step(params: list, optimizer, scheduler, config) -> dict:
+    """Clip, step the optimizer and the schedule, clear the gradients; the step's lr (and
+    gradient norm, when clipping) for its metrics."""
+    metrics = {}
+    if config.max_grad_norm:
+        norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm).item()
+        metrics["grad_norm"] = norm
+    metrics["lr"] = scheduler.get_last_lr()[0]
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return metrics
+
+
+def needs_final_checkpoint(checkpoint_dir, step: int, last_checkpoint: str | None) -> bool:
+    """Whether a run that stopped at `step` still has to write it (it did not just save it)."""
+    return (
+        bool(checkpoint_dir) and step > 0 and not (last_checkpoint or "").endswith(_step_name(step))
+    )
 
 
 def make_optimizer(params: list, config, device: torch.device) -> torch.optim.AdamW:
