@@ -23,6 +23,19 @@ def tiny_lm(db, tiny_lm_path):
 
 
 @pytest.fixture
+def tiny(db, tiny_lm_path):
+    """The tiny LM as a seeded model version that writes at most 6 tokens (quick, repeatable)."""
+    version = model_version_register(
+        kind="lm",
+        name="tiny",
+        path=str(tiny_lm_path),
+        generation_defaults={"max_new_tokens": 6, "seed": 0},
+    )
+    yield version
+    runtime.unload_all()
+
+
+@pytest.fixture
 def make_campaign(tiny_lm):
     """Campaigns on the tiny LM with no prompt (the HHH prompt does not fit its context)."""
 

@@ -10,39 +10,20 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from assistant import runtime
 from assistant.services import model_version_register
 from collection import services
 from collection.models import Campaign, Judgement, Turn
 from collection.services import CollectionError, assign_arms
-from tests.tinymodels import save_tiny_lm
 
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(scope="module")
-def lm_folder(tmp_path_factory):
-    return save_tiny_lm(tmp_path_factory.mktemp("tiny-lm"))
-
-
 @pytest.fixture
-def tiny(lm_folder):
-    version = model_version_register(
-        kind="lm",
-        name="tiny",
-        path=str(lm_folder),
-        generation_defaults={"max_new_tokens": 6, "seed": 0},
-    )
-    yield version
-    runtime.unload_all()
-
-
-@pytest.fixture
-def tiny_2(lm_folder):
+def tiny_2(tiny_lm_path):
     return model_version_register(
         kind="lm",
         name="tiny-2",
-        path=str(lm_folder),
+        path=str(tiny_lm_path),
         generation_defaults={"max_new_tokens": 5, "seed": 1},
     )
 

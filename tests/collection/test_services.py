@@ -8,26 +8,8 @@ from assistant.services import model_version_register
 from collection import services
 from collection.models import Campaign, Conversation, Judgement, Response, Turn
 from collection.services import CollectionError
-from tests.tinymodels import save_tiny_lm
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(scope="module")
-def lm_folder(tmp_path_factory):
-    return save_tiny_lm(tmp_path_factory.mktemp("tiny-lm"))
-
-
-@pytest.fixture
-def tiny(lm_folder):
-    version = model_version_register(
-        kind="lm",
-        name="tiny",
-        path=str(lm_folder),
-        generation_defaults={"max_new_tokens": 6, "seed": 0},
-    )
-    yield version
-    runtime.unload_all()
 
 
 def campaign(tiny, **fields):
