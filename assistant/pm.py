@@ -12,8 +12,6 @@ from __future__ import annotations
 import inspect
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -25,6 +23,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel
 from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 from assistant.backends.base import Sample
+from assistant.files import staged_folder
 
 EOC_TOKEN = "<|endofcontext|>"
 WEIGHTS_NAME = "model.safetensors"
@@ -286,10 +285,7 @@ def backbone_kind(backbone: PreTrainedModel) -> str:
 def save_pm(model: PreferenceModel, tokenizer, path: str | os.PathLike, meta: dict) -> Path:
     """Write a PM folder (weights, backbone config, tokenizer, meta.json) atomically; return it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Same directory as the target, so the final rename never crosses a filesystem.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
+    with staged_folder(path) as tmp:
         model.backbone.config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         save_model(model, str(tmp / WEIGHTS_NAME))
@@ -315,17 +311,6 @@ def save_pm(model: PreferenceModel, tokenizer, path: str | os.PathLike, meta: di
             },
         }
         (tmp / META_NAME).write_text(json.dumps(full_meta, indent=2, sort_keys=True))
-        if path.exists():
-            # Move the old folder aside first: a directory cannot be replaced in one rename.
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
-            os.replace(path, old / path.name)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 

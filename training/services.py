@@ -501,22 +501,13 @@ def _promotion_decision(new, active, result, held_out, config) -> dict:
 def _save_lm(model, tokenizer, path, meta) -> None:
     """Save a causal LM folder atomically (a temporary folder renamed into place)."""
     import json
-    import shutil
-    import tempfile
-    from pathlib import Path
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
-    try:
+    from assistant.files import staged_folder
+
+    with staged_folder(path) as staging:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         (staging / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
-        if path.exists():
-            shutil.rmtree(path)
-        staging.rename(path)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def retrain_if_enough_new_data(*, min_new_judgements: int) -> TrainingRun | None:
