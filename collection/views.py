@@ -83,7 +83,7 @@ def dashboard(request):
         "conversations": selectors.conversations_for_contractor(contractor=request.user)[:50],
         "judgement_count": len(times),
         "median_seconds": statistics.median(times) / 1000 if times else None,
-        "review_count": selectors.review_queue(contractor=request.user).count(),
+        "review_count": selectors.review_queue_count(contractor=request.user),
     }
     return render(request, "collection/dashboard.html", context)
 

@@ -330,6 +330,7 @@ def test_the_queue_keeps_each_turns_review_state_through_judgements_and_target_c
     carol.groups.add(alice.groups.get())
     assert selectors.review_next(contractor=carol) == new
     assert set(selectors.review_queue(contractor=carol)) == {new}
+    assert selectors.review_queue_count(contractor=carol) == 1
 
     # A gold item jumps the queue, however new it is.
     gold = services.gold_item_create(
@@ -337,6 +338,7 @@ def test_the_queue_keeps_each_turns_review_state_through_judgements_and_target_c
     )
     assert selectors.review_next(contractor=carol) == gold
     assert set(selectors.review_queue(contractor=carol)) == {new, gold}
+    assert selectors.review_queue_count(contractor=carol) == 2
 
     # Raising the target reopens the finished turn; the migration's backfill agrees.
     campaign.overlap_target = 3
@@ -344,6 +346,7 @@ def test_the_queue_keeps_each_turns_review_state_through_judgements_and_target_c
     assert services.campaign_review_refresh(campaign=campaign) == 2
     assert selectors.review_next(contractor=carol) == gold
     assert set(selectors.review_queue(contractor=carol)) == {old, new, gold}
+    assert selectors.review_queue_count(contractor=carol) == 3
     migration = __import__("collection.migrations.0002_turn_review_state", fromlist=["backfill"])
     Turn.objects.update(judgement_count=0, needs_review=False)
     migration.backfill(apps, None)
