@@ -7,6 +7,9 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from django.db.models import Case, JSONField, When
+from django.db.models.fields.json import KeyTransform
+
 from collection.agreement import pairwise_preferences
 from collection.models import Campaign, Conversation, Judgement, Response
 
@@ -25,8 +28,19 @@ HEADLINE = {
 
 def leaderboard() -> tuple[list[str], list[dict]]:
     """Columns and one row per model version: the latest succeeded run of each suite."""
+    # Only each run's headline entry comes from the database, not its whole results (those
+    # hold a record per item: hundreds of kilobytes a run).
+    headline = Case(
+        *(
+            When(suite=suite, then=KeyTransform(key, "results"))
+            for suite, (_, key) in HEADLINE.items()
+        ),
+        output_field=JSONField(),
+    )
     runs = (
         EvalRun.objects.filter(status=EvalRun.Status.SUCCEEDED)
+        .defer("results")
+        .annotate(headline=headline)
         .select_related("model_version")
         .order_by("model_version_id", "suite", "-finished_at")
     )
@@ -37,8 +51,8 @@ def leaderboard() -> tuple[list[str], list[dict]]:
     rows = {}
     for (version_id, suite), run in latest.items():
         row = rows.setdefault(version_id, {"version": run.model_version, "cells": {}})
-        label, key = HEADLINE[suite]
-        headline = run.results.get(key) or {}
+        label, _ = HEADLINE[suite]
+        headline = run.headline or {}
         row["cells"][label] = {
             "run": run,
             "value": headline.get("accuracy", headline.get("mean")),

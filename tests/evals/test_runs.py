@@ -79,6 +79,19 @@ def test_the_report_pages_render(client, rita, tmp_path):
     assert "helpful" in page and "harmless" in page and "<svg" in page and "0.050" in page
     board = client.get(reverse("evals:leaderboard")).content.decode()
     assert "baseline" in board and reverse("evals:run", args=[run.pk]) in board
+    # The leaderboard reads each run's headline entry alone, from the JSON in the database.
+    from evals import selectors
+
+    columns, rows = selectors.leaderboard()
+    (cell,) = [c for c in rows[0]["cells"] if c is not None]
+    overall = run.results["overall"]
+    assert columns[0] == "HHH" and cell["run"] == run
+    assert (cell["value"], cell["low"], cell["high"]) == (
+        overall["accuracy"],
+        overall["low"],
+        overall["high"],
+    )
+    assert cell["value"] == pytest.approx(139 / 221)
     compare = client.get(reverse("evals:compare"), {"a": version.pk, "b": version.pk})
     assert compare.status_code == 200 and "honest" in compare.content.decode()
     assert client.get(reverse("evals:data_efficiency")).status_code == 200
