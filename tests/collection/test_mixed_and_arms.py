@@ -206,6 +206,7 @@ def test_the_message_form_of_a_mixed_campaign_asks_how_to_judge(tiny, alice, cli
     # A message sent without the choice is refused and kept.
     sent = client.post(reverse("collection:message", args=[convo.pk]), {"text": "Keep me"})
     assert sent.status_code == 200 and "Keep me" in sent.content.decode()
+    assert "Choose how to judge the responses: this field is required." in sent.content.decode()
     assert not Turn.objects.filter(conversation=convo).exists()
     sent = client.post(
         reverse("collection:message", args=[convo.pk]),
