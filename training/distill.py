@@ -32,6 +32,7 @@ from training.config import DistillationConfig
 from training.data import LengthGroupedBatchSampler
 from training.loop import (
     TrainResult,
+    _device_of,
     _restore_attention,
     _set_attention,
     make_optimizer,
@@ -426,7 +427,3 @@ def _check_window(model, cached: int, rows: Sequence[AlignedRows], config) -> No
 def _pad_id(tokenizer) -> int:
     # Rows are read through their attention mask: any id pads, EOS where there is no pad token.
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-
-
-def _device_of(model) -> torch.device:
-    return next(model.parameters()).device
