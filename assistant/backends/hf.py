@@ -37,6 +37,7 @@ from assistant.backends.base import (
     SamplingParams,
     StreamEvent,
 )
+from assistant.hardware import native_bf16
 from assistant.prompting import RenderedContext, RenderMode, fit_to_window, split_prefix
 
 # Prompt prefixes kept per backend; each costs ~23 KB per token for SmolLM2-135M in bf16.
@@ -445,14 +446,10 @@ def _resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtyp
             raise ValueError(
                 f"unknown dtype {dtype!r}; known: auto, {', '.join(_DTYPES)}"
             ) from None
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    # bf16 matmuls are fast only with native support (AVX512-BF16/AMX); emulated they are slower.
-    try:
-        native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    except (AttributeError, RuntimeError):
-        native = False
-    return torch.bfloat16 if native else torch.float32
+    # bf16 is fast only with native support (AVX512-BF16/AMX on a CPU); emulated it is far slower.
+    if native_bf16(device):
+        return torch.bfloat16
+    return torch.float16 if device.type == "cuda" else torch.float32
 
 
 def _end_token_ids(tokenizer, model, mode: RenderMode) -> set[int]:
