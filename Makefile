@@ -44,7 +44,9 @@ run: install
 	$(PY) manage.py runserver --noreload $(HOST):$(PORT) & \
 	wait -n
 
-# Debian's chromium for the browser tests (Playwright's own download does not work here).
+# Debian's chromium for the browser tests (Playwright's own download does not work here). Not a
+# step of `make test`: without Chromium the browser tests skip and say why; `.ci/run` installs it
+# and requires them. Needs root (apt-get).
 browser:
 	@command -v chromium >/dev/null || { \
 	  echo "Installing Debian's chromium for the browser tests"; \
@@ -52,7 +54,7 @@ browser:
 
 # Without DATABASE_URL / CELERY_BROKER_URL: SQLite and the embedded broker, in var/test
 # so a running `make run` is left alone. With them (CI): the real services.
-test: install browser
+test: install
 	ALIGNLAB_VAR_DIR=$${ALIGNLAB_VAR_DIR:-$(CURDIR)/var/test} $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install

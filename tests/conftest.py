@@ -31,6 +31,40 @@ def pytest_report_header(config):
     ]
 
 
+# --- Tests that need something outside the repository ------------------------------------------
+
+
+def _required(variable: str) -> bool:
+    return os.environ.get(variable, "").lower() in {"1", "true", "yes", "on"}
+
+
+def pytest_runtest_setup(item):
+    """`shared_data` and `browser` tests skip, with the reason, on a machine without the data or
+    Chromium (any user's clone); where `.ci/run` says they are required, they fail instead."""
+    from tests.browser import CHROMIUM
+    from tests.data import SHARED_DATA
+
+    needs = []
+    if item.get_closest_marker("shared_data") and not SHARED_DATA.is_dir():
+        needs.append(
+            (
+                "ALIGNLAB_REQUIRE_SHARED_DATA",
+                f"needs the real data folder {SHARED_DATA} (set ALIGNLAB_SHARED_DATA)",
+            )
+        )
+    if item.get_closest_marker("browser") and not os.access(CHROMIUM, os.X_OK):
+        needs.append(
+            (
+                "ALIGNLAB_REQUIRE_BROWSER",
+                f"needs Debian's chromium at {CHROMIUM} (apt install chromium)",
+            )
+        )
+    for variable, reason in needs:
+        if _required(variable):
+            pytest.fail(f"{reason}, and {variable} says it is required here", pytrace=False)
+        pytest.skip(reason)
+
+
 # --- Users -------------------------------------------------------------------------------------
 
 

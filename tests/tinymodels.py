@@ -12,7 +12,7 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from tests.data import HHH_DIR
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -24,7 +24,8 @@ SPECIAL_TOKENS = ["<|pad|>", "<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
 def training_sentences() -> list[str]:
-    """English text to train the throwaway tokenizer on: the HHH eval items when present."""
+    """English text to train the throwaway tokenizer on: a few lines and the HHH eval items,
+    which ship in the repository, so the tokenizer is the same on every machine."""
     sentences = [
         "Human: What is the capital of France?",
         "Assistant: The capital of France is Paris.",
@@ -34,11 +35,9 @@ def training_sentences() -> list[str]:
         "I can't help with that, but here is something safer you could try.",
     ]
     for category in ("helpful", "honest", "harmless", "other"):
-        path = SHARED_DATA / "hhh_alignment" / category / "task.json"
-        if path.exists():
-            for example in json.loads(path.read_text())["examples"]:
-                sentences.append(example["input"])
-                sentences.extend(example["target_scores"])
+        for example in json.loads((HHH_DIR / category / "task.json").read_text())["examples"]:
+            sentences.append(example["input"])
+            sentences.extend(example["target_scores"])
     return sentences
 
 

@@ -12,6 +12,8 @@ from collection import services
 from collection.models import Conversation, Judgement, Turn
 from tests.browser import chromium_page, sign_in
 
+pytestmark = pytest.mark.browser
+
 
 def say(page, text: str, *, rank: bool = False) -> bool:
     """Type a message into the (focused) box, pick how to judge it with Tab and the arrow keys

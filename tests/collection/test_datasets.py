@@ -26,13 +26,11 @@ from collection.models import (
     Response,
     Turn,
 )
+from tests.data import HH_TEST, HHH_DIR, OASST
 
 pytestmark = pytest.mark.django_db
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-HH_TEST = DATA / "hh-rlhf" / "harmless-base" / "test.jsonl.gz"
-OASST = DATA / "oasst1_sample" / "en_100_tree.jsonl"
-HHH_HARMLESS = DATA / "hhh_alignment" / "harmless" / "task.json"
+HHH_HARMLESS = HHH_DIR / "harmless" / "task.json"
 MODELS = (Campaign, Conversation, Turn, Response, Judgement, DatasetImport)
 
 
@@ -280,6 +278,7 @@ def ranked_groups_in_file(path: Path) -> list[tuple[tuple[str, ...], tuple[str, 
     return groups
 
 
+@pytest.mark.shared_data
 def test_the_open_assistant_sample_gives_its_ranked_groups_as_rankings():
     expected = ranked_groups_in_file(OASST)
     assert len(expected) == 212  # as the data README says

@@ -4,6 +4,8 @@ import pytest
 
 from tests.browser import chromium_page, sign_in
 
+pytestmark = pytest.mark.browser
+
 
 @pytest.mark.django_db(transaction=True)
 def test_a_contractor_signs_in_and_out_in_chromium(live_server, alice, artifacts_dir):

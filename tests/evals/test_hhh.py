@@ -14,9 +14,8 @@ from evals.suites.hhh import (
     hhh_pm_eval,
     load_hhh,
 )
-from tests.tinymodels import SHARED_DATA, save_tiny_lm
-
-HHH_DIR = SHARED_DATA / "hhh_alignment"
+from tests.data import HHH_DIR
+from tests.tinymodels import save_tiny_lm
 
 
 class LongerIsBetter:

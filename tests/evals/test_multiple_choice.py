@@ -7,9 +7,8 @@ import pytest
 
 from assistant.pm import format_for_pm
 from evals.suites.multiple_choice import load_truthfulqa, mc_lm_eval, mc_pm_eval, true_mass
-from tests.tinymodels import SHARED_DATA, save_tiny_lm
-
-MC_TASK = SHARED_DATA / "truthfulqa" / "data" / "mc_task.json"
+from tests.data import TRUTHFULQA_FILE as MC_TASK
+from tests.tinymodels import save_tiny_lm
 
 # Probabilities an imaginary model gives each answer as its reply to each question.
 PROBABILITIES = {

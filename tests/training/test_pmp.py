@@ -5,7 +5,8 @@ from html import escape
 
 import pytest
 
-from tests.tinymodels import SHARED_DATA
+from tests.data import STACKEXCHANGE_SITES as SE_SITES
+from tests.data import UKP
 from training.pmp import (
     PMPFormatError,
     as_pairs,
@@ -17,10 +18,6 @@ from training.pmp import (
     ukp_topic,
 )
 
-SE_SITES = SHARED_DATA / "stackexchange_small_sites"
-UKP = SHARED_DATA / "ukpconvarg1" / "UKPConvArg1Strict-CSV"
-needs_data = pytest.mark.skipif(not SE_SITES.is_dir(), reason="shared data not present")
-
 
 def import_all_sites(**kwargs):
     total = None
@@ -30,7 +27,7 @@ def import_all_sites(**kwargs):
     return total
 
 
-@needs_data
+@pytest.mark.shared_data
 def test_stackexchange_pairs_match_the_readme_count():
     # The README's 9,799: same-question answer pairs with different scores.
     by_score = import_all_sites(accepted_breaks_ties=False)
@@ -47,7 +44,7 @@ def test_stackexchange_pairs_match_the_readme_count():
     assert len(as_pairs(ranked.rankings)) == 9927
 
 
-@needs_data
+@pytest.mark.shared_data
 def test_stackexchange_binary_and_cap_on_one_site():
     path = SE_SITES / "beer" / "Posts.xml"
     pairs = import_stackexchange(path, binary=True)
@@ -95,7 +92,7 @@ def test_stackexchange_ranks_by_score_accepted_first_and_names_bad_lines(tmp_pat
         import_stackexchange(posts)
 
 
-@needs_data
+@pytest.mark.shared_data
 def test_ukpconvarg_gives_11650_pairs_with_the_topic_as_context():
     result = import_ukpconvarg(UKP)
     assert result.counts["files"] == 32
