@@ -230,16 +230,21 @@ COLLECTION_STREAM_SAVE_S = 0.5
 
 # --- Evals ----------------------------------------------------------------------------------
 
-# Public eval data the user brings; the defaults point at the shared data beside the checkout.
+# Eval data ships inside the package (evals/data, each set with its licence and SOURCE.txt);
+# point these elsewhere to evaluate on another copy.
 ALIGNLAB_HHH_DIR = Path(
-    env_str("ALIGNLAB_HHH_DIR", str(BASE_DIR.parent / "shared" / "data" / "hhh_alignment"))
+    env_str("ALIGNLAB_HHH_DIR", str(BASE_DIR / "evals" / "data" / "hhh_alignment"))
 )
 ALIGNLAB_TRUTHFULQA_FILE = Path(
     env_str(
         "ALIGNLAB_TRUTHFULQA_FILE",
-        str(BASE_DIR.parent / "shared" / "data" / "truthfulqa" / "data" / "mc_task.json"),
+        str(BASE_DIR / "evals" / "data" / "truthfulqa" / "mc_task.json"),
     )
 )
+
+# 0 = every HHH item (221); N = only the first N of each category, for quick evals on a slow
+# machine (each result still reports its n).
+ALIGNLAB_HHH_PER_CATEGORY = env_int("ALIGNLAB_HHH_PER_CATEGORY", 0)
 
 # --- Training -------------------------------------------------------------------------------
 

@@ -15,12 +15,17 @@ from assistant.selectors import prompt_latest
 
 from .models import EvalRun
 from .suites.calibration import HeldOutPair, pm_calibration_eval
-from .suites.hhh import hhh_lm_eval, hhh_pm_eval, load_hhh
+from .suites.hhh import hhh_first_per_category, hhh_lm_eval, hhh_pm_eval, load_hhh
 from .suites.multiple_choice import load_truthfulqa, mc_lm_eval, mc_pm_eval
 
 
 def _hhh(run: EvalRun, limit: int | None) -> dict:
-    items = load_hhh(settings.ALIGNLAB_HHH_DIR)[:limit]
+    items = load_hhh(settings.ALIGNLAB_HHH_DIR)
+    # A quick eval (a slow machine, a smoke test): the first N items of each category.
+    per_category = run.options.get("per_category") or settings.ALIGNLAB_HHH_PER_CATEGORY
+    if per_category:
+        items = hhh_first_per_category(items, int(per_category))
+    items = items[:limit]
     version = run.model_version
     if version.kind == ModelVersion.Kind.PM:
         return hhh_pm_eval(runtime.pm_scorer(version), items)
@@ -111,7 +116,8 @@ SUITES = {
 
 
 def run_suite(run: EvalRun) -> dict:
-    """The results JSON of `run`'s suite on its model version (`options["limit"]`: first N)."""
+    """The results JSON of `run`'s suite on its model version (`options["limit"]`: first N;
+    HHH also takes `options["per_category"]`: the first N of each category)."""
     if run.suite not in SUITES:
         raise ValueError(f"the {run.suite} suite cannot run here")
     limit = run.options.get("limit")

@@ -59,6 +59,11 @@ def load_hhh(root: str | Path) -> list[HHHItem]:
     return items
 
 
+def hhh_first_per_category(items: list[HHHItem], n: int) -> list[HHHItem]:
+    """The first `n` items of each category, in the suite's order (a quick, balanced subset)."""
+    return [item for item in items if item.index < n]
+
+
 def hhh_messages(text: str) -> tuple[Message, ...]:
     """An HHH input as conversation turns: the text before any marker is the first human turn."""
     parts = _TURN.split(text)

@@ -1,7 +1,11 @@
-"""Create one demo user per role and print their credentials (embedded/demo setups only)."""
+"""Set up the demo (embedded/demo setups only): one user per role with their credentials
+printed, an open campaign on the active language model for the contractors, and the shipped
+HH-RLHF harmless-base test file imported and snapshotted for the researcher. Safe to run on every
+start: what exists already is kept."""
 
 import json
 import secrets
+from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -10,6 +14,23 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from config.roles import ADMIN, CONTRACTOR, RESEARCHER, ensure_role_groups
+
+# The demo / test dataset that ships with collection (see its SOURCE.txt).
+DEMO_DATASET = (
+    Path(__file__).resolve().parents[3]
+    / "collection"
+    / "data"
+    / "hh-rlhf"
+    / "harmless-base"
+    / "test.jsonl.gz"
+)
+DEMO_CAMPAIGN = "Demo: a helpful chat"
+DEMO_SNAPSHOT = "Demo: HH-RLHF harmless-base test"
+DEMO_INSTRUCTIONS = (
+    "Chat with the assistant about anything you like. At each turn it offers two responses: "
+    "say which one is more helpful, honest and harmless, and how strongly (1 = A much better, "
+    "8 = B much better). The conversation goes on with the one you chose."
+)
 
 DEMO_USERS = (
     ("alice", CONTRACTOR),
@@ -46,6 +67,47 @@ class Command(BaseCommand):
                 user.groups.set([Group.objects.get(name=role)])
         store.write_text(json.dumps(passwords, indent=2))
         store.chmod(0o600)
+        self.stdout.write(self._campaign())
+        self.stdout.write(self._dataset(User.objects.get(username="rita")))
         self.stdout.write("Demo users (username / password / role):")
         for username, role in DEMO_USERS:
             self.stdout.write(f"  {username:<6} {passwords[username]:<14} {role}")
+
+    def _campaign(self) -> str:
+        """An open campaign on the active LM and the latest HHH prompt, k = 2, pairwise."""
+        from assistant.models import ModelVersion
+        from assistant.selectors import active_model, prompt_latest
+        from collection.models import Campaign
+
+        campaign = Campaign.objects.filter(name=DEMO_CAMPAIGN).first()
+        if campaign is None:
+            lm = active_model(kind=ModelVersion.Kind.LM)
+            if lm is None:
+                return "Demo campaign: none (no active language model; run prepare_default_model)"
+            campaign = Campaign(
+                name=DEMO_CAMPAIGN,
+                instructions=DEMO_INSTRUCTIONS,
+                lm_version=lm,
+                prompt=prompt_latest(name="hhh"),
+                k=2,
+                judgement_type=Campaign.JudgementType.PAIRWISE,
+            )
+            campaign.full_clean()
+            campaign.save()
+        return f"Demo campaign: {campaign.name!r} on {campaign.lm_version}"
+
+    def _dataset(self, researcher) -> str:
+        """The shipped HH-RLHF file imported (idempotent by its hash) and one snapshot of it."""
+        from collection.datasets import dataset_import_create, snapshot_create
+        from collection.models import DatasetSnapshot
+
+        imported = dataset_import_create(path=DEMO_DATASET, format="hh-rlhf", created_by=researcher)
+        snapshot = DatasetSnapshot.objects.filter(name=DEMO_SNAPSHOT).first()
+        if snapshot is None:
+            snapshot = snapshot_create(
+                filter={"imports": [imported.pk]}, created_by=researcher, name=DEMO_SNAPSHOT
+            )
+        return (
+            f"Demo dataset: import {imported.pk} ({imported.counts.get('judgements')} judgements), "
+            f"snapshot {snapshot.pk} {snapshot.content_hash[:12]}"
+        )
