@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import os
 from collections.abc import Iterable, Sequence
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -24,6 +24,9 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_N
 
 from assistant.backends.base import Sample
 from assistant.files import staged_folder
+from assistant.hardware import bf16_autocast, bf16_warning, check_bf16_request
+
+logger = logging.getLogger(__name__)
 
 EOC_TOKEN = "<|endofcontext|>"
 WEIGHTS_NAME = "model.safetensors"
@@ -348,7 +351,7 @@ class PMScorer:
         *,
         batch_size: int = 8,
         batch_tokens: int = 1024,
-        bf16=False,
+        bf16: bool | str = "auto",
     ):
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -357,7 +360,12 @@ class PMScorer:
         # by bench/evals.py: 25 s for the HHH suite vs 32 s with 8 rows a batch); a GPU wants
         # far more (backend_options={"batch_tokens": …} on the PM's model version).
         self.batch_tokens = batch_tokens
-        self.bf16 = bf16  # autocast to bfloat16: faster on recent CPUs, scores shift ~1e-2
+        # Autocast to bfloat16 (scores shift ~1e-2): True, False, or "auto" = where the model's
+        # device computes it natively (assistant.hardware); emulated it is far slower.
+        check_bf16_request(bf16)
+        self.bf16 = bf16
+        if warning := bf16_warning(bf16, next(model.parameters()).device):
+            logger.warning("PMScorer: %s", warning)
 
     @classmethod
     def from_path(cls, path: str | os.PathLike, *, device=None, dtype=None, **kwargs) -> PMScorer:
@@ -375,7 +383,7 @@ class PMScorer:
         # Longest first, so similar lengths share a batch (little padding) and OOM shows early.
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]), reverse=True)
         scores: list[float] = [0.0] * len(rows)
-        autocast = torch.autocast(device.type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
+        autocast = bf16_autocast(self.bf16, device)
         with torch.inference_mode(), autocast:
             for start in range(0, len(order), batch_size):
                 chunk = order[start : start + batch_size]
@@ -408,7 +416,7 @@ class PMScorer:
         )
         scores: list[list[float]] = [[] for _ in grouped]
         device = next(self.model.parameters()).device
-        autocast = torch.autocast(device.type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
+        autocast = bf16_autocast(self.bf16, device)
         with torch.inference_mode(), autocast:
             for chunk in self._token_batches([len(p) + sum(map(len, own)) for p, own in grouped]):
                 batch = pack_ids([grouped[i] for i in chunk], self.tokenizer.pad_token_id)

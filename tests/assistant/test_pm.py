@@ -168,7 +168,7 @@ def test_a_failed_save_leaves_no_partial_folder(pm_model, tmp_path, monkeypatch)
 def test_score_returns_input_order(pm_model):
     model, tok = pm_model
     texts = ["a", LONG, "The capital of France is Paris.", LONG[:40], "I'm not sure."]
-    scorer = PMScorer(model, tok, batch_size=2)
+    scorer = PMScorer(model, tok, batch_size=2, bf16=False)  # float32: batches agree to 1e-5
     one_by_one = [scorer.score([text])[0] for text in texts]
     assert scorer.score(texts) == pytest.approx(one_by_one, abs=1e-5)
     assert scorer.score([]) == []
@@ -317,7 +317,8 @@ def test_score_groups_matches_scoring_each_transcript(pm_model):
         ([], ["Hello there", "Hi"]),
         ([Message("user", LONG)], ["Sure.", "A poem about the sea and its long grey waves."]),
     ]
-    scorer = PMScorer(model, tok, batch_size=2, batch_tokens=40)  # several batches
+    # Several batches; float32, as the 1e-5 below is no bound for bf16 (the default where native).
+    scorer = PMScorer(model, tok, batch_size=2, batch_tokens=40, bf16=False)
     grouped = scorer.score_groups(groups)
     flat = scorer.score([format_for_pm(m, r) for m, responses in groups for r in responses])
     assert [len(g) for g in grouped] == [3, 2, 2]
@@ -334,3 +335,28 @@ def test_score_groups_batches_by_padded_tokens(pm_model):
     assert sorted(sum(batches, [])) == list(range(len(lengths)))
     for batch in batches:
         assert len(batch) == 1 or len(batch) * lengths[batch[0]] <= 100
+
+
+def test_the_scorer_autocasts_to_bf16_only_where_the_device_computes_it(
+    pm_model, monkeypatch, caplog
+):
+    from assistant import hardware
+
+    model, tok = pm_model
+    texts = ["a", LONG, "The capital of France is Paris."]
+    groups = [(CONVERSATION, ["Paris.", "Lyon, I think."])]
+    float32 = PMScorer(model, tok, bf16=False)
+    bf16 = PMScorer(model, tok, bf16=True)
+    assert bf16.score(texts) != float32.score(texts)  # bf16 rounding shows in the scores
+
+    monkeypatch.setattr(hardware, "_probe", lambda device_type: False)  # an AVX2-only CPU
+    assert PMScorer(model, tok).score(texts) == float32.score(texts)
+    assert PMScorer(model, tok).score_groups(groups) == float32.score_groups(groups)
+    with caplog.at_level("WARNING", logger="assistant.pm"):
+        PMScorer(model, tok, bf16=True)
+    assert "far slower" in caplog.text
+
+    monkeypatch.setattr(hardware, "_probe", lambda device_type: True)
+    assert PMScorer(model, tok).score(texts) == bf16.score(texts)
+    with pytest.raises(ValueError, match="bf16 must be"):
+        PMScorer(model, tok, bf16="yes")
