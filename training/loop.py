@@ -9,6 +9,7 @@ takes every world-th batch, only rank 0 writes checkpoints and reports progress.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import shutil
@@ -23,6 +24,7 @@ import torch.distributed as dist
 from safetensors.torch import load_model, save_model
 from torch.nn.parallel import DistributedDataParallel
 
+from assistant.hardware import bf16_autocast, bf16_warning
 from assistant.pm import PreferenceModel
 from training.config import PreferenceTrainingConfig
 from training.data import LengthGroupedBatchSampler, Ranking, RankingCollator, rankings_hash
@@ -41,6 +43,8 @@ WEIGHTS_NAME = "model.safetensors"
 STATE_NAME = "state.pt"
 META_NAME = "meta.json"
 KEEP_CHECKPOINTS = 2  # the newest two: one may be mid-write when the worker dies
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -134,7 +138,11 @@ def train_preference_model(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
     forward_model = ddp or model
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if config.bf16 else nullcontext()
+    # bf16 "auto": only where the device computes it natively; an explicit request where it
+    # is emulated runs, far slower, with a warning (the service also puts it in the run's log).
+    if rank == 0 and (warning := bf16_warning(config.bf16, device)):
+        logger.warning("training: %s", warning)
+    autocast = bf16_autocast(config.bf16, device)
 
     def save(metrics: dict) -> str:
         return str(
@@ -337,7 +345,7 @@ def evaluate(
     model.eval()
     # Longest first, in order: the same numbers on every call and every rank.
     order = sorted(range(len(rankings)), key=lambda i: -max(map(len, rankings[i].texts())))
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if config.bf16 else nullcontext()
+    autocast = bf16_autocast(config.bf16, device)
     loss_sum, correct, pairs = 0.0, 0.0, 0
     for start in range(0, len(order), config.batch_size):
         chunk = [rankings[i] for i in order[start : start + config.batch_size]]

@@ -72,6 +72,9 @@ def config(**overrides) -> PreferenceTrainingConfig:
         seed=0,
         max_length=48,
         weight_decay=0.0,
+        # float32: tests compare runs to 1e-4, beyond bf16 (the default where it is native);
+        # the bf16 tests below ask for True or "auto".
+        bf16=False,
     )
     return PreferenceTrainingConfig(**{**base, **overrides})
 
@@ -183,6 +186,67 @@ def test_bf16_autocast_grad_accum_and_gradient_checkpointing_run():
     assert next(model.parameters()).dtype == torch.float32  # autocast, not a cast
 
 
+def _linear_output_dtypes(model) -> set:
+    """Filled, while the model runs, with the dtypes its Linear layers compute in."""
+    seen = set()
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            module.register_forward_hook(lambda _m, _i, out: seen.add(out.dtype))
+    return seen
+
+
+def test_bf16_auto_trains_in_float32_where_bf16_is_emulated_and_an_explicit_request_warns(
+    monkeypatch, caplog
+):
+    from assistant import hardware
+
+    monkeypatch.setattr(hardware, "_probe", lambda device_type: False)  # an AVX2-only CPU
+    model, tokenizer = tiny_pm("decoder")
+    computed = _linear_output_dtypes(model)
+    with caplog.at_level("WARNING", logger="training.loop"):
+        train_preference_model(
+            model,
+            tokenizer,
+            toy_rankings(16, 1),
+            config(max_steps=1, bf16="auto"),
+            eval_set=toy_rankings(4, 2),
+        )
+    assert computed == {torch.float32} and "far slower" not in caplog.text
+
+    computed.clear()
+    with caplog.at_level("WARNING", logger="training.loop"):
+        train_preference_model(
+            model, tokenizer, toy_rankings(16, 1), config(max_steps=1, bf16=True)
+        )
+    assert computed == {torch.bfloat16}  # asked for explicitly: obeyed...
+    assert "bf16 was requested" in caplog.text and "far slower" in caplog.text  # ...and told
+
+
+def test_bf16_auto_takes_bf16_where_native_unless_alignlab_bf16_is_off(monkeypatch, settings):
+    from assistant import hardware
+
+    monkeypatch.setattr(hardware, "_probe", lambda device_type: True)
+    model, tokenizer = tiny_pm("decoder")
+    computed = _linear_output_dtypes(model)
+    train_preference_model(model, tokenizer, toy_rankings(16, 1), config(max_steps=1, bf16="auto"))
+    assert computed == {torch.bfloat16}
+
+    settings.ALIGNLAB_BF16 = "off"  # CI standing in for an AVX2-only CPU
+    computed.clear()
+    train_preference_model(model, tokenizer, toy_rankings(16, 1), config(max_steps=1, bf16="auto"))
+    assert computed == {torch.float32}
+
+
+def test_bf16_is_true_false_or_auto_and_round_trips_as_json():
+    assert PreferenceTrainingConfig().bf16 == "auto" and PMPConfig().bf16 == "auto"
+    for value in (True, False, "auto"):
+        cfg = PreferenceTrainingConfig(bf16=value)
+        assert PreferenceTrainingConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    for value in (1, "true", "on", None):
+        with pytest.raises(ValueError, match="bf16 must be true, false or 'auto'"):
+            PreferenceTrainingConfig.from_dict({"bf16": value})
+
+
 def test_binary_and_imitation_baselines_run():
     model, tokenizer = tiny_pm("encoder")
     binary = train_preference_model(
@@ -254,7 +318,8 @@ def test_lora_trains_only_adapters_and_head_and_saves_an_ordinary_pm(tmp_path):
             at_first_step.update({n: p.detach().clone() for n, p in model.named_parameters()})
         if step == total:
             at_last_step["params"] = {n: p.detach().clone() for n, p in model.named_parameters()}
-            at_last_step["scores"] = PMScorer(model, tokenizer).score(texts)
+            # float32 scores: merged and unmerged adapters agree to 1e-4, bf16 ones do not.
+            at_last_step["scores"] = PMScorer(model, tokenizer, bf16=False).score(texts)
 
     result = train_preference_model(
         model,
@@ -287,14 +352,18 @@ def test_lora_trains_only_adapters_and_head_and_saves_an_ordinary_pm(tmp_path):
         for n, p in model.named_parameters()
         if n.startswith("backbone.")
     )
-    merged_scores = PMScorer(model, tokenizer).score(texts)
+    merged_scores = PMScorer(model, tokenizer, bf16=False).score(texts)
     assert merged_scores == pytest.approx(at_last_step["scores"], abs=1e-4)
-    assert merged_scores != pytest.approx(PMScorer(*tiny_pm("decoder")).score(texts), abs=1e-3)
+    assert merged_scores != pytest.approx(
+        PMScorer(*tiny_pm("decoder"), bf16=False).score(texts), abs=1e-3
+    )
 
     save_pm(model, tokenizer, tmp_path / "pm", {"note": "lora"})
     loaded, loaded_tokenizer, meta = load_pm(tmp_path / "pm")
     assert meta["note"] == "lora"
-    assert PMScorer(loaded, loaded_tokenizer).score(texts) == pytest.approx(merged_scores, abs=1e-6)
+    assert PMScorer(loaded, loaded_tokenizer, bf16=False).score(texts) == pytest.approx(
+        merged_scores, abs=1e-6
+    )
 
 
 def test_lora_checkpoints_resume_and_imitation_lm_merges(tmp_path):
