@@ -15,9 +15,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from torch import Tensor
 from transformers import DynamicCache
 
 from assistant.backends.base import Context, Message
+from assistant.hardware import bf16_autocast, bf16_warning, resolve_bf16
 from assistant.prompting import RenderMode, split_prefix
 from training.config import DistillationConfig
 from training.data import LengthGroupedBatchSampler
@@ -42,6 +43,8 @@ from training.loop import (
     resume_state,
     save_checkpoint,
 )
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -263,7 +266,7 @@ def _mean_kl(
     device = _device_of(student)
     was_training = student.training
     student.eval()
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+    autocast = bf16_autocast(bf16, device)
     order = sorted(range(len(rows)), key=lambda i: -len(rows[i].student_ids))
     total, tokens = 0.0, 0
     for start in range(0, len(order), batch_size):
@@ -335,10 +338,15 @@ def train_distillation(
     params = [p for p in student.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, config, device)
     scheduler = make_scheduler(optimizer, config, total)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if config.bf16 else nullcontext()
+    # bf16 "auto": only where the device computes it natively; an explicit request where it
+    # is emulated runs, far slower, with a warning (the service also puts it in the run's log).
+    bf16 = resolve_bf16(config.bf16, device)
+    if warning := bf16_warning(config.bf16, device):
+        logger.warning("distillation: %s", warning)
+    autocast = bf16_autocast(bf16, device)
 
     def evaluate() -> float:
-        return _mean_kl(student, teacher, held_out, config.batch_size, pad_id, config.bf16)
+        return _mean_kl(student, teacher, held_out, config.batch_size, pad_id, bf16)
 
     # --- resume from the newest checkpoint (a worker restart calls us again) ----------------
     data_hash = examples_hash(train, prompt=prompt, mode=mode)

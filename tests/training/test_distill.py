@@ -86,6 +86,8 @@ def config(**overrides) -> DistillationConfig:
         checkpoint_every=0,
         max_length=64,
         min_conversations=1,
+        # float32: tests compare KLs to 1e-4, beyond bf16 (the default where it is native).
+        bf16=False,
     )
     return DistillationConfig(**{**base, **overrides})
 
@@ -277,6 +279,39 @@ def test_bf16_autocast_and_gradient_accumulation_run():
     assert result.steps == 2 and all(math.isfinite(m["kl"]) for m in result.history)
     assert result.metrics["eval_kl"] >= 0 and "eval_kl_before" in result.metrics
     assert next(student.parameters()).dtype == torch.float32  # autocast, not a cast
+
+
+def test_bf16_auto_distils_in_float32_where_bf16_is_emulated_and_an_explicit_request_warns(
+    monkeypatch, caplog
+):
+    from assistant import hardware
+
+    monkeypatch.setattr(hardware, "_probe", lambda device_type: False)  # an AVX2-only CPU
+    assert DistillationConfig().bf16 == "auto"
+    tokenizer = _tokenizer(None)
+    student = sharp_lm(tokenizer)
+    teacher = copy.deepcopy(student)
+    computed = set()
+    for module in [*student.modules(), *teacher.modules()]:
+        if isinstance(module, torch.nn.Linear):
+            module.register_forward_hook(lambda _m, _i, out: computed.add(out.dtype))
+    for bf16 in ("auto", True):
+        computed.clear()
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="training.distill"):
+            train_distillation(
+                student,
+                teacher,
+                tokenizer,
+                conversations(8, seed=4),
+                config(max_steps=1, batch_size=4, bf16=bf16),
+                prompt=PROMPT,
+                mode="completion",
+                eval_set=conversations(2, seed=5),
+            )
+        # The teacher's prompt cache is computed once, in float32, before the loop autocasts.
+        assert (torch.bfloat16 in computed) == (bf16 is True) and torch.float32 in computed
+        assert ("far slower" in caplog.text) == (bf16 is True)
 
 
 def test_a_cancelled_distillation_resumes_like_an_uninterrupted_one(tmp_path):
