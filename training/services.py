@@ -8,6 +8,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from assistant.hardware import bf16_warning
 from assistant.models import ModelVersion, PromptTemplate
 from collection.models import DatasetSnapshot
 
@@ -272,6 +273,14 @@ def training_run_execute(*, run: TrainingRun) -> TrainingRun:
     import traceback
 
     config = config_for_kind(run.kind, run.config)
+    if warning := bf16_warning(config.bf16):  # explicit bf16 where the device only emulates it
+        training_run_progress(
+            run_id=run.pk,
+            steps_done=run.steps_done,
+            steps_total=run.steps_total,
+            metrics=None,
+            log_line=warning,
+        )
     last_poll = {"logged_at": 0.0, "stop": False}
 
     def on_step(step: int, total: int, metrics: dict) -> None:

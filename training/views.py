@@ -4,6 +4,7 @@ from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from assistant.hardware import bf16_warning
 from assistant.models import ModelVersion, PromptTemplate
 from collection.models import DatasetSnapshot
 from config.roles import ADMIN, role_required
@@ -28,6 +29,14 @@ class LaunchForm(forms.Form):
         help_text="Context distillation only: the prompt to distil; empty: the latest HHH prompt.",
     )
     max_steps = forms.IntegerField(min_value=1, required=False)
+    bf16 = forms.ChoiceField(
+        choices=[("auto", "auto"), ("on", "on"), ("off", "off")],
+        initial="auto",
+        required=False,
+        label="bf16",
+        help_text="auto: bf16 only where the training device computes it natively; on: bf16 "
+        "even on a CPU without AVX512-BF16/AMX, where it is far slower (~80x).",
+    )
 
 
 @role_required(ADMIN)
@@ -38,6 +47,8 @@ def runs(request):
         config = (
             {"max_steps": form.cleaned_data["max_steps"]} if form.cleaned_data["max_steps"] else {}
         )
+        if form.cleaned_data["bf16"] in ("on", "off"):
+            config["bf16"] = form.cleaned_data["bf16"] == "on"
         try:
             run = services.training_run_create(
                 kind=form.cleaned_data["kind"],
@@ -51,6 +62,9 @@ def runs(request):
             form.add_error(None, "; ".join(error.messages))
         else:
             messages.success(request, f"Queued {run}.")
+            # Probed only for an explicit request (it loads torch); the worker logs its own.
+            if config.get("bf16") is True and (warning := bf16_warning(True)):
+                messages.warning(request, f"On this machine: {warning}")
             return redirect("training:run", run_id=run.pk)
     recent = TrainingRun.objects.select_related("snapshot", "base_model", "result_version")[:50]
     return render(request, "training/runs.html", {"form": form, "runs": recent})
