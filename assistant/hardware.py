@@ -1,7 +1,7 @@
 """Whether a device computes bfloat16 natively, and what a bf16 request resolves to there.
 
 Every bf16 choice asks here: training autocast, PM scoring (and so evals), the LM backend's
-dtype "auto", the bench scripts. Without native support (a CPU without AVX512-BF16/AMX, such as
+dtype "auto", the bench scripts. Without native support (a CPU without AVX-512/AMX, such as
 an AVX2-only EPYC) torch emulates bfloat16: a 1024² matmul ran ~80x slower than in float32.
 
 The ALIGNLAB_BF16 setting overrides the probe for every "auto": "off" behaves as if no device
@@ -95,10 +95,13 @@ def bf16_warning(requested: bool | str | None, device: str | torch.device | None
     """The warning for an explicit bf16 request on a device that only emulates it, else ""."""
     if requested is not True or native_bf16(device):
         return ""
+    lacks = "has no native bfloat16 (AVX-512/AMX on a CPU)"
+    if bf16_setting() == "off":
+        lacks = "is treated as having no native bfloat16 (ALIGNLAB_BF16=off)"
     return (
-        f"warning: bf16 was requested, but this {_device(device).type} has no native bfloat16 "
-        "(AVX512-BF16/AMX on a CPU): torch emulates it, far slower than float32 (~80x for a "
-        "matmul on an AVX2-only CPU). Leave bf16 'auto' to compute in float32 here."
+        f"warning: bf16 was requested, but this {_device(device).type} {lacks}: torch emulates "
+        "it, far slower than float32 (~80x for a matmul on an AVX2-only CPU). Leave bf16 "
+        "'auto' to compute in float32 here."
     )
 
 

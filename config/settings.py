@@ -216,7 +216,7 @@ MODEL_SERVER_TIMEOUT_S = env_int("MODEL_SERVER_TIMEOUT_S", 120)
 
 # Every bf16 choice left "auto" (training autocast, PM scoring, evals, the LM's dtype) takes
 # bf16 only where the device computes it natively (assistant.hardware). "off": float32 for all
-# of them, as on a CPU without AVX512-BF16/AMX (CI stands in for one); "on": bf16 even there.
+# of them, as on a CPU without AVX-512/AMX (CI stands in for one); "on": bf16 even there.
 ALIGNLAB_BF16 = (env_str("ALIGNLAB_BF16") or "auto").lower()
 if ALIGNLAB_BF16 not in {"auto", "off", "on"}:
     raise ImproperlyConfigured(f"ALIGNLAB_BF16={ALIGNLAB_BF16!r} is not auto, off or on")

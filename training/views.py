@@ -35,7 +35,7 @@ class LaunchForm(forms.Form):
         required=False,
         label="bf16",
         help_text="auto: bf16 only where the training device computes it natively; on: bf16 "
-        "even on a CPU without AVX512-BF16/AMX, where it is far slower (~80x).",
+        "even on a CPU without AVX-512/AMX, where it is far slower (~80x).",
     )
 
 

@@ -446,7 +446,7 @@ def _resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtyp
             raise ValueError(
                 f"unknown dtype {dtype!r}; known: auto, {', '.join(_DTYPES)}"
             ) from None
-    # bf16 is fast only with native support (AVX512-BF16/AMX on a CPU); emulated it is far slower.
+    # bf16 is fast only with native support (AVX-512/AMX on a CPU); emulated it is far slower.
     if native_bf16(device):
         return torch.bfloat16
     return torch.float16 if device.type == "cuda" else torch.float32
