@@ -6,7 +6,9 @@ The PM is the default model's backbone with a new, untrained head (this measures
 accuracy). Load (backbone + tokenizer + head) and eval (one `score_groups` call over the whole
 suite: each item's conversation once for both responses, sorted by length into batches of at
 most --batch-tokens padded tokens) are timed apart, for float32 weights, float32 weights under
-bf16 autocast, and bfloat16 weights.
+bf16 autocast, bfloat16 weights, and the scorer's default ("auto": bf16 autocast only where the
+CPU computes it natively). By default the two bf16 configurations run only where bf16 is native;
+each line says which path it took.
 Goal: the eval under 30 s on a 2-core CPU. The default model is converted into --models-dir
 once, before any timing.
 """
@@ -25,8 +27,9 @@ sys.path.insert(0, str(ROOT))
 from bench.machine import run_header, write_json  # noqa: E402
 
 HHH_DIR = ROOT.parent / "shared" / "data" / "hhh_alignment"
-# name → (weights dtype, autocast to bf16)
+# name → (weights dtype, autocast to bf16: True, False or "auto")
 CONFIGS = {
+    "auto": ("float32", "auto"),
     "float32": ("float32", False),
     "bf16-autocast": ("float32", True),
     "bfloat16": ("bfloat16", False),
@@ -37,10 +40,13 @@ def bench_config(folder: Path, name: str, items, args) -> dict:
     import torch
     from transformers import AutoTokenizer
 
+    from assistant.hardware import bf16_path, resolve_bf16
     from assistant.pm import PMScorer, PreferenceModel
     from evals.suites.hhh import hhh_pm_eval
 
     dtype, autocast = CONFIGS[name]
+    path = bf16_path(dtype == "bfloat16" or resolve_bf16(autocast, "cpu"), "cpu")
+    print(f"{name}: {path}", file=sys.stderr, flush=True)
     started = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     torch.manual_seed(0)  # the same random head in every configuration
@@ -63,6 +69,7 @@ def bench_config(folder: Path, name: str, items, args) -> dict:
     print(f"{name}: load {load_s:.1f} s, eval {seconds} s", file=sys.stderr, flush=True)
     return {
         "config": name,
+        "path": path,
         "load_s": load_s,
         "eval_s": seconds,
         "eval_min_s": min(seconds),
@@ -74,16 +81,17 @@ def bench_config(folder: Path, name: str, items, args) -> dict:
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| weights / compute | load (s) | HHH eval, min (s) | all runs (s) | items/s | "
+        "| weights / compute | path | load (s) | HHH eval, min (s) | all runs (s) | items/s | "
         "verdicts as first row |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     reference = rows[0]["chosen"]
     for row in rows:
         same = sum(a == b for a, b in zip(row["chosen"], reference, strict=True)) / len(reference)
         runs = ", ".join(f"{s:.1f}" for s in row["eval_s"])
         lines.append(
-            f"| {row['config']} | {row['load_s']:.1f} | {row['eval_min_s']:.1f} | {runs} | "
+            f"| {row['config']} | {row['path']} | {row['load_s']:.1f} | {row['eval_min_s']:.1f} | "
+            f"{runs} | "
             f"{len(reference) / row['eval_min_s']:.1f} | {same:.0%} |"
         )
     return "\n".join(lines)
@@ -94,7 +102,12 @@ def main() -> None:
     var_dir = Path(os.environ.get("ALIGNLAB_VAR_DIR", ROOT / "var"))
     parser.add_argument("--models-dir", type=Path, default=var_dir / "bench-models")
     parser.add_argument("--hhh-dir", type=Path, default=HHH_DIR)
-    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        choices=list(CONFIGS),
+        help="default: all where bf16 is native, else auto and float32",
+    )
     parser.add_argument("--batch-size", type=int, default=8, help="rows a batch (PMScorer.score)")
     parser.add_argument(
         "--batch-tokens",
@@ -114,8 +127,11 @@ def main() -> None:
     import torch
 
     from assistant.default_model import ensure_default_model
+    from assistant.hardware import native_bf16
     from evals.suites.hhh import load_hhh
 
+    if args.configs is None:  # emulated bf16 would take minutes per run and say nothing new
+        args.configs = list(CONFIGS) if native_bf16("cpu") else ["auto", "float32"]
     torch.set_num_threads(args.threads)
     folder = ensure_default_model(args.models_dir)  # converted once, not timed
     items = load_hhh(args.hhh_dir)
@@ -133,7 +149,8 @@ def main() -> None:
     print(markdown(rows))
     print(
         f"\n{report['cpu']}, {report['cores']} cores, {args.threads} threads, torch "
-        f"{report['torch']}; {len(items)} items; batches of {args.batch_tokens} tokens; max_length "
+        f"{report['torch']}, native bf16: {report['native_bf16']}; {len(items)} items; batches of "
+        f"{args.batch_tokens} tokens; max_length "
         f"{args.max_length}; best of {args.repeats}; 1-min load average {load_before:.2f} "
         f"before, {report['load_average_before_after'][1]:.2f} after"
     )

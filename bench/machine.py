@@ -27,11 +27,14 @@ def write_json(path: Path | None, report: dict) -> None:
 
 
 def run_header(threads: int) -> dict:
-    """The keys every report starts with: the command line, the CPU, cores, threads, torch."""
+    """The keys every report starts with: the command line, the CPU, cores, threads, torch, and
+    whether this CPU computes bf16 natively (ALIGNLAB_BF16 taken into account)."""
     import os
     import sys
 
     import torch
+
+    from assistant.hardware import native_bf16
 
     return {
         "command": " ".join(sys.argv),
@@ -39,4 +42,5 @@ def run_header(threads: int) -> dict:
         "cores": os.cpu_count(),
         "threads": threads,
         "torch": torch.__version__,
+        "native_bf16": native_bf16("cpu"),
     }

@@ -42,14 +42,16 @@ HH_FILE = ROOT.parent / "shared" / "data" / "hh-rlhf" / "harmless-base" / "test.
 ASSISTANT_TAG = "\n\nAssistant:"
 
 
-def bf16_matmul_peak(seconds: float = 3.0) -> float:
-    """The best bf16 matmul rate (FLOP/s) of a few large square sizes, each for ~seconds/3."""
+def matmul_peak(bf16: bool, seconds: float = 3.0) -> float:
+    """The best bf16 (else float32) matmul rate (FLOP/s) of a few large square sizes, each for
+    ~seconds/3: the peak of the path the trainers take."""
     import torch
 
+    dtype = torch.bfloat16 if bf16 else torch.float32
     best = 0.0
     for size in (1024, 2048, 3072):
-        a = torch.randn(size, size, dtype=torch.bfloat16)
-        b = torch.randn(size, size, dtype=torch.bfloat16)
+        a = torch.randn(size, size, dtype=dtype)
+        b = torch.randn(size, size, dtype=dtype)
         a @ b  # warm up
         runs, started = 0, time.perf_counter()
         while time.perf_counter() - started < seconds / 3:
@@ -119,7 +121,7 @@ def run_ours(folder: Path, train: list, held_out: list, args) -> dict:
         warmup_steps=args.warmup_steps,
         epochs=1,
         batch_size=args.batch_size,
-        bf16=True,
+        bf16=args.bf16,
         eval_every=0,
         checkpoint_every=0,
         seed=args.seed,
@@ -189,12 +191,15 @@ def pm_pair_correct(model, tokenizer, held_out: list, args) -> list[bool]:
         rejected,
         args.batch_size,
         torch,
+        args.bf16,
     )
 
 
-def _score_pairs(score, chosen, rejected, batch_size, torch) -> list[bool]:
+def _score_pairs(score, chosen, rejected, batch_size, torch, bf16) -> list[bool]:
+    from assistant.hardware import bf16_autocast
+
     correct = []
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.inference_mode(), bf16_autocast(bf16, "cpu"):
         for start in range(0, len(chosen), batch_size):
             a = score(chosen[start : start + batch_size]).float()
             b = score(rejected[start : start + batch_size]).float()
@@ -252,7 +257,7 @@ def run_trl(folder: Path, train: list, held_out: list, args, pairs: int) -> dict
             lr_scheduler_type="linear",
             max_grad_norm=1.0,
             num_train_epochs=1,
-            bf16=True,
+            bf16=args.bf16,  # resolved in main: the same path as ours
             use_cpu=True,
             max_length=args.max_length,
             gradient_checkpointing=False,
@@ -283,7 +288,7 @@ def run_trl(folder: Path, train: list, held_out: list, args, pairs: int) -> dict
         return model(input_ids=ids, attention_mask=mask).logits.squeeze(-1)
 
     started = time.perf_counter()
-    correct = _score_pairs(score, chosen, rejected, args.batch_size, torch)
+    correct = _score_pairs(score, chosen, rejected, args.batch_size, torch, args.bf16)
     eval_s = time.perf_counter() - started
     n_tokens = sum(len(row) for column in ("chosen_ids", "rejected_ids") for row in data[column])
     return {
@@ -322,6 +327,7 @@ def run_trl_in_a_process(args, pairs: int) -> dict:
             "threads",
             "trl_attention",
             "trl_micro_batch",
+            "bf16",
         ):
             value = getattr(args, name)
             if value is not None:
@@ -348,7 +354,8 @@ def report_lines(ours: dict, trl: dict, peak: float, args) -> list[str]:
         "",
         f"ratio (ours / TRL pairs/s): {ours['pairs_per_s'] / trl['pairs_per_s']:.2f}x; "
         f"our MFU: {ours['achieved_flops_per_s'] / 1e9:.0f} GFLOP/s of a measured "
-        f"{peak / 1e9:.0f} GFLOP/s bf16 matmul peak = {ours['achieved_flops_per_s'] / peak:.1%}",
+        f"{peak / 1e9:.0f} GFLOP/s {'bf16' if args.bf16 else 'float32'} matmul peak = "
+        f"{ours['achieved_flops_per_s'] / peak:.1%}",
     ]
 
 
@@ -377,6 +384,12 @@ def main() -> None:
         type=int,
         help="TRL's micro-batch, with gradient accumulation up to --batch-size (default: none)",
     )
+    parser.add_argument(
+        "--bf16",
+        default="auto",
+        choices=["auto", "on", "off", "True", "False"],
+        help="autocast both trainers to bf16: auto (default) = where this CPU computes it natively",
+    )
     parser.add_argument("--trl-only-pairs", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--skip-trl", action="store_true", help="ours only (the accuracy run)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
@@ -387,7 +400,13 @@ def main() -> None:
     import torch
 
     from assistant.default_model import ensure_default_model
+    from assistant.hardware import bf16_path, bf16_warning, resolve_bf16
 
+    # One path for both trainers, resolved here (the TRL child gets True or False).
+    requested = {"auto": "auto", "on": True, "True": True}.get(args.bf16, False)
+    args.bf16 = resolve_bf16(requested, "cpu")
+    if warning := bf16_warning(requested, "cpu"):
+        print(warning, file=sys.stderr, flush=True)
     torch.set_num_threads(args.threads)
     folder = ensure_default_model(args.models_dir)  # converted once, not timed
     train, held_out = hh_split(args.hh_file)
@@ -397,15 +416,17 @@ def main() -> None:
         trl = run_trl(folder, train, held_out, args, pairs=args.trl_only_pairs)
         args.json.write_text(json.dumps(trl))
         return
-    peak = bf16_matmul_peak()
-    print(f"bf16 matmul peak {peak / 1e9:.0f} GFLOP/s", file=sys.stderr, flush=True)
+    path = bf16_path(args.bf16, "cpu")
+    peak = matmul_peak(args.bf16)
+    print(f"{path}: matmul peak {peak / 1e9:.0f} GFLOP/s", file=sys.stderr, flush=True)
     ours = run_ours(folder, train, held_out, args)
     print(json.dumps(ours, indent=1), file=sys.stderr, flush=True)
     # Measured again after training and the larger taken: a busy machine lowers the first.
-    peak = max(peak, bf16_matmul_peak())
+    peak = max(peak, matmul_peak(args.bf16))
     report = {
         **run_header(args.threads),
-        "bf16_matmul_peak_flops": peak,
+        "path": path,
+        "matmul_peak_flops": peak,
         "ours": ours,
         "mfu": ours["achieved_flops_per_s"] / peak,
         "args": {k: str(v) for k, v in vars(args).items()},
@@ -418,7 +439,7 @@ def main() -> None:
     print(
         f"\n{report['cpu']}, {report['cores']} cores, {args.threads} threads, torch "
         f"{report['torch']}; max_length {args.max_length}, batch {args.batch_size}, lr {args.lr}, "
-        f"bf16 autocast; 1-min load average {os.getloadavg()[0]:.2f} at the end"
+        f"{path}; 1-min load average {os.getloadavg()[0]:.2f} at the end"
     )
     write_json(args.json, report)
 
