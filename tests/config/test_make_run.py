@@ -1,11 +1,13 @@
-"""`make run` on the embedded defaults: the login page is served, a demo user signs in, the
-worker answers a ping, and Ctrl-C stops everything."""
+"""`make run` on the embedded defaults: the login page is served, a demo user signs in and
+starts a conversation in the demo campaign with no admin step, the model answers, the default
+model's HHH eval succeeds, the workers answer a ping, and Ctrl-C stops everything."""
 
 import http.cookiejar
 import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -45,6 +47,9 @@ def make_run(tmp_path, settings):
     env.update(
         ALIGNLAB_VAR_DIR=str(tmp_path / "var"),
         ALIGNLAB_MODELS_DIR=str(settings.MODELS_DIR),
+        # The queued HHH evals of the default model on 2 items a category (the whole suite
+        # takes minutes on a CPU): enough to see them succeed.
+        ALIGNLAB_HHH_PER_CATEGORY="2",
         PYTHONUNBUFFERED="1",
     )
     log = tmp_path / "make-run.log"
@@ -62,6 +67,16 @@ def make_run(tmp_path, settings):
         process.wait()
 
 
+def tmp_path_db(env) -> str:
+    return os.path.join(env["ALIGNLAB_VAR_DIR"], "alignlab.sqlite3")
+
+
+def post(url: str, jar, data: dict) -> urllib.request.Request:
+    csrf = next(cookie.value for cookie in jar if cookie.name == "csrftoken")
+    form = urllib.parse.urlencode({**data, "csrfmiddlewaretoken": csrf}).encode()
+    return urllib.request.Request(url, data=form, headers={"Referer": url})
+
+
 def test_make_run_serves_sign_in_and_a_worker(make_run):
     process, port, log, env = make_run
     base = f"http://127.0.0.1:{port}"
@@ -74,7 +89,9 @@ def test_make_run_serves_sign_in_and_a_worker(make_run):
             assert process.poll() is None, log.read_text()
             return None
 
+    started = time.monotonic()
     wait_for(login_page, 240, "the login page")
+    print(f"login page after {time.monotonic() - started:.0f} s")
     credentials = re.search(r"^\s+alice\s+(\S+)\s+contractor$", log.read_text(), re.M)
     assert credentials, log.read_text()
 
@@ -90,7 +107,34 @@ def test_make_run_serves_sign_in_and_a_worker(make_run):
     )
     with opener.open(request) as response:
         assert response.url == base + "/collect/"
-        assert "Welcome, alice" in response.read().decode()
+        dashboard = response.read().decode()
+        assert "Welcome, alice" in dashboard
+
+    # The demo campaign is open to her: she starts a conversation and the model answers.
+    start = re.search(r'action="(/collect/campaigns/\d+/start/)"', dashboard)
+    assert start and "Demo: a helpful chat" in dashboard, dashboard
+    with opener.open(post(base + start.group(1), jar, {})) as response:
+        conversation = response.url
+        assert re.fullmatch(re.escape(base) + r"/collect/conversations/\d+/", conversation)
+    opener.open(post(conversation + "message/", jar, {"text": "Hello! What can you do?"})).read()
+
+    def responses_ready():
+        page = opener.open(conversation).read().decode()
+        assert "not answering" not in page and "unavailable" not in page, page
+        return 'name="scale"' in page
+
+    wait_for(responses_ready, 240, "the model's two responses")
+    print(f"responses after {time.monotonic() - started:.0f} s")
+
+    def hhh_evals():
+        with sqlite3.connect(tmp_path_db(env)) as db:
+            rows = db.execute("SELECT suite, status, error FROM evals_evalrun").fetchall()
+        assert not [row for row in rows if row[1] == "failed"], rows
+        done = {suite for suite, status, _ in rows if status == "succeeded"}
+        return {"hhh", "hhh_unprompted"} <= done
+
+    wait_for(hhh_evals, 240, "the default model's HHH evals")
+    print(f"HHH evals after {time.monotonic() - started:.0f} s")
 
     def worker_pong():
         ping = subprocess.run(
