@@ -23,13 +23,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def emulated(monkeypatch):
+def emulated(monkeypatch, settings):
     """A CPU (and GPU) without native bf16, such as the AVX2-only EPYC of issue 12."""
+    settings.ALIGNLAB_BF16 = "auto"  # the probe decides, whatever the environment says
     monkeypatch.setattr(hardware, "_probe", lambda device_type: False)
 
 
 @pytest.fixture
-def native(monkeypatch):
+def native(monkeypatch, settings):
+    settings.ALIGNLAB_BF16 = "auto"
     monkeypatch.setattr(hardware, "_probe", lambda device_type: True)
 
 

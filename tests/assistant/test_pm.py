@@ -338,10 +338,11 @@ def test_score_groups_batches_by_padded_tokens(pm_model):
 
 
 def test_the_scorer_autocasts_to_bf16_only_where_the_device_computes_it(
-    pm_model, monkeypatch, caplog
+    pm_model, monkeypatch, caplog, settings
 ):
     from assistant import hardware
 
+    settings.ALIGNLAB_BF16 = "auto"  # the probe decides, whatever the environment says
     model, tok = pm_model
     texts = ["a", LONG, "The capital of France is Paris."]
     groups = [(CONVERSATION, ["Paris.", "Lyon, I think."])]

@@ -17,8 +17,9 @@ SMALL = {"max_steps": 1, "batch_size": 4, "max_length": 64, "eval_every": 0}
 
 
 @pytest.fixture
-def emulated(monkeypatch):
+def emulated(monkeypatch, settings):
     """A CPU without native bf16, such as the AVX2-only EPYC of issue 12."""
+    settings.ALIGNLAB_BF16 = "auto"  # the probe decides, whatever the environment says
     monkeypatch.setattr(hardware, "_probe", lambda device_type: False)
 
 

@@ -282,10 +282,11 @@ def test_bf16_autocast_and_gradient_accumulation_run():
 
 
 def test_bf16_auto_distils_in_float32_where_bf16_is_emulated_and_an_explicit_request_warns(
-    monkeypatch, caplog
+    monkeypatch, caplog, settings
 ):
     from assistant import hardware
 
+    settings.ALIGNLAB_BF16 = "auto"  # the probe decides, whatever the environment says
     monkeypatch.setattr(hardware, "_probe", lambda device_type: False)  # an AVX2-only CPU
     assert DistillationConfig().bf16 == "auto"
     tokenizer = _tokenizer(None)

@@ -196,10 +196,11 @@ def _linear_output_dtypes(model) -> set:
 
 
 def test_bf16_auto_trains_in_float32_where_bf16_is_emulated_and_an_explicit_request_warns(
-    monkeypatch, caplog
+    monkeypatch, caplog, settings
 ):
     from assistant import hardware
 
+    settings.ALIGNLAB_BF16 = "auto"  # the probe decides, whatever the environment says
     monkeypatch.setattr(hardware, "_probe", lambda device_type: False)  # an AVX2-only CPU
     model, tokenizer = tiny_pm("decoder")
     computed = _linear_output_dtypes(model)
@@ -225,6 +226,7 @@ def test_bf16_auto_trains_in_float32_where_bf16_is_emulated_and_an_explicit_requ
 def test_bf16_auto_takes_bf16_where_native_unless_alignlab_bf16_is_off(monkeypatch, settings):
     from assistant import hardware
 
+    settings.ALIGNLAB_BF16 = "auto"  # the probe decides, whatever the environment says
     monkeypatch.setattr(hardware, "_probe", lambda device_type: True)
     model, tokenizer = tiny_pm("decoder")
     computed = _linear_output_dtypes(model)
