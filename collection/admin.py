@@ -58,9 +58,9 @@ class CampaignAdmin(admin.ModelAdmin):
     filter_horizontal = ("compare_versions",)
 
     def save_model(self, request, obj, form, change):
-        super().save_model(request, obj, form, change)
-        if change and "overlap_target" in form.changed_data:
-            services.campaign_review_refresh(campaign=obj)
+        # The same service as the API: full_clean(), and the review queue refreshed when the
+        # overlap target changed.
+        services.campaign_save(campaign=obj)
 
 
 class TurnInline(ReadOnlyInline):

@@ -1,5 +1,6 @@
 """REST API of the collection app: researchers read, admins also write; contractors get nothing."""
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import StreamingHttpResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, viewsets
@@ -7,7 +8,7 @@ from rest_framework.decorators import action
 
 from config.roles import ResearcherReadAdminWrite, ResearcherWrite
 
-from . import datasets
+from . import datasets, services
 from .models import Campaign, Conversation, DatasetSnapshot, Judgement, Response, Turn
 
 
@@ -51,6 +52,23 @@ class CampaignSerializer(serializers.ModelSerializer):
             "is_active",
             "created_at",
         ]
+
+    # Saved through the service the admin uses: the model's full_clean() (so no sampling
+    # setting that would break generation is stored), and the review queue kept in step.
+    def create(self, validated_data):
+        return _validated(services.campaign_create, **validated_data)
+
+    def update(self, instance, validated_data):
+        return _validated(services.campaign_update, campaign=instance, **validated_data)
+
+
+def _validated(save, **kwargs):
+    try:
+        return save(**kwargs)
+    except DjangoValidationError as error:
+        raise serializers.ValidationError(
+            error.message_dict if hasattr(error, "error_dict") else {"detail": error.messages}
+        ) from None
 
 
 class CampaignViewSet(viewsets.ModelViewSet):

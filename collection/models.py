@@ -246,6 +246,11 @@ class Turn(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     ready_at = models.DateTimeField(null=True, blank=True)
+    # The generation task carrying a queued turn (blank: none was sent), and when the worker
+    # generating it was last heard of (claim, streamed text): the sweeper sends a task again
+    # for a queued turn without a live one, and fails a turn whose worker went silent.
+    celery_task_id = models.CharField(max_length=64, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     # Kept by `services.judgement_submit` under the turn's row lock: its judgements so far, and
     # whether it still wants more for the campaign's overlap target. The review queue reads
     # these through a small partial index instead of counting judgements on every page.

@@ -7,23 +7,60 @@ meant for them.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Case, Value, When
+from django.db.models import Case, Q, Value, When
 from django.utils import timezone
 
-from assistant import runtime
+from assistant import jobs, runtime
 from assistant.backends import BackendError, Message
 
 from .models import FLAGS, Campaign, Conversation, Judgement, Response, Turn
 
+logger = logging.getLogger(__name__)
+
+QUEUE_UNAVAILABLE = "The model queue is unavailable; your message is kept: try again."
+WORKER_LOST = "The model stopped before it finished; your message is kept: try again."
+
 
 class CollectionError(Exception):
     """A request a contractor made that the rules refuse; the message says why."""
+
+
+def campaign_save(*, campaign: Campaign) -> Campaign:
+    """Validate (`full_clean()`) and save a new or changed campaign; when its overlap target
+    changed, recompute its review queue. The admin and the API both save campaigns here.
+
+    Raises `ValidationError` with the messages per field.
+    """
+    campaign.full_clean()
+    with transaction.atomic():
+        before = (
+            Campaign.objects.select_for_update().filter(pk=campaign.pk).first()
+            if campaign.pk
+            else None
+        )
+        campaign.save()
+        if before is not None and before.overlap_target != campaign.overlap_target:
+            campaign_review_refresh(campaign=campaign)
+    return campaign
+
+
+def campaign_create(**fields) -> Campaign:
+    """A new campaign from field values, validated (see `campaign_save`)."""
+    return campaign_save(campaign=Campaign(**fields))
+
+
+def campaign_update(*, campaign: Campaign, **fields) -> Campaign:
+    """Change a campaign's fields, validated (see `campaign_save`)."""
+    for name, value in fields.items():
+        setattr(campaign, name, value)
+    return campaign_save(campaign=campaign)
 
 
 def conversation_start(*, campaign: Campaign, contractor) -> Conversation:
@@ -98,6 +135,7 @@ def turn_submit(
             judgement_type=_turn_judgement_type(conversation.campaign, judgement_type),
         )
         _queue_generation(turn)
+    turn.refresh_from_db(fields=["status", "error"])  # the broker may have refused the task
     return turn
 
 
@@ -122,16 +160,64 @@ def turn_retry(*, turn: Turn, contractor) -> Turn:
         _check_owner(turn.conversation, contractor)
         if turn.status != Turn.Status.FAILED:
             return turn  # already queued or done: retrying twice is harmless
-        turn.status, turn.error = Turn.Status.QUEUED, ""
-        turn.save(update_fields=["status", "error"])
+        turn.status, turn.error, turn.celery_task_id = Turn.Status.QUEUED, "", ""
+        turn.save(update_fields=["status", "error", "celery_task_id"])
         _queue_generation(turn)
+    turn.refresh_from_db(fields=["status", "error"])  # the broker may have refused the task
     return turn
 
 
 def _queue_generation(turn: Turn) -> None:
+    transaction.on_commit(lambda: _send_generation(turn.pk))
+
+
+def _send_generation(turn_id: int) -> bool:
+    """Send the turn's generation task; when the broker refuses it, fail the turn with a
+    message the contractor can act on (the message is kept, and `turn_retry` sends it again)."""
     from .tasks import generate_responses
 
-    transaction.on_commit(lambda: generate_responses.delay(turn.pk))
+    task_id = jobs.enqueue_safely(generate_responses, turn_id)
+    if task_id:
+        Turn.objects.filter(pk=turn_id, status=Turn.Status.QUEUED).update(celery_task_id=task_id)
+    else:
+        Turn.objects.filter(pk=turn_id, status=Turn.Status.QUEUED).update(
+            status=Turn.Status.FAILED, error=QUEUE_UNAVAILABLE
+        )
+    return bool(task_id)
+
+
+def turns_sweep() -> dict:
+    """Recover stranded turns; returns what was done, as lists of turn ids.
+
+    - queued for over `JOBS_ENQUEUE_GRACE_S` with no live task (never sent, or its task ended
+      without generating): sent again (a second task finds the turn claimed and does nothing);
+    - generating with no word from its worker for `COLLECTION_GENERATION_TIMEOUT_S` (the worker
+      died): failed, with the message kept for the contractor to retry.
+    """
+    from .tasks import generate_responses
+
+    now = timezone.now()
+    silent = now - timedelta(seconds=settings.COLLECTION_GENERATION_TIMEOUT_S)
+    stuck = Turn.objects.filter(
+        Q(heartbeat_at__lt=silent) | Q(heartbeat_at__isnull=True), status=Turn.Status.GENERATING
+    )
+    failed = list(stuck.values_list("pk", flat=True))
+    if failed:
+        logger.warning("turns %s: their generation worker went silent; failed them", failed)
+        Turn.objects.filter(pk__in=failed, status=Turn.Status.GENERATING).update(
+            status=Turn.Status.FAILED, partial_texts=[], error=WORKER_LOST
+        )
+    enqueued = []
+    stale = Turn.objects.filter(
+        status=Turn.Status.QUEUED,
+        created_at__lt=now - timedelta(seconds=settings.JOBS_ENQUEUE_GRACE_S),
+    )
+    for turn_id, task_id in stale.values_list("pk", "celery_task_id"):
+        if jobs.task_is_gone(generate_responses, task_id) and _send_generation(turn_id):
+            enqueued.append(turn_id)
+    if enqueued:
+        logger.warning("turns %s: queued with no live task; sent again", enqueued)
+    return {"failed": failed, "enqueued": enqueued}
 
 
 def conversation_messages(turn: Turn) -> list[Message]:
@@ -152,13 +238,30 @@ def turn_generate(*, turn_id: int) -> Turn | None:
     model calls run outside any transaction: they take seconds and must not hold a lock. While
     they stream, the text so far is saved on the turn every `COLLECTION_STREAM_SAVE_S`, for the
     contractor's page to show. A campaign comparing LM versions or sampling variants spreads the
-    responses over its arms (see `assign_arms`), one batched call per arm.
+    responses over its arms (see `assign_arms`), one batched call per arm. Whatever goes wrong
+    fails the turn with a one-line reason; the message is kept for `turn_retry`.
     """
     claimed = Turn.objects.filter(pk=turn_id, status=Turn.Status.QUEUED).update(
-        status=Turn.Status.GENERATING, partial_texts=[]
+        status=Turn.Status.GENERATING, partial_texts=[], heartbeat_at=timezone.now()
     )
     if not claimed:
         return None
+    try:
+        return _generate(turn_id)
+    except BackendError as error:
+        return _generation_failed(
+            turn_id,
+            f"The model is not answering right now ({error}). Your message is kept: try again.",
+        )
+    except Exception as error:  # anything else: the turn must not stay "generating"
+        logger.exception("generation of turn %s failed", turn_id)
+        reason = " ".join(f"{type(error).__name__}: {error}".split())[:300]
+        return _generation_failed(
+            turn_id, f"The model could not answer ({reason}). Your message is kept: try again."
+        )
+
+
+def _generate(turn_id: int) -> Turn:
     turn = Turn.objects.select_related(
         "conversation__campaign__lm_version", "conversation__campaign__prompt"
     ).get(pk=turn_id)
@@ -169,38 +272,44 @@ def turn_generate(*, turn_id: int) -> Turn | None:
     texts = [""] * len(slots)
     samples: dict[int, tuple] = {}
     saved_at = time.monotonic()
-    try:
-        context = runtime.build_context(conversation_messages(turn), prompt)
-        for arm, positions in _positions_per_arm(slots).items():
-            version, condition, overrides = arms[arm]
-            params = runtime.sampling_params(version, **overrides)
-            backend = runtime.lm_backend(version)
-            for event in backend.stream(context, len(positions), params):
-                position = positions[event.index]
-                texts[position] += event.delta
-                if event.sample is not None:
-                    samples[position] = (event.sample, version, condition, params)
-                if time.monotonic() - saved_at >= settings.COLLECTION_STREAM_SAVE_S:
-                    Turn.objects.filter(pk=turn_id).update(partial_texts=texts)
-                    saved_at = time.monotonic()
-    except BackendError as error:
-        Turn.objects.filter(pk=turn_id).update(
-            status=Turn.Status.FAILED,
-            partial_texts=[],
-            error=f"The model is not answering right now ({error}). "
-            "Your message is kept: try again.",
-        )
-        return Turn.objects.get(pk=turn_id)
+    context = runtime.build_context(conversation_messages(turn), prompt)
+    for arm, positions in _positions_per_arm(slots).items():
+        version, condition, overrides = arms[arm]
+        params = runtime.sampling_params(version, **overrides)
+        backend = runtime.lm_backend(version)
+        for event in backend.stream(context, len(positions), params):
+            position = positions[event.index]
+            texts[position] += event.delta
+            if event.sample is not None:
+                samples[position] = (event.sample, version, condition, params)
+            if time.monotonic() - saved_at >= settings.COLLECTION_STREAM_SAVE_S:
+                # Also the heartbeat the sweeper reads: this worker is still writing.
+                Turn.objects.filter(pk=turn_id).update(
+                    partial_texts=texts, heartbeat_at=timezone.now()
+                )
+                saved_at = time.monotonic()
+    missing = sorted(set(range(len(slots))) - set(samples))
+    if missing:
+        raise RuntimeError(f"the backend ended without finishing responses {missing}")
     with transaction.atomic():
+        # Only while the turn is still ours: the sweeper fails a turn whose worker went silent.
+        if not Turn.objects.filter(pk=turn_id, status=Turn.Status.GENERATING).update(
+            status=Turn.Status.READY, ready_at=timezone.now(), partial_texts=[]
+        ):
+            return Turn.objects.get(pk=turn_id)
         Response.objects.bulk_create(
             [
                 _response(turn, position, prompt, *samples[position])
                 for position in range(len(slots))
             ]
         )
-        Turn.objects.filter(pk=turn_id).update(
-            status=Turn.Status.READY, ready_at=timezone.now(), partial_texts=[]
-        )
+    return Turn.objects.get(pk=turn_id)
+
+
+def _generation_failed(turn_id: int, error: str) -> Turn:
+    Turn.objects.filter(pk=turn_id, status=Turn.Status.GENERATING).update(
+        status=Turn.Status.FAILED, partial_texts=[], error=error
+    )
     return Turn.objects.get(pk=turn_id)
 
 

@@ -329,6 +329,41 @@ CELERY_TASK_TRACK_STARTED = True
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    # Redis hands an unacknowledged task to another worker after the visibility timeout (an
+    # hour by default): it must outlast the longest task, or a long training run would start
+    # again on a second worker while the first still runs it. A dead worker's job is found
+    # sooner by the sweeper (its lease expires), below.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": CELERY_TRAINING_TIME_LIMIT + 3600,
+        "socket_connect_timeout": 5,
+    }
+# Sending a task while the broker is down fails in a second or two, not after ~20 s of
+# retries: the caller keeps the work (queued without a task) and the sweeper sends it later.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.5,
+    "interval_max": 0.5,
+}
+CELERY_BROKER_CONNECTION_TIMEOUT = 5
+
+# --- Reliability -----------------------------------------------------------------------------
+
+# The sweeper (config.sweep_stranded_work, every minute from beat) recovers work no task
+# carries. A queued job or turn is sent again once it is this old and has no live task.
+JOBS_ENQUEUE_GRACE_S = env_int("JOBS_ENQUEUE_GRACE_S", 60)
+# A training worker renews its run's lease every step; a run whose lease expired is taken over
+# (it resumes from its checkpoint). Longer than the slowest gap between two steps: loading the
+# model, an evaluation pass, a checkpoint.
+TRAINING_LEASE_S = env_int("TRAINING_LEASE_S", 10 * 60)
+# Eval suites renew nothing: the lease outlasts the eval task's hard time limit.
+EVALS_LEASE_S = env_int("EVALS_LEASE_S", CELERY_TASK_TIME_LIMIT + 60)
+# A turn `generating` whose worker was last heard of this long ago is failed (retryable): past
+# the generation task's hard time limit, no worker can still be writing it.
+COLLECTION_GENERATION_TIMEOUT_S = env_int(
+    "COLLECTION_GENERATION_TIMEOUT_S", CELERY_TASK_TIME_LIMIT + 60
+)
 
 # --- Logging ---------------------------------------------------------------------------------
 

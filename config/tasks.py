@@ -16,3 +16,19 @@ def worker_health() -> dict:
         "database_name": str(connection.settings_dict["NAME"]),
         "broker": app.connection_for_write().transport_cls,
     }
+
+
+@shared_task(name="config.sweep_stranded_work")
+def sweep_stranded_work() -> dict:
+    """Recover work no task carries (run every minute by beat): turns, training runs and eval
+    runs queued without a live task are sent again, turns whose worker went silent are failed
+    (retryable), runs whose worker's lease expired are taken back (or ended, when cancelled)."""
+    from collection.services import turns_sweep
+    from evals.services import eval_runs_sweep
+    from training.services import training_runs_sweep
+
+    return {
+        "turns": turns_sweep(),
+        "training_runs": training_runs_sweep(),
+        "eval_runs": eval_runs_sweep(),
+    }

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import traceback
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.utils import timezone
 
+from assistant import jobs
 from assistant.models import ModelVersion
 from collection.models import DatasetSnapshot
 
@@ -67,8 +68,8 @@ def eval_run_create(
 def _queue(eval_run_id: int) -> None:
     from .tasks import run_eval
 
-    result = run_eval.delay(eval_run_id)
-    EvalRun.objects.filter(pk=eval_run_id).update(celery_task_id=result.id)
+    # A broker that is down leaves the run queued without a task: the sweeper sends it later.
+    jobs.job_enqueue(EvalRun, eval_run_id, run_eval)
 
 
 def eval_runs_for_new_version(sender, version: ModelVersion, **kwargs) -> list[EvalRun]:
@@ -79,18 +80,31 @@ def eval_runs_for_new_version(sender, version: ModelVersion, **kwargs) -> list[E
     ]
 
 
-def eval_run_claim(*, eval_run_id: int) -> EvalRun | None:
-    """Take a queued run for this worker; None when it is finished.
+def eval_run_claim(*, eval_run_id: int, lease_s: int | None = None) -> EvalRun | None:
+    """Take a run for this worker with a lease; None when it is finished or cancelled, or
+    another worker holds its lease.
 
-    A run left `running` by a worker that was stopped is claimed again when its task is
-    redelivered (acks_late) and runs from the start: a suite has no partial state to resume.
+    The lease (`EVALS_LEASE_S`) outlasts the eval task's time limit, so no heartbeat is needed:
+    once it expired the worker is gone, and the sweeper queues the run again; it runs from the
+    start (a suite has no partial state to resume). A caller without that time limit (the
+    `run_eval` command) passes a lease long enough for itself.
     """
-    claimed = EvalRun.objects.filter(
-        pk=eval_run_id, status__in=[EvalRun.Status.QUEUED, EvalRun.Status.RUNNING]
-    ).update(status=EvalRun.Status.RUNNING, started_at=timezone.now())
-    if not claimed:
+    if not jobs.job_claim(EvalRun, eval_run_id, lease_s=lease_s or settings.EVALS_LEASE_S):
         return None
     return EvalRun.objects.select_related("model_version", "snapshot").get(pk=eval_run_id)
+
+
+def eval_run_cancel(*, run: EvalRun) -> EvalRun:
+    """Ask a run to stop: a queued run, or one whose worker is gone, is cancelled at once; a
+    running one is ended `cancelled` when its suite returns."""
+    return jobs.job_cancel(EvalRun, run)
+
+
+def eval_runs_sweep() -> dict:
+    """Queue again the runs with no live task or an expired lease; end cancelled ones."""
+    from .tasks import run_eval
+
+    return jobs.job_sweep(EvalRun, run_eval, grace_s=settings.JOBS_ENQUEUE_GRACE_S)
 
 
 def eval_run_execute(*, run: EvalRun) -> EvalRun:
@@ -100,13 +114,12 @@ def eval_run_execute(*, run: EvalRun) -> EvalRun:
     try:
         results = run_suite(run)
     except Exception as error:  # recorded on the run; the worker goes on
-        EvalRun.objects.filter(pk=run.pk).update(
+        return jobs.job_finish(
+            EvalRun,
+            run,
             status=EvalRun.Status.FAILED,
-            finished_at=timezone.now(),
             error=f"{type(error).__name__}: {error}\n\n{traceback.format_exc()[-3000:]}",
         )
-    else:
-        EvalRun.objects.filter(pk=run.pk).update(
-            status=EvalRun.Status.SUCCEEDED, results=results, finished_at=timezone.now()
-        )
-    return EvalRun.objects.get(pk=run.pk)
+    if EvalRun.objects.filter(pk=run.pk, cancel_requested=True).exists():
+        return jobs.job_finish(EvalRun, run, status=EvalRun.Status.CANCELLED)
+    return jobs.job_finish(EvalRun, run, status=EvalRun.Status.SUCCEEDED, results=results)

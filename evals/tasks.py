@@ -2,13 +2,16 @@
 
 from celery import shared_task
 
+from assistant import jobs
+
 from . import services
+from .models import EvalRun
 
 
 @shared_task(name="evals.run_eval", acks_late=True)
 def run_eval(eval_run_id: int) -> str:
-    """Run a queued eval run (a redelivered task finds it claimed and does nothing)."""
+    """Run a queued eval run (a redelivered task finds it leased or finished, and skips it)."""
     run = services.eval_run_claim(eval_run_id=eval_run_id)
-    if run is None:
-        return "skipped: not queued"
+    if run is None:  # finished, cancelled, or another worker holds its lease
+        return jobs.job_skip_reason(EvalRun, eval_run_id)
     return services.eval_run_execute(run=run).status

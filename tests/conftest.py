@@ -206,3 +206,29 @@ def celery_worker_process(transactional_db, tmp_path):
     worker = start_worker(tmp_path)
     yield worker
     stop_worker(worker)
+
+
+@pytest.fixture
+def broker_down():
+    """A context manager: inside it, this process sends tasks to a broker that is down (a Redis
+    URL on a port nobody listens on); workers and everything else keep the real one."""
+    from contextlib import contextmanager
+
+    from config.celery import app
+
+    def reset_pools():
+        app.amqp._producer_pool = None
+        app._pool = None
+
+    @contextmanager
+    def down():
+        saved = app.conf.get("broker_write_url")
+        app.conf.broker_write_url = "redis://127.0.0.1:9/0"
+        reset_pools()
+        try:
+            yield
+        finally:
+            app.conf.broker_write_url = saved
+            reset_pools()
+
+    return down

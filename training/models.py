@@ -1,13 +1,14 @@
-from django.conf import settings
 from django.db import models
 
+from assistant.jobs import Job
 from assistant.models import ModelVersion, PromptTemplate
 from collection.models import DatasetSnapshot
 
 
-class TrainingRun(models.Model):
+class TrainingRun(Job):
     """One training job, run by a Celery worker on the `training` queue.
 
+    Its status, task id, lease and timestamps are those of every job (assistant/jobs.py).
     `config` is `asdict()` of the kind's config dataclass (training/config.py), so the model can
     be rebuilt from the row and from the checkpoint's meta.json alike.
     """
@@ -18,13 +19,6 @@ class TrainingRun(models.Model):
         IMITATION = "imitation", "imitation learning baseline"
         PMP = "pmp", "preference-model pre-training"
         DISTILL = "distill", "context distillation"
-
-    class Status(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
-        SUCCEEDED = "succeeded"
-        FAILED = "failed"
-        CANCELLED = "cancelled"
 
     kind = models.CharField(max_length=12, choices=Kind.choices)
     base_model = models.ForeignKey(
@@ -48,35 +42,18 @@ class TrainingRun(models.Model):
         help_text="Distillation: the prompt the teacher reads (the student learns without it).",
     )
     config = models.JSONField(default=dict)
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
-    cancel_requested = models.BooleanField(default=False)
     steps_done = models.PositiveIntegerField(default=0)
     steps_total = models.PositiveIntegerField(default=0)
     metrics = models.JSONField(default=list, blank=True, help_text="History: one dict per log.")
     log_tail = models.TextField(blank=True)
-    error = models.TextField(blank=True)
     artifact_path = models.CharField(max_length=500, blank=True)
-    celery_task_id = models.CharField(max_length=64, blank=True)
     result_version = models.ForeignKey(
         ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     promotion = models.JSONField(default=dict, blank=True, help_text="Promoted or not, and why.")
-    launched_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created_at"]
 
     def __str__(self):
         return f"run {self.pk} ({self.get_kind_display()}, {self.status})"
-
-    @property
-    def is_finished(self) -> bool:
-        return self.status in {self.Status.SUCCEEDED, self.Status.FAILED, self.Status.CANCELLED}
 
     @property
     def progress(self) -> float:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.utils import timezone
 
+from assistant import jobs
 from assistant.hardware import bf16_warning
 from assistant.models import ModelVersion, PromptTemplate
 from collection.models import DatasetSnapshot
@@ -90,42 +91,46 @@ def training_run_create(
 def _queue(run_id: int) -> None:
     from .tasks import run_training
 
-    result = run_training.delay(run_id)
-    TrainingRun.objects.filter(pk=run_id).update(celery_task_id=result.id)
+    # A broker that is down leaves the run queued without a task: the sweeper sends it later.
+    jobs.job_enqueue(TrainingRun, run_id, run_training)
 
 
 def training_run_cancel(*, run: TrainingRun) -> TrainingRun:
-    """Ask a run to stop: a queued run is cancelled at once, a running one at its next step."""
-    with transaction.atomic():
-        TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.QUEUED).update(
-            status=TrainingRun.Status.CANCELLED, cancel_requested=True, finished_at=timezone.now()
-        )
-        TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.RUNNING).update(
-            cancel_requested=True
-        )
-    run.refresh_from_db()
-    return run
+    """Ask a run to stop: a queued run, or one whose worker is gone (its lease expired), is
+    cancelled at once; a running one at its next step."""
+    return jobs.job_cancel(TrainingRun, run)
 
 
 def training_run_claim(*, run_id: int) -> TrainingRun | None:
-    """Take a queued run for this worker; None when another worker has it or it is finished.
+    """Take a run for this worker with a lease; None when it is finished or cancelled, or
+    another worker holds its lease.
 
-    A run left `running` by a worker that died is claimed again (acks_late redelivers the task)
-    and resumes from its last checkpoint.
+    A run left `running` by a worker that died is claimed again once its lease expired (the
+    sweeper queues it again) and resumes from its last checkpoint.
     """
-    claimed = TrainingRun.objects.filter(
-        pk=run_id,
-        status__in=[TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING],
-        cancel_requested=False,
-    ).update(status=TrainingRun.Status.RUNNING, started_at=timezone.now())
-    return TrainingRun.objects.get(pk=run_id) if claimed else None
+    return jobs.job_claim(TrainingRun, run_id, lease_s=settings.TRAINING_LEASE_S)
+
+
+def training_runs_sweep() -> dict:
+    """Queue again the runs with no live task or an expired lease; end cancelled ones."""
+    from .tasks import run_training
+
+    return jobs.job_sweep(TrainingRun, run_training, grace_s=settings.JOBS_ENQUEUE_GRACE_S)
 
 
 def training_run_progress(
-    *, run_id: int, steps_done: int, steps_total: int, metrics: dict | None, log_line: str = ""
+    *,
+    run_id: int,
+    steps_done: int,
+    steps_total: int,
+    metrics: dict | None,
+    log_line: str = "",
+    lease_owner: str = "",
 ) -> bool:
     """Record progress; returns True when the run has been asked to stop.
 
+    With `lease_owner` (the worker running it) it is also the heartbeat that renews the run's
+    lease, and True too when that worker lost the lease (the run was taken over or ended).
     Called every step, so without metrics or a log line it is two small queries.
     """
     wanted = [
@@ -139,28 +144,33 @@ def training_run_progress(
         fields["metrics"] = [*run.metrics, {"step": steps_done, **metrics}]
     if log_line:
         fields["log_tail"] = (run.log_tail + log_line.rstrip() + "\n")[-LOG_TAIL_CHARS:]
+    if lease_owner:
+        run.pk, run.lease_owner = run_id, lease_owner
+        held = jobs.job_heartbeat(TrainingRun, run, lease_s=settings.TRAINING_LEASE_S, **fields)
+        return run.cancel_requested or not held
     TrainingRun.objects.filter(pk=run_id).update(**fields)
     return run.cancel_requested
 
 
 def training_run_finish(
     *,
-    run_id: int,
+    run: TrainingRun,
     status: str,
     error: str = "",
     artifact_path: str = "",
     result_version: ModelVersion | None = None,
     promotion: dict | None = None,
 ) -> TrainingRun:
-    TrainingRun.objects.filter(pk=run_id).update(
+    """End a claimed run, if its worker still holds the lease; the run as it is now."""
+    return jobs.job_finish(
+        TrainingRun,
+        run,
         status=status,
         error=error,
         artifact_path=artifact_path,
         result_version=result_version,
         promotion=promotion or {},
-        finished_at=timezone.now(),
     )
-    return TrainingRun.objects.get(pk=run_id)
 
 
 def _run_dir(run: TrainingRun):
@@ -299,6 +309,7 @@ def training_run_execute(*, run: TrainingRun) -> TrainingRun:
             steps_total=total,
             metrics=metrics if evaluated or step == total else None,
             log_line=line,
+            lease_owner=run.lease_owner,
         )
 
     def should_stop() -> bool:
@@ -316,15 +327,16 @@ def training_run_execute(*, run: TrainingRun) -> TrainingRun:
             log_line=traceback.format_exc(),
         )
         return training_run_finish(
-            run_id=run.pk,
-            status=TrainingRun.Status.FAILED,
-            error=f"{type(error).__name__}: {error}",
+            run=run, status=TrainingRun.Status.FAILED, error=f"{type(error).__name__}: {error}"
         )
-    if trained.result.status == "cancelled":
-        return training_run_finish(run_id=run.pk, status=TrainingRun.Status.CANCELLED)
+    if trained.result.status == "cancelled":  # asked to, or the lease went to another worker
+        return training_run_finish(run=run, status=TrainingRun.Status.CANCELLED)
+    # Saving, registering and the promotion check take a while: renew the lease first.
+    if not jobs.job_heartbeat(TrainingRun, run, lease_s=settings.TRAINING_LEASE_S):
+        return TrainingRun.objects.get(pk=run.pk)  # taken over or ended meanwhile
     version, promotion = _register_result(run, trained, config)
     return training_run_finish(
-        run_id=run.pk,
+        run=run,
         status=TrainingRun.Status.SUCCEEDED,
         artifact_path=version.path,
         result_version=version,

@@ -3,7 +3,10 @@
 from celery import shared_task
 from django.conf import settings
 
+from assistant import jobs
+
 from . import services
+from .models import TrainingRun
 
 
 @shared_task(
@@ -13,10 +16,10 @@ from . import services
     time_limit=settings.CELERY_TRAINING_TIME_LIMIT,
 )
 def run_training(run_id: int) -> str:
-    """Run a queued training run (or resume one whose worker died) to its end."""
+    """Run a queued training run (or resume one whose worker's lease expired) to its end."""
     run = services.training_run_claim(run_id=run_id)
-    if run is None:
-        return "skipped: not queued"
+    if run is None:  # finished, cancelled (a cancel is honoured here), or another worker's
+        return jobs.job_skip_reason(TrainingRun, run_id)
     return services.training_run_execute(run=run).status
 
 

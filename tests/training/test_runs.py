@@ -150,6 +150,8 @@ def test_a_run_resumes_from_its_checkpoint_after_the_worker_dies(backbone, snaps
         execute(run)
     run.refresh_from_db()
     assert run.status == TrainingRun.Status.RUNNING
+    assert services.training_run_claim(run_id=run.pk) is None  # its lease still holds it
+    TrainingRun.objects.filter(pk=run.pk).update(lease_expires_at=run.started_at)  # expired
     seen = []
 
     def record(**kwargs):
@@ -157,7 +159,7 @@ def test_a_run_resumes_from_its_checkpoint_after_the_worker_dies(backbone, snaps
         return real_progress(**kwargs)
 
     monkeypatch.setattr(services, "training_run_progress", record)
-    resumed = execute(run)  # the redelivered task claims the running run again
+    resumed = execute(run)  # the next task claims the running run whose lease expired
     assert resumed.status == TrainingRun.Status.SUCCEEDED
     assert seen[0] == 5  # went on from the checkpoint of step 4, not from the start
     assert resumed.steps_done == 12

@@ -32,8 +32,9 @@ class Command(BaseCommand):
             )
         except ValidationError as error:
             raise CommandError("; ".join(error.messages)) from None
-        # Claimed here, so a worker that sees the queued task skips it.
-        claimed = services.eval_run_claim(eval_run_id=run.pk)
+        # Claimed here, so a worker that sees the queued task skips it; with a week's lease, as
+        # this process has no task time limit and the sweeper must not hand the run to a worker.
+        claimed = services.eval_run_claim(eval_run_id=run.pk, lease_s=7 * 24 * 3600)
         if claimed is None:
             raise CommandError(
                 f"eval run {run.pk} was taken by a worker; see /evals/runs/{run.pk}/"
