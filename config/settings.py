@@ -273,6 +273,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Training and eval runs share the job statuses (assistant/jobs.py): one enum, named.
+    "ENUM_NAME_OVERRIDES": {"JobStatusEnum": "assistant.jobs.JobStatus"},
 }
 
 # --- Celery ----------------------------------------------------------------------------------
