@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.machine import run_header, write_json  # noqa: E402
 
-HHH_DIR = ROOT.parent / "shared" / "data" / "hhh_alignment"
+HHH_DIR = ROOT / "evals" / "data" / "hhh_alignment"  # ships with the repository
 # name → (weights dtype, autocast to bf16: True, False or "auto")
 CONFIGS = {
     "auto": ("float32", "auto"),

@@ -2,10 +2,10 @@
 
     .venv/bin/python bench/pm_training.py --json var/bench/pm_training.json
 
-Both train a SmolLM2-135M backbone with a scalar head on the same HH-RLHF pairs (the fixed split
-of ../shared/data/README.md: held-out = lines with i % 5 == 0, 463 pairs; train = the other
-1,849), with the same max length, batch size, learning rate, schedule, bf16 autocast and number
-of pairs, one epoch each, in one process one after the other. Reported: pairs/s for each and
+Both train a SmolLM2-135M backbone with a scalar head on the same HH-RLHF pairs (the fixed
+split of collection/data/hh-rlhf/SOURCE.txt: held-out = lines with i % 5 == 0, 463 pairs; train =
+the other 1,849), with the same max length, batch size, learning rate, schedule, bf16 autocast and
+number of pairs, one epoch each, in one process one after the other. Reported: pairs/s for each and
 their ratio (goal: ours >= 2.0x TRL), held-out accuracy of each with a 95% Wilson interval
 (goal: ours >= TRL), and our model-FLOP utilisation against this CPU's bf16 matmul peak measured
 in the same run.
@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.machine import run_header, write_json  # noqa: E402
 
-HH_FILE = ROOT.parent / "shared" / "data" / "hh-rlhf" / "harmless-base" / "test.jsonl.gz"
+HH_FILE = ROOT / "collection" / "data" / "hh-rlhf" / "harmless-base" / "test.jsonl.gz"  # shipped
 ASSISTANT_TAG = "\n\nAssistant:"
 
 
