@@ -9,6 +9,7 @@ import pytest
 from django.conf import settings
 
 from config.celery import app
+from config.tasks import sweep_stranded_work
 from tests.conftest import ROOT
 
 
@@ -56,4 +57,4 @@ def test_the_sweeper_runs_every_minute_from_beat():
 
     task = PeriodicTask.objects.get(task="config.sweep_stranded_work")
     assert task.enabled and (task.interval.every, task.interval.period) == (1, "minutes")
-    assert task.queue == "default" and task.task in app.tasks
+    assert task.queue == "default" and app.tasks[task.task] is sweep_stranded_work
