@@ -57,4 +57,4 @@ def test_the_sweeper_runs_every_minute_from_beat():
 
     task = PeriodicTask.objects.get(task="config.sweep_stranded_work")
     assert task.enabled and (task.interval.every, task.interval.period) == (1, "minutes")
-    assert task.queue == "default" and app.tasks[task.task] is sweep_stranded_work
+    assert task.queue == "default" and task.task == sweep_stranded_work.name in app.tasks
