@@ -2,14 +2,27 @@
 
 from django import forms
 from django.conf import settings
+from django.core.validators import ProhibitNullCharactersValidator
 
 from .models import FLAGS, SCALE_LABELS, Campaign, Turn
+
+
+class AnyTextField(forms.CharField):
+    """A CharField that takes text as pasted, NUL characters included: where it is stored they
+    become U+FFFD (config.dbtext), so a stray byte from a copy never costs a contractor the
+    message (Django's CharField refuses the whole text)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.validators = [
+            v for v in self.validators if not isinstance(v, ProhibitNullCharactersValidator)
+        ]
 
 
 class MessageForm(forms.Form):
     # The services check length and emptiness and say why in words meant for the contractor;
     # maxlength only stops the browser from accepting more than the limit.
-    text = forms.CharField(
+    text = AnyTextField(
         required=False,
         strip=False,
         label="Your message",

@@ -336,8 +336,7 @@ def _response(turn, position, prompt, sample, version, condition, params) -> Res
     return Response(
         turn=turn,
         index=position,
-        # A sampled NUL byte is legal text to a model, not to PostgreSQL.
-        text=sample.text.replace("\x00", "\ufffd").strip(),
+        text=sample.text.strip(),  # a sampled NUL byte is replaced where it is stored (dbtext)
         model_version=version,
         prompt=prompt,
         sampling_params={

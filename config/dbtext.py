@@ -8,6 +8,10 @@ path (and crash on the one forgotten), every statement's parameters pass through
 `clean_parameters` on their way to the driver (a Django execute wrapper, installed on each new
 connection): each such character becomes U+FFFD, the replacement character, which shows the
 reader that something was there. Each replacement is counted (`REPLACED`) and logged.
+
+JSON on SQLite reaches the driver already dumped, as escaped ASCII that SQLite stores as it is
+(`"\u0000"`), so there a JSON value keeps what it had; PostgreSQL's JSON parameters are the
+values themselves (psycopg's Jsonb), cleaned like any text.
 """
 
 from __future__ import annotations

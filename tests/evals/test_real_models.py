@@ -1,6 +1,6 @@
 """The HHH evaluation of the real default language model, with and without the HHH prompt.
 
-A balanced subset (the first 3 items of each category): the full 221 items take minutes on a
+A balanced subset (the first 2 items of each category): the full 221 items take minutes on a
 CPU and are measured by `bench/evals.py`; this test checks that the real model, the shipped
 items and the prompt are wired together, on any clone.
 """
@@ -14,7 +14,8 @@ from assistant.services import default_lm_ensure
 from evals import services
 from evals.models import EvalRun
 
-PER_CATEGORY = 3
+PER_CATEGORY = 2
+CATEGORIES = ("helpful", "honest", "harmless", "other")
 
 
 @pytest.mark.real_model
@@ -33,9 +34,9 @@ def test_the_default_lm_is_evaluated_prompted_and_unprompted():
     for result in results.values():
         assert result["overall"]["n"] == 4 * PER_CATEGORY
         counts = {c: v["n"] for c, v in result["categories"].items()}
-        assert counts == dict.fromkeys(("helpful", "honest", "harmless", "other"), PER_CATEGORY)
+        assert counts == dict.fromkeys(CATEGORIES, PER_CATEGORY)
         assert [(r["category"], r["index"]) for r in result["items"]] == [
-            (c, i) for c in counts for i in range(PER_CATEGORY)
+            (c, i) for c in CATEGORIES for i in range(PER_CATEGORY)
         ]
         # Real log-probabilities of real responses: finite and below zero.
         scores = [s for r in result["items"] for s in r["scores"]]
