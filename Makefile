@@ -54,8 +54,13 @@ browser:
 
 # Without DATABASE_URL / CELERY_BROKER_URL: SQLite and the embedded broker, in var/test
 # so a running `make run` is left alone. With them (CI): the real services.
+# One torch thread per process unless told otherwise: tests run a worker (or make run's two)
+# beside the test process, and on a machine busy with something else a multi-threaded torch
+# keeps waiting for its slowest thread (the real-model HHH test beside one busy core: 97 s with
+# two threads, 53 s with one).
 test: install
-	ALIGNLAB_VAR_DIR=$${ALIGNLAB_VAR_DIR:-$(CURDIR)/var/test} $(PY) -m pytest $(PYTEST_ARGS)
+	ALIGNLAB_VAR_DIR=$${ALIGNLAB_VAR_DIR:-$(CURDIR)/var/test} OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} \
+	  $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .
