@@ -31,6 +31,7 @@ import json
 import os
 import re
 import tempfile
+import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -210,6 +211,8 @@ def _oasst_groups(tree: dict, line: int) -> Iterator[ImportItem | _Skip]:
             and isinstance(r.get("rank"), int)
             and not r.get("deleted")
         ]
+        if not all(isinstance(r.get("text"), str) for r in ranked):
+            raise ImportFormatError('a message lacks "text"', line=line)
         if len(ranked) >= 2:
             yield _oasst_item(path, ranked)
         for reply in reversed(replies):  # reversed: the stack then visits them in file order
@@ -306,6 +309,22 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _parse_record(parse, record: dict, number: int) -> Iterator[tuple[int, ImportItem | _Skip]]:
+    # The parsers check what they read; this net keeps anything they missed a line-numbered
+    # error rather than a traceback. NUL and lone surrogates (JSON "\u0000", "\ud800") pass:
+    # the database layer stores them as U+FFFD (config.dbtext).
+    try:
+        if parse is not None:
+            yield number, parse(record, number)
+        else:
+            for item in _oasst_groups(record, number):
+                yield number, item
+    except (KeyError, TypeError, AttributeError, ValueError, RecursionError) as error:
+        raise ImportFormatError(
+            f"malformed record ({type(error).__name__}: {error})", line=number
+        ) from None
+
+
 def _read_items(path: Path, fmt: str) -> Iterator[tuple[int, ImportItem | _Skip | None]]:
     """(line number, item) for every item of the file; None for a blank line."""
     parse = {"hh-rlhf": _parse_hh, "trl": _parse_trl}.get(fmt)
@@ -321,16 +340,14 @@ def _read_items(path: Path, fmt: str) -> Iterator[tuple[int, ImportItem | _Skip 
                     continue
                 try:
                     record = json.loads(text)
-                except json.JSONDecodeError as error:
+                except RecursionError:
+                    raise ImportFormatError("JSON nested too deeply", line=number) from None
+                except ValueError as error:  # JSONDecodeError, or an integer of 5,000 digits
                     raise ImportFormatError(f"not JSON: {error}", line=number) from None
                 if not isinstance(record, dict):
                     raise ImportFormatError("not a JSON object", line=number)
-                if parse is not None:
-                    yield number, parse(record, number)
-                else:
-                    for item in _oasst_groups(record, number):
-                        yield number, item
-        except (OSError, EOFError) as error:  # a truncated or corrupt .gz
+                yield from _parse_record(parse, record, number)
+        except (OSError, EOFError, zlib.error) as error:  # a truncated or corrupt .gz
             raise ImportFormatError(f"cannot read the file: {error}") from None
 
 
@@ -564,24 +581,53 @@ def _normalize_prompt(text: str) -> str:
     return " ".join(text.split())
 
 
+HHH_CATEGORIES = ("helpful", "honest", "harmless", "other")
+# The shipped eval sets a filter may exclude by name: a name, never a path, so a request can
+# make the server read nothing but these files (settings ALIGNLAB_HHH_DIR and
+# ALIGNLAB_TRUTHFULQA_FILE).
+EVAL_PROMPT_SETS = ("hhh", *(f"hhh:{category}" for category in HHH_CATEGORIES), "truthfulqa")
+MAX_EVAL_PROMPTS = 10_000  # a list of prompts given inline: at most this many…
+MAX_EVAL_PROMPT_CHARS = 10_000  # …of at most this many characters each
+_EVAL_PROMPTS_HELP = (
+    f"exclude_eval_prompts must be the name of a shipped eval set ({', '.join(EVAL_PROMPT_SETS)})"
+    f" or a list of at most {MAX_EVAL_PROMPTS:,} prompt strings of at most"
+    f" {MAX_EVAL_PROMPT_CHARS:,} characters each"
+)
+
+
+def _eval_set_prompts(name: str) -> list[str]:
+    """The prompts of a shipped eval set, by name (one of EVAL_PROMPT_SETS)."""
+    if name == "truthfulqa":
+        rows = json.loads(Path(settings.ALIGNLAB_TRUTHFULQA_FILE).read_text(encoding="utf-8"))
+        return [row["question"] for row in rows]
+    categories = HHH_CATEGORIES if name == "hhh" else (name.removeprefix("hhh:"),)
+    prompts = []
+    for category in categories:
+        task = Path(settings.ALIGNLAB_HHH_DIR) / category / "task.json"
+        prompts += [e["input"] for e in json.loads(task.read_text(encoding="utf-8"))["examples"]]
+    return prompts
+
+
 def _eval_prompts(value) -> set[str]:
-    if isinstance(value, list):
-        if not all(isinstance(v, str) for v in value):
-            raise SnapshotFilterError("exclude_eval_prompts must be a list of strings or a path")
-        return {_normalize_prompt(v) for v in value}
-    if not isinstance(value, str):
-        raise SnapshotFilterError("exclude_eval_prompts must be a list of strings or a path")
-    path = Path(value)
-    try:
-        task = json.loads(path.read_text(encoding="utf-8"))
-        return {_normalize_prompt(example["input"]) for example in task["examples"]}
-    except OSError as error:
-        raise SnapshotFilterError(f"exclude_eval_prompts: cannot read {value}: {error}") from None
-    except (ValueError, KeyError, TypeError):
-        raise SnapshotFilterError(
-            f"exclude_eval_prompts: {value} is not a BIG-bench task.json "
-            '({"examples": [{"input": …}, …]})'
-        ) from None
+    """The normalized prompts `exclude_eval_prompts` names; opens no file but the shipped sets."""
+    if isinstance(value, str):
+        # The same message for every other string: nothing is opened, nothing can be probed.
+        if value not in EVAL_PROMPT_SETS:
+            raise SnapshotFilterError(_EVAL_PROMPTS_HELP)
+        try:
+            return {_normalize_prompt(prompt) for prompt in _eval_set_prompts(value)}
+        except (OSError, ValueError, KeyError, TypeError):
+            raise SnapshotFilterError(
+                f"exclude_eval_prompts: the shipped eval set {value!r} cannot be read on this "
+                "server (see the settings ALIGNLAB_HHH_DIR and ALIGNLAB_TRUTHFULQA_FILE)"
+            ) from None
+    if (
+        not isinstance(value, list)
+        or len(value) > MAX_EVAL_PROMPTS
+        or not all(isinstance(v, str) and len(v) <= MAX_EVAL_PROMPT_CHARS for v in value)
+    ):
+        raise SnapshotFilterError(_EVAL_PROMPTS_HELP)
+    return {_normalize_prompt(v) for v in value}
 
 
 def snapshot_filter_clean(filter: dict) -> dict:

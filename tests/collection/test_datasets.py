@@ -349,7 +349,8 @@ def test_it_imports_trl_conversational_and_standard_rows(tmp_path):
         ({"min_gold_accuracy": 2}, "min_gold_accuracy must be between 0 and 1"),
         ({"consensus_only": "yes"}, "consensus_only must be true or false"),
         ({"imports": [1], "sources": ["collected"]}, 'add "imported" to sources'),
-        ({"exclude_eval_prompts": "/no/such/task.json"}, "cannot read /no/such/task.json"),
+        ({"exclude_eval_prompts": "/no/such/task.json"}, "exclude_eval_prompts must be the name"),
+        ({"exclude_eval_prompts": ["x" * 10_001]}, "of at most 10,000 characters each"),
     ],
 )
 def test_a_bad_filter_is_a_clear_validation_error(rita, bad, message):
@@ -392,10 +393,12 @@ def test_exclude_eval_prompts_drops_conversations_opening_with_an_eval_prompt(al
     spaced = "  " + eval_prompt.replace(" ", "   \n", 1) + " "
     collected(pairwise, alice, [(spaced, ["a", "b"], [0, 1], 1), ("more", ["c", "d"], [0, 1], 1)])
     collected(pairwise, alice, [("An unrelated question", ["a", "b"], [0, 1], 1)])
-    by_path = datasets.snapshot_create(filter={"exclude_eval_prompts": str(HHH_HARMLESS)})
-    assert by_path.counts["judgements"] == 1 and by_path.counts["excluded_eval_prompts"] == 2
+    by_name = datasets.snapshot_create(filter={"exclude_eval_prompts": "hhh:harmless"})
+    assert by_name.counts["judgements"] == 1 and by_name.counts["excluded_eval_prompts"] == 2
     by_list = datasets.snapshot_create(filter={"exclude_eval_prompts": [eval_prompt]})
-    assert by_list.content_hash == by_path.content_hash
+    assert by_list.content_hash == by_name.content_hash
+    every_hhh = datasets.snapshot_create(filter={"exclude_eval_prompts": "hhh"})
+    assert every_hhh.content_hash == by_name.content_hash
 
 
 def test_min_gold_accuracy_keeps_contractors_who_answer_gold_items_well(alice, bob, adam, pairwise):
