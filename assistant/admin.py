@@ -1,4 +1,6 @@
+from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 
 from . import services
 from .models import ModelVersion, PromptTemplate
@@ -29,8 +31,48 @@ class PromptTemplateAdmin(admin.ModelAdmin):
         return False  # samples refer to prompt versions
 
 
+class ModelVersionForm(forms.ModelForm):
+    """What the API checks, as form errors: paths inside the model roots, safe server URLs."""
+
+    class Meta:
+        model = ModelVersion
+        fields = [  # the admin shows these, less its read-only ones
+            "kind",
+            "name",
+            "backend",
+            "path",
+            "url",
+            "remote_model",
+            "backend_options",
+            "generation_defaults",
+            "metadata",
+        ]
+
+    def clean(self):
+        data = super().clean()
+        if self.errors:
+            return data
+        # An edit keeps a path registered by trusted code (training, register_model) as it is.
+        confine = self.instance.pk is None or "path" in self.changed_data
+        try:
+            data["path"] = services.model_version_check(
+                kind=data.get("kind"),
+                backend=data.get("backend"),
+                path=data.get("path", ""),
+                url=data.get("url", ""),
+                backend_options=data.get("backend_options"),
+                generation_defaults=data.get("generation_defaults"),
+                metadata=data.get("metadata"),
+                confine_to_roots=confine,
+            )
+        except ValidationError as error:
+            self.add_error(None, error)
+        return data
+
+
 @admin.register(ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
+    form = ModelVersionForm
     list_display = ("id", "kind", "name", "backend", "origin", "is_active", "created_at")
     list_filter = ("kind", "backend", "origin", "is_active")
     search_fields = ("name", "path", "url")
@@ -48,8 +90,10 @@ class ModelVersionAdmin(admin.ModelAdmin):
             path=obj.path,
             url=obj.url,
             remote_model=obj.remote_model,
+            backend_options=obj.backend_options,
             generation_defaults=obj.generation_defaults,
             metadata=obj.metadata,
+            confine_to_roots=True,
         )
         obj.pk = saved.pk
 

@@ -34,7 +34,9 @@ class ModelVersionSerializer(serializers.ModelSerializer):
 
     def create(self, validated_data):
         try:
-            return services.model_version_register(**validated_data)
+            # A web request names only folders inside the model roots (MODELS_DIR and
+            # ALIGNLAB_MODEL_ROOTS), so it can make the server open nothing else.
+            return services.model_version_register(**validated_data, confine_to_roots=True)
         except DjangoValidationError as error:
             raise serializers.ValidationError(error.message_dict) from None
 

@@ -8,7 +8,10 @@ from django.db.models import Q
 
 def validate_server_url(value: str) -> None:
     """An http(s) URL with a host; single-label hosts (gpu1, vllm) are fine on a private net."""
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+    except ValueError:  # "http://[zz]/": an IPv6 host that is not one
+        parts = urlsplit("")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValidationError(f"{value!r} is not an http(s) URL such as http://gpu1:8000/v1")
 

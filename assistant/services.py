@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
+import socket
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -17,10 +21,128 @@ DEFAULT_LM_NAME = "SmolLM2-135M-Instruct"
 
 
 def _check_generation_defaults(defaults: dict) -> None:
+    if not isinstance(defaults, dict):
+        raise ValidationError({"generation_defaults": "must be a JSON object"})
     try:
         SamplingParams(**{k: tuple(v) if k == "stop" else v for k, v in defaults.items()})
     except (TypeError, ValueError) as error:
         raise ValidationError({"generation_defaults": str(error)}) from None
+
+
+# Model-server hosts refused whatever the settings: cloud metadata services (AWS, GCP, Azure,
+# Oracle: 169.254.169.254; AWS over IPv6: fd00:ec2::254; Alibaba: 100.100.100.200).
+METADATA_HOSTS = frozenset(
+    {"metadata.google.internal", "metadata", "169.254.169.254", "fd00:ec2::254", "100.100.100.200"}
+)
+_SHARED_ADDRESS_SPACE = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT
+_HOST_NAME = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*$")
+
+
+def model_roots() -> list[Path]:
+    """The folders web requests may register models from: MODELS_DIR and ALIGNLAB_MODEL_ROOTS."""
+    roots = [settings.MODELS_DIR, *getattr(settings, "ALIGNLAB_MODEL_ROOTS", [])]
+    return [Path(root).resolve() for root in roots]
+
+
+def model_path_check(path: str, *, confine_to_roots: bool = True, must_exist: bool = True) -> str:
+    """`path` resolved (symlinks, ".."); ValidationError on "path" unless it lies inside
+    `model_roots()` (when confined) and exists (when it must)."""
+    roots = model_roots() if confine_to_roots else []
+    where = f" inside the model roots ({', '.join(map(str, roots))})" if roots else ""
+    # One message for a path outside the roots, whether it exists or not, and for a missing one.
+    missing = ValidationError({"path": f"no model folder or file at {path!r}{where}"})
+    if not path:
+        raise missing
+    try:
+        resolved = Path(path).resolve()
+        if roots and not any(resolved.is_relative_to(root) for root in roots):
+            raise missing
+        if must_exist and not resolved.exists():
+            raise missing
+    except (OSError, ValueError, RuntimeError):  # a name too long, a NUL byte, a symlink loop
+        raise missing from None
+    return str(resolved)
+
+
+def _ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address `host` names when it is an IP literal, including the IPv4 forms the C resolver
+    also accepts (2852039166, 0xa9fea9fe, 169.254.43518); None for a name."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        if not _HOST_NAME.match(host):
+            return None
+        try:
+            address = ipaddress.IPv4Address(socket.inet_aton(host))
+        except (OSError, ValueError):
+            return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def server_url_check(url: str) -> None:
+    """ValidationError on "url" unless it is http(s) with a host that is neither link-local nor a
+    cloud metadata service (nor loopback/private, when ALIGNLAB_ALLOW_PRIVATE_MODEL_HOSTS is off).
+
+    Host names are judged as written, not resolved (DNS can change after registration)."""
+    try:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").rstrip(".")
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:
+        raise ValidationError({"url": f"{url!r} is not a valid URL"}) from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise ValidationError({"url": f"{url!r} is not an http(s) URL such as http://gpu1:8000/v1"})
+    address = _ip_literal(host)
+    if address is None and not _HOST_NAME.match(host):
+        raise ValidationError({"url": f"{host!r} is not a host name"})
+    if host in METADATA_HOSTS or str(address) in METADATA_HOSTS:
+        raise ValidationError({"url": "a cloud metadata service is not a model server"})
+    if address is None:
+        private = host == "localhost" or host.endswith(".localhost")
+    else:
+        private = address.is_loopback or address.is_unspecified or address.is_private
+        if address.is_link_local or address.is_multicast or (address.is_reserved and not private):
+            raise ValidationError({"url": f"{host} is a link-local, multicast or reserved address"})
+        private = private or address in _SHARED_ADDRESS_SPACE
+    if private and not settings.ALIGNLAB_ALLOW_PRIVATE_MODEL_HOSTS:
+        raise ValidationError(
+            {
+                "url": f"{host} is a private or loopback address, refused here by the setting "
+                "ALIGNLAB_ALLOW_PRIVATE_MODEL_HOSTS"
+            }
+        )
+
+
+def model_version_check(
+    *,
+    kind: str,
+    backend: str,
+    path: str = "",
+    url: str = "",
+    backend_options=None,
+    generation_defaults=None,
+    metadata=None,
+    confine_to_roots: bool = False,
+) -> str:
+    """Check a model version's fields before it is saved (ValidationError naming the field);
+    return the path to store (resolved)."""
+    if backend == ModelVersion.Backend.TRANSFORMERS:
+        path = model_path_check(path, confine_to_roots=confine_to_roots)
+    elif path and confine_to_roots:  # unused by this backend, but never a path outside the roots
+        model_path_check(path, must_exist=False)
+    if backend == ModelVersion.Backend.OPENAI and not url:
+        raise ValidationError({"url": "an OpenAI-compatible backend needs the server's URL"})
+    if url:
+        server_url_check(url)
+    if kind == ModelVersion.Kind.PM and backend != ModelVersion.Backend.TRANSFORMERS:
+        raise ValidationError({"backend": "preference models run locally (transformers)"})
+    _check_generation_defaults(generation_defaults or {})
+    for field, value in (("backend_options", backend_options), ("metadata", metadata)):
+        if value is not None and not isinstance(value, dict):
+            raise ValidationError({field: "must be a JSON object"})
+    return path
 
 
 def model_version_register(
@@ -37,18 +159,22 @@ def model_version_register(
     training_run_id: int | None = None,
     metadata: dict | None = None,
     activate: bool = False,
+    confine_to_roots: bool = False,
 ) -> ModelVersion:
-    """Add a model version; listeners of `model_version_registered` hear of it after commit."""
-    if backend == ModelVersion.Backend.TRANSFORMERS:
-        if not path or not Path(path).exists():
-            raise ValidationError({"path": f"no model folder or file at {path!r}"})
-        path = str(Path(path).resolve())
-    if backend == ModelVersion.Backend.OPENAI and not url:
-        raise ValidationError({"url": "an OpenAI-compatible backend needs the server's URL"})
-    if kind == ModelVersion.Kind.PM and backend != ModelVersion.Backend.TRANSFORMERS:
-        raise ValidationError({"backend": "preference models run locally (transformers)"})
-    generation_defaults = generation_defaults or {}
-    _check_generation_defaults(generation_defaults)
+    """Add a model version; listeners of `model_version_registered` hear of it after commit.
+
+    Web requests pass `confine_to_roots=True`: a path must then lie inside `model_roots()`.
+    Trusted callers (the register_model command, training, tests) may register any folder."""
+    path = model_version_check(
+        kind=kind,
+        backend=backend,
+        path=path,
+        url=url,
+        backend_options=backend_options,
+        generation_defaults=generation_defaults,
+        metadata=metadata,
+        confine_to_roots=confine_to_roots,
+    )
     with transaction.atomic():
         version = ModelVersion(
             kind=kind,
@@ -58,7 +184,7 @@ def model_version_register(
             url=url,
             remote_model=remote_model,
             backend_options=backend_options or {},
-            generation_defaults=generation_defaults,
+            generation_defaults=generation_defaults or {},
             origin=origin,
             training_run_id=training_run_id,
             metadata=metadata or {},

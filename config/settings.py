@@ -221,6 +221,20 @@ ALIGNLAB_BF16 = (env_str("ALIGNLAB_BF16") or "auto").lower()
 if ALIGNLAB_BF16 not in {"auto", "off", "on"}:
     raise ImproperlyConfigured(f"ALIGNLAB_BF16={ALIGNLAB_BF16!r} is not auto, off or on")
 
+# --- Paths and hosts a web request may name ------------------------------------------------
+
+# Model folders the API and admin may register: MODELS_DIR and these (comma-separated), after
+# symlinks and ".." are resolved. `manage.py register_model` (an operator) may name any path.
+ALIGNLAB_MODEL_ROOTS = [Path(p).resolve() for p in env_list("ALIGNLAB_MODEL_ROOTS", [])]
+# Model servers on loopback or a private network (a local vLLM, a GPU box on the LAN) are the
+# usual case, so they are allowed; 0 refuses private and loopback addresses written in the URL.
+# Link-local and cloud-metadata addresses are refused either way.
+ALIGNLAB_ALLOW_PRIVATE_MODEL_HOSTS = env_bool("ALIGNLAB_ALLOW_PRIVATE_MODEL_HOSTS", True)
+# Folders the files of a preference-model pre-training run (pmp_sources) must lie in.
+ALIGNLAB_DATA_ROOTS = [
+    Path(p).resolve() for p in env_list("ALIGNLAB_DATA_ROOTS", [str(VAR_DIR / "data")])
+]
+
 # --- Collection -----------------------------------------------------------------------------
 
 COLLECTION_MAX_MESSAGE_CHARS = env_int("COLLECTION_MAX_MESSAGE_CHARS", 2000)

@@ -58,7 +58,8 @@ def test_only_admins_write(api, rita, adam, lm):
     assert Campaign.objects.get().name == "helpful v1"
 
 
-def test_admins_register_models_through_the_service(api, adam, tmp_path):
+def test_admins_register_models_through_the_service(api, adam, tmp_path, settings):
+    settings.ALIGNLAB_MODEL_ROOTS = [tmp_path]  # the API registers folders inside the roots only
     api.force_authenticate(adam)
     missing = api.post(
         "/api/model-versions/", {"kind": "lm", "name": "x", "path": "/nope"}, format="json"

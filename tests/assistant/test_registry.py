@@ -122,8 +122,9 @@ def test_an_admin_edit_of_a_prompt_saves_a_new_version(client, adam):
 
 
 def test_an_admin_adds_a_model_through_the_service(
-    client, adam, tiny_lm_path, heard, django_capture_on_commit_callbacks
+    client, adam, tiny_lm_path, heard, django_capture_on_commit_callbacks, settings
 ):
+    settings.ALIGNLAB_MODEL_ROOTS = [tiny_lm_path]  # the admin registers inside the roots only
     client.force_login(adam)
     with django_capture_on_commit_callbacks(execute=True):
         response = client.post(
