@@ -43,9 +43,23 @@ def _browser(sync_playwright, context_options):
         try:
             context = browser.new_context(**context_options)
             context.set_default_timeout(30_000)
-            yield context.new_page()
+            # Whatever our Content-Security-Policy blocks is a bug; Chromium logs each to the
+            # console ("... violates the following Content Security Policy directive ...").
+            page = context.new_page()
+            violations = []
+
+            def note_violation(message):
+                if CSP in message.text:
+                    violations.append(message.text)
+
+            page.on("console", note_violation)
+            yield page
+            assert not violations, f"blocked by the Content-Security-Policy: {violations}"
         finally:
             browser.close()
+
+
+CSP = "Content Security Policy"
 
 
 def sign_in(page, base_url: str, username: str, password: str) -> None:

@@ -1,0 +1,23 @@
+"""The OpenAPI schema says which error statuses each operation may answer with."""
+
+# DRF's error bodies are {"detail": "..."}, {"field": ["message", ...]} or a list of messages:
+# documented as JSON of any shape.
+ERRORS = {
+    "400": "the request was refused: a field, a query parameter or the body",
+    "401": "not signed in (send `Authorization: Token …`)",
+    "403": "the role may not do this",
+    "404": "no such object for this user, or no such page of results",
+}
+
+
+def document_error_responses(result, generator, request, public):
+    """drf-spectacular postprocessing hook: add the statuses DRF answers with when a request
+    fails (validation, authentication, permission, lookup) to every operation lacking them."""
+    for operations in result.get("paths", {}).values():
+        for operation in operations.values():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            for status, why in ERRORS.items():
+                error = {"description": why, "content": {"application/json": {"schema": {}}}}
+                operation["responses"].setdefault(status, error)
+    return result
