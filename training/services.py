@@ -15,6 +15,7 @@ from collection.models import DatasetSnapshot
 
 from .config import DistillationConfig, PMPConfig, PreferenceTrainingConfig, RunConfig
 from .models import TrainingRun
+from .pmp_sources import pmp_sources_confined
 
 LOG_TAIL_CHARS = 4000
 # The loss each kind trains with; all but PMP and distillation use PreferenceTrainingConfig.
@@ -60,6 +61,10 @@ def training_run_create(
     if kind == TrainingRun.Kind.PMP:
         if not pmp_sources:
             raise ValidationError({"pmp_sources": "preference-model pre-training needs sources"})
+        try:  # a worker reads these files: a request may name them only inside the data roots
+            pmp_sources = pmp_sources_confined(pmp_sources, roots=settings.ALIGNLAB_DATA_ROOTS)
+        except ValueError as error:
+            raise ValidationError({"pmp_sources": str(error)}) from None
     elif snapshot is None:
         raise ValidationError({"snapshot": "this kind trains on a dataset snapshot"})
     if kind == TrainingRun.Kind.DISTILL:
