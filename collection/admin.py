@@ -38,6 +38,11 @@ class ReadOnlyInline(admin.TabularInline):
     def has_change_permission(self, request, obj=None):
         return False
 
+    def get_readonly_fields(self, request, obj=None):
+        # Shown, never edited: listed as read-only, the inline's form needs no field for them
+        # (a non-editable one such as `created_at` would otherwise make the page a 500).
+        return self.fields
+
 
 @admin.register(Campaign)
 class CampaignAdmin(admin.ModelAdmin):

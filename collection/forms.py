@@ -5,6 +5,7 @@ from django.conf import settings
 from django.core.validators import ProhibitNullCharactersValidator
 
 from .models import FLAGS, SCALE_LABELS, Campaign, Turn
+from .services import NOTE_MAX_CHARS
 
 
 class AnyTextField(forms.CharField):
@@ -56,13 +57,36 @@ class JudgementForm(forms.Form):
     contractor's order, from the hidden field the keyboard widget fills, or (without
     JavaScript) from one select per rank position."""
 
+    # Each refusal says why in words meant for the contractor; the template shows it beside
+    # its field (the hidden time above the form).
     flags = forms.MultipleChoiceField(
         choices=[(flag, flag.replace("_", " ")) for flag in FLAGS],
         required=False,
         widget=forms.CheckboxSelectMultiple,
+        error_messages={
+            "invalid_choice": f"%(value)s is not a flag; the flags are {', '.join(FLAGS)}."
+        },
     )
-    note = forms.CharField(max_length=500, required=False, widget=forms.Textarea(attrs={"rows": 2}))
-    time_spent_ms = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
+    note = forms.CharField(
+        max_length=NOTE_MAX_CHARS,
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        error_messages={
+            "max_length": "Notes are limited to %(limit_value)d characters "
+            "(this one has %(show_value)d)."
+        },
+    )
+    time_spent_ms = forms.IntegerField(
+        required=False,
+        min_value=0,
+        widget=forms.HiddenInput,
+        error_messages={
+            "min_value": "The time spent on this judgement cannot be negative "
+            "(the page sent %(show_value)s ms); reload the page and judge again.",
+            "invalid": "The time spent on this judgement must be a whole number of "
+            "milliseconds; reload the page and judge again.",
+        },
+    )
 
     def __init__(self, *args, turn: Turn, **kwargs):
         super().__init__(*args, **kwargs)
@@ -170,3 +194,9 @@ class GoldItemForm(forms.Form):
             self.add_error("best", f"There are only {len(blocks)} responses.")
         cleaned["response_list"] = blocks
         return cleaned
+
+
+class QualityFilterForm(forms.Form):
+    """Which campaign the quality page reads; empty: all of them."""
+
+    campaign = forms.ModelChoiceField(queryset=Campaign.objects.all(), required=False)

@@ -13,6 +13,7 @@ import time
 from datetime import timedelta
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Case, Q, Value, When
 from django.utils import timezone
@@ -20,7 +21,7 @@ from django.utils import timezone
 from assistant import jobs, runtime
 from assistant.backends import BackendError, Message
 
-from .models import FLAGS, Campaign, Conversation, Judgement, Response, Turn
+from .models import FLAGS, Campaign, Conversation, GoldAnswer, Judgement, Response, Turn
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +30,12 @@ WORKER_LOST = "The model stopped before it finished; your message is kept: try a
 
 
 class CollectionError(Exception):
-    """A request a contractor made that the rules refuse; the message says why."""
+    """A request a contractor made that the rules refuse; the message says why, and `field`
+    names the form field it is about (None: the request as a whole)."""
+
+    def __init__(self, message: str, *, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 def campaign_save(*, campaign: Campaign) -> Campaign:
@@ -108,6 +114,10 @@ def turn_submit(
             f"Messages are limited to {limit} characters (this one has {len(text)})."
         )
     with transaction.atomic():
+        # The per-minute limit counts the contractor's turns in every conversation, so it holds
+        # only under a per-contractor lock: their user row, always taken before the
+        # conversation's (every writer locks in this order, so none deadlocks).
+        _lock_contractor(contractor)
         conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
         _check_owner(conversation, contractor)
         last = conversation.turns.order_by("-index").first()
@@ -137,6 +147,11 @@ def turn_submit(
         _queue_generation(turn)
     turn.refresh_from_db(fields=["status", "error"])  # the broker may have refused the task
     return turn
+
+
+def _lock_contractor(contractor) -> None:
+    """Lock the contractor's user row until the transaction ends (serialises their writes)."""
+    get_user_model().objects.select_for_update().filter(pk=contractor.pk).first()
 
 
 def _turn_judgement_type(campaign: Campaign, asked: str) -> str:
@@ -356,11 +371,43 @@ def _response(turn, position, prompt, sample, version, condition, params) -> Res
     )
 
 
+NOTE_MAX_CHARS = 500  # Judgement.note's max_length
+# A tab left open overnight is still a judgement: longer times are stored as one day.
+TIME_SPENT_MAX_MS = 24 * 3600 * 1000
+
+
 def _clean_flags(flags) -> list[str]:
-    unknown = set(flags) - set(FLAGS)
+    unknown = {str(flag) for flag in flags} - set(FLAGS)
     if unknown:
-        raise CollectionError(f"Unknown flags: {', '.join(sorted(unknown))}.")
+        raise CollectionError(
+            f"Unknown flags: {', '.join(sorted(unknown))} (known: {', '.join(FLAGS)}).",
+            field="flags",
+        )
     return sorted(set(flags))
+
+
+def _clean_note(note: str) -> str:
+    note = note.strip()
+    if len(note) > NOTE_MAX_CHARS:
+        raise CollectionError(
+            f"Notes are limited to {NOTE_MAX_CHARS} characters (this one has {len(note)}).",
+            field="note",
+        )
+    return note
+
+
+def _clean_time_spent(time_spent_ms) -> int:
+    try:
+        measured = int(time_spent_ms)
+    except (TypeError, ValueError):
+        measured = -1
+    if measured < 0:
+        raise CollectionError(
+            f"The time spent must be a whole number of milliseconds, at least 0 (not "
+            f"{time_spent_ms!r}).",
+            field="time_spent_ms",
+        )
+    return min(measured, TIME_SPENT_MAX_MS)
 
 
 def judgement_submit(
@@ -379,6 +426,10 @@ def judgement_submit(
     give `ranking`, response ids in the contractor's order (their pick first). A second submit
     by the same contractor returns the first judgement unchanged.
     """
+    # An unknown flag, an overlong note or a negative time is refused (not cut quietly), with
+    # the field it is about named for the form to show it there.
+    flags, note = _clean_flags(flags), _clean_note(note)
+    time_spent_ms = _clean_time_spent(time_spent_ms)
     with transaction.atomic():
         turn = (
             Turn.objects.select_for_update()
@@ -394,6 +445,17 @@ def judgement_submit(
             raise CollectionError("These responses are not ready to judge.")
         if not is_author and turn.status != Turn.Status.JUDGED:
             raise PermissionError("not your conversation")
+        # Checked here, under the turn's lock, not only by the review queue a reviewer came
+        # from: reviewers who loaded the same turn at once must not overshoot the target.
+        # Gold items stay open to every contractor (they measure each one's accuracy).
+        if (
+            not is_author
+            and turn.judgement_count >= campaign.overlap_target
+            and not GoldAnswer.objects.filter(turn=turn).exists()
+        ):
+            raise CollectionError(
+                "This turn has all the judgements it needs; take the next one from the queue."
+            )
         response_ids = list(turn.responses.order_by("index").values_list("pk", flat=True))
         pairwise = turn.judged_as == Campaign.JudgementType.PAIRWISE
         submitted, strength = _submitted_order(pairwise, response_ids, ranking, scale)
@@ -407,9 +469,9 @@ def judgement_submit(
             submitted_ranking=submitted,
             scale=scale if pairwise else None,
             strength=strength,
-            flags=_clean_flags(flags),
-            note=note.strip()[:500],
-            time_spent_ms=max(0, min(int(time_spent_ms), 24 * 3600 * 1000)),
+            flags=flags,
+            note=note,
+            time_spent_ms=time_spent_ms,
         )
         turn.judgement_count += 1
         turn.needs_review = turn.judgement_count < campaign.overlap_target
@@ -482,8 +544,6 @@ def gold_item_create(
     explanation: str = "",
 ) -> Turn:
     """Make a gold item: a turn with fixed responses and a known best one, for the review queue."""
-    from .models import GoldAnswer
-
     kinds = Campaign.JudgementType
     judgement_type = ""
     if campaign.judgement_type == kinds.MIXED:  # a pair is judged pairwise, k are ranked

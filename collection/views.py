@@ -19,7 +19,7 @@ from config.roles import ADMIN, CONTRACTOR, RESEARCHER, role_required
 
 from . import datasets as dataset_services
 from . import selectors, services
-from .forms import GoldItemForm, JudgementForm, MessageForm, SnapshotForm
+from .forms import GoldItemForm, JudgementForm, MessageForm, QualityFilterForm, SnapshotForm
 from .models import (
     Campaign,
     Conversation,
@@ -54,7 +54,8 @@ def _judge(request, form: JudgementForm, turn: Turn, shown_at) -> bool:
     """Submit a valid judgement form; a refusal becomes a form error. True when recorded."""
     measured = form.cleaned_data.get("time_spent_ms")
     if measured is None:  # no JavaScript: the server's time since the form was shown
-        measured = int((timezone.now() - shown_at).total_seconds() * 1000) if shown_at else 0
+        elapsed = (timezone.now() - shown_at).total_seconds() if shown_at else 0
+        measured = max(0, int(elapsed * 1000))
     try:
         services.judgement_submit(
             turn=turn,
@@ -65,8 +66,8 @@ def _judge(request, form: JudgementForm, turn: Turn, shown_at) -> bool:
             note=form.cleaned_data["note"],
             time_spent_ms=measured,
         )
-    except CollectionError as error:
-        form.add_error(None, str(error))
+    except CollectionError as error:  # shown beside the field it names, else above the form
+        form.add_error(error.field if error.field in form.fields else None, str(error))
         return False
     return True
 
@@ -315,7 +316,11 @@ def quality(request):
     """Contractor quality and agreement: per contractor, and per campaign."""
     from . import quality as quality_stats
 
-    campaign = Campaign.objects.filter(pk=request.GET.get("campaign") or None).first()
+    form = QualityFilterForm(request.GET)
+    valid = form.is_valid()
+    if not valid:  # a campaign id that is not one: say so, and show all campaigns
+        messages.error(request, f"Campaign: {' '.join(form.errors['campaign'])} Showing all.")
+    campaign = form.cleaned_data["campaign"] if valid else None
     return render(
         request,
         "collection/quality.html",
@@ -325,4 +330,5 @@ def quality(request):
             "contractors": quality_stats.contractor_stats(campaign=campaign),
             "agreement": quality_stats.campaign_agreement(campaign=campaign) if campaign else None,
         },
+        status=200 if valid else 400,
     )

@@ -181,7 +181,8 @@ def test_a_model_that_is_down_fails_the_turn_and_keeps_the_message(
 def test_nobody_acts_on_another_contractors_conversation(
     tiny, alice, bob, django_capture_on_commit_callbacks
 ):
-    convo = services.conversation_start(campaign=campaign(tiny), contractor=alice)
+    # overlap 2: one review wanted (with 1, a reviewer is refused: the turn needs none)
+    convo = services.conversation_start(campaign=campaign(tiny, overlap_target=2), contractor=alice)
     turn = submit_and_generate(convo, alice, "Hi", django_capture_on_commit_callbacks)
     with pytest.raises(PermissionError):
         services.turn_submit(conversation=convo, contractor=bob, text="Hi")

@@ -1,0 +1,126 @@
+"""Limits that hold under concurrency (issue 18), written as the attack: 40 requests at once, each
+in its own thread on its own database connection, released together by a barrier.
+
+SQLite serialises every write, so only PostgreSQL (what CI runs) can show these races.
+"""
+
+import threading
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.db import connection
+
+from assistant.models import ModelVersion
+from collection import services
+from collection.models import Campaign, Conversation, Judgement, Response, Turn
+from collection.services import CollectionError
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),  # each thread sees what the others committed
+    pytest.mark.skipif(
+        connection.vendor != "postgresql", reason="races need concurrent writers (PostgreSQL)"
+    ),
+]
+
+AT_ONCE = 40
+
+
+def at_once(work, count=AT_ONCE) -> list:
+    """Run `work(i)` for i < count in as many threads, started together; what each returned or
+    raised, in order."""
+    barrier = threading.Barrier(count)
+    outcomes = [None] * count
+
+    def run(i):
+        try:
+            barrier.wait(timeout=30)
+            outcomes[i] = work(i)
+        except Exception as error:  # the refusals are the point; anything else fails below
+            outcomes[i] = error
+        finally:
+            connection.close()  # this thread's own connection
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads), "a request hung"
+    return outcomes
+
+
+def refusals(outcomes, words: str) -> int:
+    unexpected = [o for o in outcomes if isinstance(o, Exception) and words not in str(o)]
+    assert not unexpected, unexpected[:3]
+    return sum(isinstance(o, CollectionError) for o in outcomes)
+
+
+@pytest.fixture
+def lm():
+    # A row, not a registration: nothing here generates, and a registration would queue evals.
+    return ModelVersion.objects.create(kind="lm", name="lm", path="/models/none")
+
+
+def test_40_messages_at_once_from_one_contractor_store_at_most_the_per_minute_limit(
+    alice, lm, settings
+):
+    limit = settings.COLLECTION_MESSAGES_PER_MINUTE
+    campaign = Campaign.objects.create(name="c", lm_version=lm, quota_per_contractor=AT_ONCE)
+    # One conversation each: the per-conversation lock cannot serialise them, only the
+    # contractor's can.
+    conversations = Conversation.objects.bulk_create(
+        Conversation(campaign=campaign, contractor=alice) for _ in range(AT_ONCE)
+    )
+
+    outcomes = at_once(
+        lambda i: services.turn_submit(
+            conversation=conversations[i], contractor=alice, text=f"message {i}"
+        )
+    )
+
+    stored = Turn.objects.filter(conversation__contractor=alice).count()
+    assert stored == limit
+    assert refusals(outcomes, "very fast") == AT_ONCE - limit
+
+
+def test_40_reviewers_at_once_never_exceed_the_overlap_target(alice, lm):
+    campaign = Campaign.objects.create(name="c", lm_version=lm, overlap_target=2)
+    conversation = Conversation.objects.create(campaign=campaign, contractor=alice)
+    turn = Turn.objects.create(
+        conversation=conversation, index=0, human_text="Hi", status=Turn.Status.READY
+    )
+    Response.objects.bulk_create(
+        Response(turn=turn, index=i, text=f"answer {i}", model_version=lm) for i in range(2)
+    )
+    services.judgement_submit(turn=turn, contractor=alice, scale=2)  # 1 of 2: open for review
+    # Made without passwords: hashing 40 would take longer than the test.
+    reviewers = get_user_model().objects.bulk_create(
+        get_user_model()(username=f"reviewer{i}") for i in range(AT_ONCE)
+    )
+
+    outcomes = at_once(
+        lambda i: services.judgement_submit(turn=turn, contractor=reviewers[i], scale=7)
+    )
+
+    assert Judgement.objects.filter(turn=turn, origin=Judgement.Origin.REVIEW).count() == 1
+    assert refusals(outcomes, "all the judgements it needs") == AT_ONCE - 1
+    turn.refresh_from_db()
+    assert (turn.judgement_count, turn.needs_review) == (2, False)
+
+
+def test_gold_items_stay_open_to_every_reviewer_at_once(adam, lm):
+    campaign = Campaign.objects.create(name="c", lm_version=lm, overlap_target=1)
+    gold = services.gold_item_create(
+        campaign=campaign, admin=adam, human_text="2+2?", responses=["4", "5"], best_index=0
+    )
+    reviewers = get_user_model().objects.bulk_create(
+        get_user_model()(username=f"reviewer{i}") for i in range(AT_ONCE)
+    )
+
+    outcomes = at_once(
+        lambda i: services.judgement_submit(turn=gold, contractor=reviewers[i], scale=1)
+    )
+
+    assert not [o for o in outcomes if isinstance(o, Exception)]
+    gold.refresh_from_db()
+    assert gold.judgement_count == Judgement.objects.filter(turn=gold).count() == AT_ONCE
