@@ -62,7 +62,7 @@ class ModelVersionViewSet(
         return versions
 
     @action(detail=True, methods=["post"])
-    def activate(self, request, pk=None):
+    def activate(self, request, pk=None, format=None):  # format: the ".json" suffix
         """Make this version the active one of its kind."""
         version = services.model_version_activate(version=self.get_object())
         return Response(self.get_serializer(version).data)

@@ -52,6 +52,30 @@ class CampaignSerializer(serializers.ModelSerializer):
             "is_active",
             "created_at",
         ]
+        # The model's check constraints, here so that each refusal names its field (full_clean
+        # would report a violated constraint under "__all__").
+        extra_kwargs = {
+            "k": {"min_value": 2, "max_value": 8},
+            "max_turns": {"min_value": 1},
+            "overlap_target": {"min_value": 1},
+        }
+
+    def validate(self, attrs):
+        def value(name):  # as the campaign will be saved: this request's, else stored or default
+            if name in attrs:
+                return attrs[name]
+            if self.instance is not None:
+                return getattr(self.instance, name)
+            return Campaign._meta.get_field(name).get_default()
+
+        if value("judgement_type") == Campaign.JudgementType.PAIRWISE and value("k") != 2:
+            raise serializers.ValidationError(
+                {
+                    "k": "A pairwise campaign offers k = 2 responses; rank 3 to 8 in a ranking "
+                    "or mixed campaign."
+                }
+            )
+        return attrs
 
     # Saved through the service the admin uses: the model's full_clean() (so no sampling
     # setting that would break generation is stored), and the review queue kept in step.
@@ -253,7 +277,7 @@ class SnapshotViewSet(
 
     @extend_schema(parameters=[DownloadQuery])
     @action(detail=True, methods=["get"])
-    def download(self, request, pk=None):
+    def download(self, request, pk=None, format=None):  # format: the router's ".json" suffix
         """Stream an export of the snapshot (constant memory, whatever its size)."""
         snapshot = self.get_object()
         unknown = sorted(set(request.query_params) - set(DownloadQuery().fields))

@@ -79,7 +79,7 @@ class EloViewSet(StrictQueryMixin, viewsets.ViewSet):
     query_serializer = EloQuery
 
     @extend_schema(parameters=[EloQuery], responses=OpenApiTypes.OBJECT)
-    def list(self, request):
+    def list(self, request, format=None):  # format: the router's ".json" suffix
         """`elo_ratings` keyed by arm label, best first, with 95% bootstrap intervals."""
         q = self.query()
         return Response(

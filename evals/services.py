@@ -31,6 +31,40 @@ SUITES_FOR_KIND = {
 }
 
 
+# The options a run may set (evals/runner.py reads them), each a whole number in a range: wider
+# ones would not make a better eval, only tie a worker up for hours or days.
+OPTION_RANGES = {
+    "limit": (1, 100_000),  # the first N items of the suite (every suite has fewer)
+    "per_category": (1, 10_000),  # HHH: the first N items of each category
+    "samples": (1, 16),  # toxicity: samples per prompt
+    "max_new_tokens": (1, 1024),  # toxicity: the length of each sample
+    "seed": (0, 2**32 - 1),  # toxicity: the sampling seed (what torch and numpy take)
+}
+
+
+def _clean_options(options) -> dict:
+    """`options` checked against OPTION_RANGES; a ValidationError on "options" says why not."""
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise ValidationError({"options": 'Give an object of options, e.g. {"limit": 10}.'})
+    unknown = sorted(set(options) - set(OPTION_RANGES))
+    if unknown:
+        raise ValidationError(
+            {
+                "options": f"unknown options: {', '.join(map(str, unknown))} "
+                f"(known: {', '.join(OPTION_RANGES)})"
+            }
+        )
+    for name, value in options.items():
+        low, high = OPTION_RANGES[name]
+        if type(value) is not int or not low <= value <= high:  # bool is not a number here
+            raise ValidationError(
+                {"options": f"{name} must be a whole number from {low} to {high}, not {value!r}"}
+            )
+    return dict(options)
+
+
 def eval_run_create(
     *,
     suite: str,
@@ -53,12 +87,13 @@ def eval_run_create(
         )
     if suite == EvalRun.Suite.HELD_OUT and snapshot is None:
         raise ValidationError({"snapshot": "held-out comparisons need a dataset snapshot"})
+    options = _clean_options(options)
     with transaction.atomic():
         run = EvalRun.objects.create(
             suite=suite,
             model_version=model_version,
             snapshot=snapshot,
-            options=options or {},
+            options=options,
             launched_by=launched_by,
         )
         transaction.on_commit(lambda: _queue(run.pk))

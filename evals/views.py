@@ -1,4 +1,5 @@
 from django import forms
+from django.contrib import messages
 from django.shortcuts import get_object_or_404, render
 
 from assistant.models import ModelVersion
@@ -28,15 +29,28 @@ def run_detail(request, run_id: int):
     return render(request, template, context)
 
 
+class CompareForm(forms.Form):
+    """The two model versions the compare page shows; either may stay empty."""
+
+    a = forms.ModelChoiceField(queryset=ModelVersion.objects.all(), required=False)
+    b = forms.ModelChoiceField(queryset=ModelVersion.objects.all(), required=False)
+
+
 @role_required(RESEARCHER, ADMIN)
 def compare(request):
     """Two model versions side by side, suite by suite."""
-    versions = ModelVersion.objects.order_by("-pk")
-    a = versions.filter(pk=request.GET.get("a")).first()
-    b = versions.filter(pk=request.GET.get("b")).first()
+    form = CompareForm(request.GET)
+    valid = form.is_valid()
+    for name, errors in form.errors.items():  # an id that is not a version: say which
+        messages.error(request, f"Version {name.upper()}: {' '.join(errors)}")
+    a, b = (form.cleaned_data["a"], form.cleaned_data["b"]) if valid else (None, None)
     rows = charts.comparison(a, b) if a and b else []
+    versions = ModelVersion.objects.order_by("-pk")
     return render(
-        request, "evals/compare.html", {"versions": versions, "a": a, "b": b, "rows": rows}
+        request,
+        "evals/compare.html",
+        {"versions": versions, "a": a, "b": b, "rows": rows},
+        status=200 if valid else 400,
     )
 
 

@@ -43,6 +43,14 @@ class TrainingRunSerializer(serializers.ModelSerializer):
             if f not in {"kind", "base_model", "snapshot", "pmp_sources", "prompt", "config"}
         ]
 
+    def validate_config(self, value):
+        # Its keys, types and ranges are checked by the kind's config dataclass (the service).
+        if not isinstance(value, dict):
+            raise serializers.ValidationError(
+                'Give an object of settings, e.g. {"max_steps": 100}, or leave it out.'
+            )
+        return value
+
     def create(self, validated_data):
         try:
             return services.training_run_create(
@@ -63,7 +71,7 @@ class TrainingRunViewSet(
     permission_classes = [ResearcherReadAdminWrite]
 
     @action(detail=True, methods=["post"])
-    def cancel(self, request, pk=None):
+    def cancel(self, request, pk=None, format=None):  # format: the router's ".json" suffix
         """Ask the run to stop (at once when queued, at its next step when running)."""
         return Response(
             self.get_serializer(services.training_run_cancel(run=self.get_object())).data

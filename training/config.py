@@ -1,14 +1,17 @@
 """One config dataclass per training kind; `asdict(config)` is what the run row and meta.json store.
 
 Rebuild a config with `Config.from_dict(row.config)`: unknown keys are an error, not silently
-dropped, so a typo in a launched run cannot train with a default it did not ask for.
+dropped, so a typo in a launched run cannot train with a default it did not ask for; each
+value's type and range is checked too (`RANGES`), so no run starts with a value no experiment
+would use.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, NamedTuple
 
 from assistant.hardware import check_bf16_request
 
@@ -17,8 +20,83 @@ ATTENTIONS = ("auto", "eager", "sdpa")
 RENDER_MODES = ("auto", "chat", "completion")
 
 
+class Range(NamedTuple):
+    low: float
+    high: float
+    above_low: bool = False  # the low bound itself is refused too
+
+
+# What a launched run may ask for, per field (both bounds allowed unless `above_low`). Outside
+# them a value is a typo or an attack, not an experiment: lr = 1e308 makes every weight inf,
+# epochs = 1e9 holds a worker for ever, batch_size = 1e9 exhausts any memory. The type comes
+# from the field's annotation: an int is a JSON integer (not true, not 2.5 or 1e9), a float
+# any finite number.
+RANGES = {
+    # 8 tokens hold a little context, a response and the end token; 32k is beyond the context
+    # window of any backbone trained here.
+    "max_length": Range(8, 32_768),
+    # Zero would not train; above 1 AdamW diverges on the first step.
+    "lr": Range(0, 1, above_low=True),
+    # AdamW's decoupled decay: 1 would zero the matrices every step.
+    "weight_decay": Range(0, 1),
+    "warmup_steps": Range(0, 1_000_000),
+    "epochs": Range(1, 1000),
+    "max_steps": Range(1, 10_000_000),
+    # Rankings (or conversations) per micro-batch: 4096 is past any device's memory already.
+    "batch_size": Range(1, 4096),
+    "grad_accum": Range(1, 1024),
+    # 0 (like None): no clipping; a negative norm is meaningless.
+    "max_grad_norm": Range(0, 1e6),
+    "lora_r": Range(1, 1024),
+    "lora_alpha": Range(1, 65_536),
+    "eval_every": Range(0, 10_000_000),
+    "checkpoint_every": Range(0, 10_000_000),
+    # What numpy and torch take as a seed (32 bits).
+    "seed": Range(0, 2**32 - 1),
+    "margin_scale": Range(0, 100),
+    "mega_batch_mult": Range(1, 10_000),
+    # Fewer than 2 answers to a question make no comparison.
+    "max_responses": Range(2, 10_000),
+    "min_conversations": Range(1, 10_000_000),
+}
+_TYPE_WORDS = {
+    "int": "a whole number",
+    "float": "a number",
+    "bool": "true or false",
+    "str": "a string",
+}
+
+
+def _shown(value) -> str:
+    """`value` for an error message: short, whatever its size."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long to print
+        return "a number too large to print"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_type(name: str, value, annotation: str) -> None:
+    """Raise ValueError naming `name` unless `value` fits its annotation ("int | None", …)."""
+    optional = annotation.endswith(" | None")
+    base = annotation.removesuffix(" | None")
+    if value is None and optional:
+        return
+    if base == "int":
+        fits = type(value) is int  # bool is an int subclass: refused here
+    elif base == "float":
+        fits = type(value) in (int, float) and math.isfinite(value)
+    elif base in ("bool", "str"):
+        fits = type(value) is {"bool": bool, "str": str}[base]
+    else:  # bf16 (bool | str) has its own check
+        return
+    if not fits:
+        allowed = _TYPE_WORDS[base] + (" or null" if optional else "")
+        raise ValueError(f"{name} must be {allowed}, not {_shown(value)}")
+
+
 class RunConfig:
-    """What every kind's config dataclass shares: its JSON form, and rebuilding from it."""
+    """What every kind's config dataclass shares: its JSON form, rebuilding from it, checks."""
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-able form stored on the run row and in meta.json."""
@@ -27,8 +105,10 @@ class RunConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]):
         """Rebuild from `asdict` output; unknown keys raise, missing keys take the default."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a config is a JSON object of settings, not {_shown(data)}")
         known = {field.name for field in fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(map(str, set(data) - known))
         if unknown:
             raise ValueError(
                 f"unknown {cls.__name__} keys: {', '.join(unknown)} "
@@ -36,17 +116,20 @@ class RunConfig:
             )
         return cls(**data)
 
-    def _check_ranges(self, *, at_least_one: tuple[str, ...], not_negative: tuple[str, ...]):
-        for name in at_least_one:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
-        for name in not_negative:
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must not be negative, not {getattr(self, name)}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"max_steps must be at least 1 or None, not {self.max_steps}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be positive, not {self.lr}")
+    def _check_fields(self) -> None:
+        """Every field's type and range (RANGES); a ValueError names the first field that fails."""
+        for field in fields(self):
+            value = getattr(self, field.name)
+            _check_type(field.name, value, str(field.type))
+            limits = RANGES.get(field.name)
+            if limits is None or value is None:
+                continue
+            low_ok = value > limits.low if limits.above_low else value >= limits.low
+            if not (low_ok and value <= limits.high):
+                low = f"above {limits.low}" if limits.above_low else f"from {limits.low}"
+                raise ValueError(
+                    f"{field.name} must be {low} to {limits.high}, not {_shown(value)}"
+                )
         check_bf16_request(self.bf16)
         if self.attention not in ATTENTIONS:
             raise ValueError(
@@ -112,10 +195,7 @@ class PreferenceTrainingConfig(RunConfig):
     def __post_init__(self):
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}, not {self.loss!r}")
-        self._check_ranges(
-            at_least_one=("max_length", "batch_size", "grad_accum", "epochs", "mega_batch_mult"),
-            not_negative=("warmup_steps", "eval_every", "checkpoint_every"),
-        )
+        self._check_fields()
         if self.lora and importlib.util.find_spec("peft") is None:
             raise ValueError(
                 "lora=True needs the `peft` package, which is not installed here; "
@@ -184,7 +264,4 @@ class DistillationConfig(RunConfig):
             raise ValueError(
                 f"render_mode must be one of {', '.join(RENDER_MODES)}, not {self.render_mode!r}"
             )
-        self._check_ranges(
-            at_least_one=("max_length", "batch_size", "grad_accum", "epochs", "min_conversations"),
-            not_negative=("warmup_steps", "eval_every", "checkpoint_every"),
-        )
+        self._check_fields()

@@ -30,6 +30,8 @@ DEFAULT_DISTILLATION_PROMPT = "hhh"
 
 def config_for_kind(kind: str, values: dict) -> RunConfig:
     """The kind's config dataclass from stored or submitted values (unknown keys: ValueError)."""
+    if not isinstance(values, dict):  # a string, a list or a number from a hostile client
+        raise ValueError(f"a config is a JSON object of settings, not {type(values).__name__}")
     if kind == TrainingRun.Kind.PMP:
         return PMPConfig.from_dict(values)
     if kind == TrainingRun.Kind.DISTILL:
