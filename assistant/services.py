@@ -126,22 +126,39 @@ def model_version_check(
     metadata=None,
     confine_to_roots: bool = False,
 ) -> str:
-    """Check a model version's fields before it is saved (ValidationError naming the field);
-    return the path to store (resolved)."""
-    if backend == ModelVersion.Backend.TRANSFORMERS:
-        path = model_path_check(path, confine_to_roots=confine_to_roots)
-    elif path and confine_to_roots:  # unused by this backend, but never a path outside the roots
-        model_path_check(path, must_exist=False)
+    """Check a model version's fields before it is saved (one ValidationError naming every bad
+    field); return the path to store (resolved)."""
+    errors: dict[str, list[str]] = {}
+
+    def refused(error: ValidationError) -> None:
+        for field, messages in error.message_dict.items():
+            errors.setdefault(field, []).extend(messages)
+
+    try:
+        if backend == ModelVersion.Backend.TRANSFORMERS:
+            path = model_path_check(path, confine_to_roots=confine_to_roots)
+        elif path and confine_to_roots:  # unused by this backend, but never outside the roots
+            model_path_check(path, must_exist=False)
+    except ValidationError as error:
+        refused(error)
     if backend == ModelVersion.Backend.OPENAI and not url:
-        raise ValidationError({"url": "an OpenAI-compatible backend needs the server's URL"})
-    if url:
-        server_url_check(url)
+        errors["url"] = ["an OpenAI-compatible backend needs the server's URL"]
+    elif url:
+        try:
+            server_url_check(url)
+        except ValidationError as error:
+            refused(error)
     if kind == ModelVersion.Kind.PM and backend != ModelVersion.Backend.TRANSFORMERS:
-        raise ValidationError({"backend": "preference models run locally (transformers)"})
-    _check_generation_defaults(generation_defaults or {})
+        errors["backend"] = ["preference models run locally (transformers)"]
+    try:
+        _check_generation_defaults(generation_defaults or {})
+    except ValidationError as error:
+        refused(error)
     for field, value in (("backend_options", backend_options), ("metadata", metadata)):
         if value is not None and not isinstance(value, dict):
-            raise ValidationError({field: "must be a JSON object"})
+            errors[field] = ["must be a JSON object"]
+    if errors:
+        raise ValidationError(errors)
     return path
 
 
