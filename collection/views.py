@@ -217,7 +217,12 @@ def review(request):
 @role_required(CONTRACTOR)
 @require_POST
 def review_judge(request, turn_id: int):
-    if Judgement.objects.filter(turn_id=turn_id, contractor=request.user).exists():
+    # The turn by its pk: a pk lookup knows an out-of-range id matches nothing, a foreign-key
+    # lookup would hand it to the database (SQLite overflows).
+    mine = Judgement.objects.filter(
+        turn__in=Turn.objects.filter(pk=turn_id), contractor=request.user
+    )
+    if mine.exists():
         return redirect("collection:review")  # a double submit: the first one counted
     turn = get_object_or_404(selectors.review_queue(contractor=request.user), pk=turn_id)
     form = JudgementForm(request.POST, turn=turn)
