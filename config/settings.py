@@ -330,6 +330,8 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     # Training and eval runs share the job statuses (assistant/jobs.py): one enum, named.
     "ENUM_NAME_OVERRIDES": {"JobStatusEnum": "assistant.jobs.JobStatus"},
+    # The schema describes the API, not the view serving the schema.
+    "SERVE_INCLUDE_SCHEMA": False,
     # The error statuses too (400/401/403/404), so a client and schemathesis know to expect them.
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",

@@ -18,3 +18,6 @@ urlpatterns = [
     path("evals/", include("evals.urls")),
     path("api/", include("config.api_urls")),
 ]
+
+# An id the API's routes do not match (`/api/campaigns/abc/`) is a JSON 404 like DRF's own.
+handler404 = views.not_found

@@ -1,5 +1,7 @@
 from django.contrib.auth.decorators import login_required
+from django.http import JsonResponse
 from django.shortcuts import redirect, render
+from django.views.defaults import page_not_found
 
 from .roles import ADMIN, CONTRACTOR, RESEARCHER, user_roles
 
@@ -15,3 +17,10 @@ def home(request):
     if CONTRACTOR in roles:
         return redirect("collection:dashboard")
     return render(request, "config/no_role.html", status=403)
+
+
+def not_found(request, exception):
+    """A URL nothing matches: JSON under /api/ (as DRF's own 404s are), else Django's page."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Not found."}, status=404)
+    return page_not_found(request, exception)

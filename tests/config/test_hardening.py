@@ -134,6 +134,15 @@ def test_the_schema_documents_the_error_statuses_of_every_operation(client, adam
             assert {"400", "401", "403", "404"} <= set(operation["responses"]), (method, path)
 
 
+@pytest.mark.django_db
+def test_an_api_url_nothing_matches_is_a_json_404(client, rita):
+    client.force_login(rita)
+    response = client.get("/api/campaigns/1.5e-300/")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not found."}
+    assert "text/html" in client.get("/collect/nowhere/").headers["Content-Type"]
+
+
 INLINE = re.compile(
     r"<script(?![^>]*\bsrc=)[^>]*>(?!</script>)"  # a script element with code in it
     r"|<style\b|\sstyle=|\son[a-z]+\s*=|javascript:",
