@@ -1,6 +1,7 @@
 """REST API of the assistant app: model versions (researchers read, admins register/activate)."""
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -31,6 +32,7 @@ class ModelVersionSerializer(serializers.ModelSerializer):
             "created_at",
         ]
         read_only_fields = ["origin", "training_run_id", "is_active", "created_at"]
+        extra_kwargs = {"name": {"min_length": 1}}  # said in the schema (the model refuses blank)
 
     def create(self, validated_data):
         try:
@@ -61,6 +63,7 @@ class ModelVersionViewSet(
             versions = versions.filter(kind=kind)
         return versions
 
+    @extend_schema(request=None)  # the action reads no body
     @action(detail=True, methods=["post"])
     def activate(self, request, pk=None, format=None):  # format: the ".json" suffix
         """Make this version the active one of its kind."""

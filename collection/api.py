@@ -2,6 +2,7 @@
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.decorators import action
@@ -55,6 +56,7 @@ class CampaignSerializer(serializers.ModelSerializer):
         # The model's check constraints, here so that each refusal names its field (full_clean
         # would report a violated constraint under "__all__").
         extra_kwargs = {
+            "name": {"min_length": 1},  # said in the schema too (the model refuses blank)
             "k": {"min_value": 2, "max_value": 8},
             "max_turns": {"min_value": 1},
             "overlap_target": {"min_value": 1},
@@ -239,6 +241,9 @@ class JudgementViewSet(StrictQueryMixin, viewsets.ReadOnlyModelViewSet):
 
 
 class SnapshotSerializer(serializers.ModelSerializer):
+    # An object, not any JSON: the schema says so, and null or a list is a 400 here.
+    filter = serializers.DictField(help_text='e.g. {"campaigns": [1], "consensus_only": true}')
+
     class Meta:
         model = DatasetSnapshot
         fields = ["id", "name", "filter", "counts", "content_hash", "created_by", "created_at"]
@@ -275,7 +280,10 @@ class SnapshotViewSet(
     serializer_class = SnapshotSerializer
     permission_classes = [ResearcherWrite]
 
-    @extend_schema(parameters=[DownloadQuery])
+    @extend_schema(
+        parameters=[DownloadQuery],
+        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY},
+    )
     @action(detail=True, methods=["get"])
     def download(self, request, pk=None, format=None):  # format: the router's ".json" suffix
         """Stream an export of the snapshot (constant memory, whatever its size)."""

@@ -7,6 +7,7 @@ ERRORS = {
     "401": "not signed in (send `Authorization: Token …`)",
     "403": "the role may not do this",
     "404": "no such object for this user, or no such page of results",
+    "414": "the request line is longer than the web server takes (gunicorn: 4,094 bytes)",
 }
 
 

@@ -1,6 +1,7 @@
 """REST API of training runs: researchers read; admins launch and cancel."""
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -12,6 +13,9 @@ from .models import TrainingRun
 
 
 class TrainingRunSerializer(serializers.ModelSerializer):
+    # An object of settings (the schema says so; null is a 400), checked by the kind's config.
+    config = serializers.DictField(required=False)
+
     class Meta:
         model = TrainingRun
         fields = [
@@ -70,6 +74,7 @@ class TrainingRunViewSet(
     serializer_class = TrainingRunSerializer
     permission_classes = [ResearcherReadAdminWrite]
 
+    @extend_schema(request=None)  # the action reads no body
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None, format=None):  # format: the router's ".json" suffix
         """Ask the run to stop (at once when queued, at its next step when running)."""
