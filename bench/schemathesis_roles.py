@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.machine import cpu_model, write_json  # noqa: E402
-from bench.web_load import Server, free_port, manage, recreate_database, stop_server  # noqa: E402
+from bench.web_load import gunicorn_start, manage, recreate_database, stop_server  # noqa: E402
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/alignlab_schemathesis"
 ROLES = ["anonymous", "alice", "bob", "rita", "adam"]
@@ -71,38 +71,6 @@ def seed(models_dir: Path) -> None:
             Response(turn=turn, index=i, text=f"Response {i}: water it.", model_version=lm)
             for i in range(2)
         )
-
-
-def start_server(*, env: dict, log: Path, workers: int) -> Server:
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "config.wsgi:application",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        str(workers),
-        "--timeout",
-        "120",
-    ]
-    process = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT
-    )
-    server = Server(process, f"http://127.0.0.1:{port}", log, command)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"gunicorn exited with {process.returncode}:\n{server.output()}")
-        try:
-            with urllib.request.urlopen(server.url + "/accounts/login/", timeout=5) as response:
-                if response.status == 200:
-                    return server
-        except OSError:
-            time.sleep(0.3)
-    stop_server(server)
-    raise RuntimeError(f"gunicorn did not answer within 60 s:\n{server.output()}")
 
 
 def token_for(username: str, env: dict) -> str:
@@ -184,7 +152,7 @@ def main() -> None:
     connections.close_all()
     tokens = {user: token_for(user, env) for user in ROLES if user != "anonymous"}
 
-    server = start_server(env=env, log=work / "gunicorn.log", workers=args.workers)
+    server = gunicorn_start(env=env, log=work / "gunicorn.log", workers=args.workers)
     report = {
         "command": " ".join(sys.argv),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -555,6 +555,15 @@ def start_server(
             env=env,
             check=True,
         )
+    headers = {"X-Forwarded-Proto": "https"}  # server_env's settings sit behind a TLS proxy
+    return gunicorn_start(env=env, log=log, workers=workers, threads=threads, headers=headers)
+
+
+def gunicorn_start(
+    *, env: dict, log: Path, workers: int, threads: int = 1, headers: dict | None = None
+) -> Server:
+    """Start gunicorn on a free port with `env`; return once the sign-in page answers 200
+    (requested with `headers`), or raise with its log."""
     port = free_port()
     command = [
         sys.executable,
@@ -580,9 +589,7 @@ def start_server(
         start_new_session=True,
     )
     server = Server(process, f"http://127.0.0.1:{port}", log, command)
-    health = urllib.request.Request(
-        server.url + "/accounts/login/", headers={"X-Forwarded-Proto": "https"}
-    )
+    health = urllib.request.Request(server.url + "/accounts/login/", headers=headers or {})
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
