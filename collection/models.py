@@ -6,6 +6,7 @@ from django.db import models
 from django.db.models import Q
 
 from assistant.backends import SamplingParams
+from assistant.jobs import Job
 from assistant.models import ModelVersion, PromptTemplate
 
 # The 8-point pairwise scale of the HH-RLHF interface: 1 = "A much better" … 8 = "B much better".
@@ -84,7 +85,13 @@ class Campaign(models.Model):
     overlap_target = models.PositiveSmallIntegerField(
         default=1, help_text="How many contractors judge each turn (1: only its author)."
     )
+    # Active: contractors can start conversations. Paused: is_active off, closed_at empty (it
+    # can be resumed). Closed: closed_at set (and is_active off); its data stays for export.
     is_active = models.BooleanField(default=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -359,9 +366,16 @@ class Judgement(models.Model):
         null=True, blank=True, help_text="Pairwise only: 1 slightly … 4 much better."
     )
     flags = models.JSONField(default=list, blank=True)
+    # "About the same": the contractor saw no difference (pairwise). `ranking` still lists
+    # both responses, in display order; exports mark the row so TRL users can filter it out.
+    tie = models.BooleanField(default=False)
+    # "Both are bad": whichever was preferred, neither response is acceptable.
+    both_bad = models.BooleanField(default=False)
     note = models.CharField(max_length=500, blank=True)
     time_spent_ms = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Set when the contractor changed the judgement (allowed until their next message).
+    revised_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -436,3 +450,27 @@ class DatasetSnapshot(models.Model):
 
     def __str__(self):
         return f"snapshot {self.pk} {self.content_hash[:12]}"
+
+
+class ImportJob(Job):
+    """An import file uploaded from the browser, imported by a worker (assistant/jobs.py).
+
+    The upload is written by the web process to a path it chooses under the uploads folder
+    (`stored_path`; never a path the user gave); the worker runs `dataset_import_create` on it
+    and links the result. `progress` holds {"stage", "done", "total"} while it runs.
+    """
+
+    format = models.CharField(max_length=10, choices=DatasetImport.Format.choices)
+    mode = models.CharField(
+        max_length=10, choices=Campaign.Mode.choices, default=Campaign.Mode.HELPFUL
+    )
+    source_name = models.CharField(max_length=300, help_text="The uploaded file's name.")
+    stored_path = models.CharField(max_length=500)
+    size_bytes = models.PositiveBigIntegerField(default=0)
+    progress = models.JSONField(default=dict, blank=True)
+    dataset_import = models.ForeignKey(
+        DatasetImport, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    def __str__(self):
+        return f"import job {self.pk}: {self.source_name} ({self.status})"
