@@ -3,7 +3,7 @@ import dataclasses
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 
 from assistant.backends import SamplingParams
 from assistant.jobs import Job
@@ -21,6 +21,20 @@ SCALE_LABELS = {
     8: "B much better",
 }
 FLAGS = ("harmful", "untruthful", "unhelpful", "off_topic")
+
+
+class SelectionRule(models.TextChoices):
+    """Which k of a best-of-n turn's n PM-scored candidates are shown."""
+
+    TOP_K = "top_k", "the PM's best k"
+    TOP_VS_RANDOM = "top_vs_random", "the PM's best against random others"
+    TOP_VS_BOTTOM = "top_vs_bottom", "the PM's best against its worst"
+    SPREAD = "spread", "evenly spaced PM ranks"
+
+
+class ReviewOrder(models.TextChoices):
+    OLDEST = "oldest", "oldest turns first"
+    PM_UNCERTAINTY = "pm_uncertainty", "smallest PM score gap first (active selection)"
 
 
 class Campaign(models.Model):
@@ -85,6 +99,27 @@ class Campaign(models.Model):
     overlap_target = models.PositiveSmallIntegerField(
         default=1, help_text="How many contractors judge each turn (1: only its author)."
     )
+    # Best-of-n (issue 14): sample `best_of_n` candidates per turn, score them with the PM
+    # (`pm_version`, else the active PM) and show k of them picked by `selection_rule`.
+    # 0: plain sampling of k. The unshown candidates are kept as `Candidate` rows.
+    best_of_n = models.PositiveSmallIntegerField(
+        default=0, help_text="Candidates sampled per turn (0: plain sampling of k; else n >= k)."
+    )
+    selection_rule = models.CharField(
+        max_length=16, choices=SelectionRule.choices, default=SelectionRule.TOP_K
+    )
+    pm_version = models.ForeignKey(
+        ModelVersion,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        limit_choices_to={"kind": "pm"},
+        help_text="The PM that scores candidates (empty: the active PM).",
+    )
+    review_order = models.CharField(
+        max_length=16, choices=ReviewOrder.choices, default=ReviewOrder.OLDEST
+    )
     # Active: contractors can start conversations. Paused: is_active off, closed_at empty (it
     # can be resumed). Closed: closed_at set (and is_active off); its data stays for export.
     is_active = models.BooleanField(default=True)
@@ -107,6 +142,10 @@ class Campaign(models.Model):
             ),
             models.CheckConstraint(
                 condition=Q(overlap_target__gte=1), name="campaign_overlap_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(best_of_n=0) | Q(best_of_n__gte=F("k"), best_of_n__lte=32),
+                name="campaign_best_of_n_0_or_k_to_32",
             ),
         ]
 
@@ -263,6 +302,9 @@ class Turn(models.Model):
     # these through a small partial index instead of counting judgements on every page.
     judgement_count = models.PositiveIntegerField(default=0)
     needs_review = models.BooleanField(default=False)
+    # The PM's uncertainty about the shown responses: the smallest gap between their scores
+    # (null: not scored). Campaigns with review_order "pm_uncertainty" review smallest first.
+    pm_uncertainty = models.FloatField(null=True, blank=True)
 
     class Meta:
         ordering = ["conversation", "index"]
@@ -272,7 +314,12 @@ class Turn(models.Model):
         indexes = [
             models.Index(
                 fields=["created_at"], name="turn_needs_review", condition=Q(needs_review=True)
-            )
+            ),
+            models.Index(
+                fields=["pm_uncertainty", "created_at"],
+                name="turn_review_by_uncertainty",
+                condition=Q(needs_review=True),
+            ),
         ]
 
     def __str__(self):
@@ -318,6 +365,16 @@ class Response(models.Model):
     finish_reason = models.CharField(max_length=10, blank=True)
     latency_s = models.FloatField(default=0)
     dropped_turns = models.PositiveSmallIntegerField(default=0)
+    # The PM's blind judgement (never shown to contractors): the PM that scored the sample, its
+    # score, its rank among the turn's candidates (1 = best), how many candidates there were
+    # and the rule that picked the shown ones ("" without best-of-n).
+    pm_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    pm_score = models.FloatField(null=True, blank=True)
+    pm_rank = models.PositiveSmallIntegerField(null=True, blank=True)
+    candidates_n = models.PositiveSmallIntegerField(null=True, blank=True)
+    selection_rule = models.CharField(max_length=16, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -474,3 +531,91 @@ class ImportJob(Job):
 
     def __str__(self):
         return f"import job {self.pk}: {self.source_name} ({self.status})"
+
+
+class Candidate(models.Model):
+    """A best-of-n sample the PM scored but the selection rule did not show: kept for
+    rejection-sampling and DPO runs (exported with the turn), never offered to contractors."""
+
+    turn = models.ForeignKey(Turn, on_delete=models.CASCADE, related_name="candidates")
+    text = models.TextField()
+    model_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    prompt = models.ForeignKey(
+        PromptTemplate, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    sampling_params = models.JSONField(default=dict)
+    condition = models.CharField(max_length=60, blank=True)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    logprob = models.FloatField(null=True, blank=True)
+    finish_reason = models.CharField(max_length=10, blank=True)
+    pm_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    pm_score = models.FloatField(null=True, blank=True)
+    pm_rank = models.PositiveSmallIntegerField(null=True, blank=True)
+    selection_rule = models.CharField(max_length=16, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["turn", "pm_rank"]
+
+    def __str__(self):
+        return f"unshown candidate {self.pm_rank} of turn {self.turn_id}"
+
+
+class PMAgreement(models.Model):
+    """Did a human judgement agree with the PM's blind prediction? One row per judgement whose
+    turn was scored; the agreement page aggregates these by PM version, campaign, mode and
+    contractor (the denormalised columns keep those queries on indexes)."""
+
+    judgement = models.OneToOneField(
+        Judgement, on_delete=models.CASCADE, related_name="pm_agreement"
+    )
+    pm_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="+")
+    mode = models.CharField(max_length=10, choices=Campaign.Mode.choices)
+    contractor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    # The response the PM scored highest among those shown, and the human's best.
+    predicted_response = models.ForeignKey(Response, on_delete=models.CASCADE, related_name="+")
+    chosen_response = models.ForeignKey(Response, on_delete=models.CASCADE, related_name="+")
+    agrees = models.BooleanField()
+    margin = models.FloatField(help_text="PM score gap between its top two shown responses.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["pm_version", "created_at"], name="agreement_by_pm"),
+            models.Index(fields=["campaign", "created_at"], name="agreement_by_campaign"),
+            models.Index(fields=["contractor", "created_at"], name="agreement_by_contractor"),
+        ]
+
+    def __str__(self):
+        verdict = "agrees" if self.agrees else "disagrees"
+        return f"PM {self.pm_version_id} {verdict} with judgement {self.judgement_id}"
+
+
+class LoopSettings(models.Model):
+    """Settings of the online loop an admin changes in the Django admin (one row, pk 1)."""
+
+    drift_window = models.PositiveIntegerField(
+        default=200, help_text="The last N judgements whose PM agreement is watched."
+    )
+    drift_margin = models.FloatField(
+        default=0.05,
+        help_text="Alarm when their agreement is below the PM's held-out accuracy by more.",
+    )
+
+    class Meta:
+        verbose_name_plural = "loop settings"
+
+    def __str__(self):
+        return "loop settings"
+
+    @classmethod
+    def current(cls) -> "LoopSettings":
+        return cls.objects.get_or_create(pk=1)[0]
