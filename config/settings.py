@@ -303,8 +303,17 @@ ALIGNLAB_HHH_PER_CATEGORY = env_int("ALIGNLAB_HHH_PER_CATEGORY", 0)
 
 # --- Training -------------------------------------------------------------------------------
 
-# A newly trained PM is promoted unless its held-out accuracy is worse than the active PM's by
-# more than this (absolute accuracy).
+# PM promotion: a paired test on the new run's held-out pairs (training/promotion.py).
+# A PM whose held-out set has fewer comparisons (ordered pairs) than this is registered but never
+# promoted: with 200, the 95% interval of an accuracy near 0.7 is about ±0.065 and an exact
+# McNemar test detects a 5-point gain when ~15% of the pairs are discordant; on a handful of
+# pairs "accuracy 1.000" means nothing.
+TRAINING_PROMOTION_MIN_HELD_OUT = env_int("ALIGNLAB_PROMOTION_MIN_HELD_OUT", 200)
+# The test's level: significantly better (exact McNemar p < alpha) is promoted, significantly
+# worse kept; the interval of the accuracy difference is at 1 - alpha.
+TRAINING_PROMOTION_ALPHA = 0.05
+# Non-inferiority margin (absolute accuracy) for a tie: a PM not significantly different from
+# the active one is promoted only when the interval's lower end is at least -tolerance.
 TRAINING_PROMOTION_TOLERANCE = float(env_str("TRAINING_PROMOTION_TOLERANCE", "0.01"))
 
 # --- REST API --------------------------------------------------------------------------------

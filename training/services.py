@@ -473,7 +473,7 @@ def _register_result(run, trained: _Trained, config):
     }
     if kind == ModelVersion.Kind.PM and run.kind == TrainingRun.Kind.PM and trained.held_out:
         promotion = _promotion_decision(
-            version, active_model(kind=ModelVersion.Kind.PM), result, trained.held_out, config
+            trained, active_model(kind=ModelVersion.Kind.PM), result, trained.held_out, config
         )
         if promotion["decision"] == "promoted":
             model_version_activate(version=version)
@@ -481,49 +481,33 @@ def _register_result(run, trained: _Trained, config):
 
 
 def _promotion_decision(new, active, result, held_out, config) -> dict:
-    """Promote when held-out accuracy is not worse than the active PM's beyond the tolerance."""
+    """Promote on a paired test against the active PM on the same held-out pairs
+    (training/promotion.py: the minimum held-out size, the test, the interval, the tolerance)."""
     from django.conf import settings
 
     from assistant.pm import load_pm
 
-    from .loop import evaluate
+    from .promotion import decide, pair_outcomes
 
-    new_accuracy = result.metrics.get("eval_accuracy")
-    if new_accuracy is None:
-        return {"decision": "kept", "reason": "no held-out accuracy was measured"}
-    if active is None:
-        return {
-            "decision": "promoted",
-            "reason": f"first PM; held-out accuracy {new_accuracy:.3f}",
-            "new_accuracy": new_accuracy,
-        }
-    model, tokenizer, _ = load_pm(active.path)
-    active_accuracy = evaluate(model, tokenizer, held_out, config)["eval_accuracy"]
-    tolerance = settings.TRAINING_PROMOTION_TOLERANCE
-    facts = {
-        "new_accuracy": new_accuracy,
-        "active_accuracy": active_accuracy,
-        "active_version": active.pk,
-        "tolerance": tolerance,
-        "held_out": len(held_out),
+    min_held_out = settings.TRAINING_PROMOTION_MIN_HELD_OUT
+    rules = {
+        "min_held_out": min_held_out,
+        "alpha": settings.TRAINING_PROMOTION_ALPHA,
+        "tolerance": settings.TRAINING_PROMOTION_TOLERANCE,
     }
-    if new_accuracy >= active_accuracy - tolerance:
-        return {
-            "decision": "promoted",
-            **facts,
-            "reason": (
-                f"held-out accuracy {new_accuracy:.3f} vs active {active_accuracy:.3f} "
-                f"(tolerance {tolerance})"
-            ),
-        }
-    return {
-        "decision": "kept",
-        **facts,
-        "reason": (
-            f"held-out accuracy {new_accuracy:.3f} is worse than the active PM's "
-            f"{active_accuracy:.3f} by more than {tolerance}"
-        ),
-    }
+    if result.metrics.get("eval_accuracy") is None:
+        return {"decision": "kept", "reason": "no held-out accuracy was measured", **rules}
+    new_outcomes = pair_outcomes(new.model, new.tokenizer, held_out, config)
+    active_outcomes = None
+    # The active PM is scored only when the held-out set is big enough to decide anything.
+    if active is not None and len(new_outcomes) >= min_held_out:
+        model, tokenizer, _ = load_pm(active.path)
+        active_outcomes = pair_outcomes(model, tokenizer, held_out, config)
+    decision = decide(new_outcomes, active_outcomes, **rules)
+    decision["eval_accuracy"] = result.metrics["eval_accuracy"]  # ties in reward count 1/2 there
+    if active is not None:
+        decision["active_version"] = active.pk
+    return decision
 
 
 def _save_lm(model, tokenizer, path, meta) -> None:

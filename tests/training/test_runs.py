@@ -55,6 +55,18 @@ def snapshot(tmp_path, adam):
     )
 
 
+@pytest.fixture
+def big_snapshot(tmp_path, adam):
+    """About 40 held-out pairs: enough for the promotion tests to decide (the default minimum
+    of 200 is lowered in them; tests/training/test_promotion.py tests the minimum itself)."""
+    imported = dataset_import_create(
+        path=toy_trl_file(tmp_path / "toy-big.jsonl", n=400), format="trl"
+    )
+    return snapshot_create(
+        filter={"sources": ["imported"], "imports": [imported.pk]}, created_by=adam
+    )
+
+
 def execute(run):
     claimed = services.training_run_claim(run_id=run.pk)
     assert claimed is not None
@@ -63,8 +75,10 @@ def execute(run):
 
 @pytest.mark.django_db
 def test_a_run_trains_registers_and_promotes_the_first_pm(
-    backbone, snapshot, adam, settings, django_capture_on_commit_callbacks
+    backbone, big_snapshot, adam, settings, django_capture_on_commit_callbacks
 ):
+    snapshot = big_snapshot
+    settings.TRAINING_PROMOTION_MIN_HELD_OUT = 20
     with django_capture_on_commit_callbacks(execute=False) as queued:
         run = services.training_run_create(
             kind="pm", snapshot=snapshot, base_model=backbone, config=TINY_CONFIG, launched_by=adam
@@ -79,7 +93,7 @@ def test_a_run_trains_registers_and_promotes_the_first_pm(
     assert version.path == run.artifact_path and version.path.startswith(str(settings.MODELS_DIR))
     meta = json.loads((Path(version.path) / "meta.json").read_text())
     assert meta["dataset_snapshot"] == snapshot.content_hash and meta["training_run"] == run.pk
-    assert run.promotion["decision"] == "promoted"
+    assert run.promotion["decision"] == "promoted", run.promotion
     version.refresh_from_db()
     assert version.is_active
     # The trained PM prefers the better kind of response on unseen text.
@@ -95,7 +109,9 @@ def test_a_run_trains_registers_and_promotes_the_first_pm(
 
 
 @pytest.mark.django_db
-def test_a_worse_pm_is_not_promoted(backbone, snapshot, settings):
+def test_a_worse_pm_is_not_promoted(backbone, big_snapshot, settings):
+    snapshot = big_snapshot
+    settings.TRAINING_PROMOTION_MIN_HELD_OUT = 20
     first = execute(
         services.training_run_create(
             kind="pm", snapshot=snapshot, base_model=backbone, config=TINY_CONFIG
@@ -114,7 +130,7 @@ def test_a_worse_pm_is_not_promoted(backbone, snapshot, settings):
     assert weak.status == TrainingRun.Status.SUCCEEDED
     assert weak.promotion["decision"] == "kept", weak.promotion
     assert weak.promotion["active_version"] == first.result_version_id
-    assert "worse than the active PM" in weak.promotion["reason"]
+    assert "significantly worse than the active PM" in weak.promotion["reason"], weak.promotion
     assert ModelVersion.objects.get(kind="pm", is_active=True) == first.result_version
 
 
