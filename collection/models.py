@@ -163,6 +163,15 @@ class Campaign(models.Model):
         except ValueError as error:
             raise ValidationError({"sampling": str(error)}) from None
         self.sampling_variants = _clean_variants(self.sampling_variants, self.sampling or {})
+        if self.best_of_n:
+            if not self.k <= self.best_of_n <= 32:
+                raise ValidationError(
+                    {"best_of_n": f"Sample between k ({self.k}) and 32 candidates, or 0 for none."}
+                )
+            if self.sampling_variants:
+                raise ValidationError(
+                    {"best_of_n": "Best-of-n samples one condition: remove the sampling variants."}
+                )
 
     def arms(self) -> list[tuple[ModelVersion, str, dict]]:
         """(LM version, variant name, sampling overrides) for every arm of this campaign's Elo

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from django.db.models import Count, Exists, OuterRef, Q
+from django.db.models import Count, Exists, F, OuterRef, Q
 
-from .models import Campaign, Conversation, Judgement, Turn
+from .models import Campaign, Conversation, Judgement, ReviewOrder, Turn
 
 
 def open_campaigns() -> list[Campaign]:
-    return list(Campaign.objects.filter(is_active=True).select_related("lm_version", "prompt"))
+    return list(
+        Campaign.objects.filter(is_active=True, closed_at__isnull=True).select_related(
+            "lm_version", "prompt"
+        )
+    )
 
 
 def conversations_for_contractor(*, contractor):
@@ -53,15 +57,25 @@ def review_queue_count(*, contractor) -> int:
 
 
 def review_next(*, contractor) -> Turn | None:
-    """The next turn for this contractor: the oldest gold item, else the oldest open turn.
+    """The next turn for this contractor: the oldest gold item; else, in campaigns that review
+    by PM uncertainty (active selection), the open turn whose shown responses the PM scored
+    closest (unscored turns after the scored ones); else the oldest open turn.
 
-    Two queries, each walking one small set in `created_at` order (gold answers; the partial
-    index of open turns) and stopping at the first fit, so the cost does not grow with the
-    number of finished turns.
+    Each query walks one small set in index order (gold answers; the partial indexes of open
+    turns by `created_at` and by `pm_uncertainty`) and stops at the first fit, so the cost
+    does not grow with the number of finished turns.
     """
     reviewable = _reviewable(contractor).select_related("conversation__campaign")
     gold = reviewable.filter(gold__isnull=False).order_by("created_at").first()
-    return gold or reviewable.filter(needs_review=True).order_by("created_at").first()
+    if gold is not None:
+        return gold
+    open_turns = reviewable.filter(needs_review=True)
+    uncertain = (
+        open_turns.filter(conversation__campaign__review_order=ReviewOrder.PM_UNCERTAINTY)
+        .order_by(F("pm_uncertainty").asc(nulls_last=True), "created_at")
+        .first()
+    )
+    return uncertain or open_turns.order_by("created_at").first()
 
 
 def _reviewable(contractor):

@@ -14,6 +14,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Case, Q, Value, When
 from django.utils import timezone
@@ -21,7 +22,25 @@ from django.utils import timezone
 from assistant import jobs, runtime
 from assistant.backends import BackendError, Message
 
-from .models import FLAGS, Campaign, Conversation, GoldAnswer, Judgement, Response, Turn
+from .models import (
+    FLAGS,
+    Campaign,
+    Candidate,
+    Conversation,
+    GoldAnswer,
+    Judgement,
+    Response,
+    Turn,
+)
+from .pm_loop import (
+    agreement_record,
+    candidate_count,
+    choose_shown,
+    ranks_of,
+    score_turn_candidates,
+    scoring_pm,
+    smallest_gap,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +64,10 @@ def campaign_save(*, campaign: Campaign) -> Campaign:
     Raises `ValidationError` with the messages per field.
     """
     campaign.full_clean()
+    if campaign.closed_at is not None and campaign.is_active:
+        raise ValidationError(
+            {"is_active": "This campaign is closed; a closed campaign is not opened again."}
+        )
     with transaction.atomic():
         before = (
             Campaign.objects.select_for_update().filter(pk=campaign.pk).first()
@@ -73,8 +96,10 @@ def conversation_start(*, campaign: Campaign, contractor) -> Conversation:
     """Open a new conversation in `campaign`, within the contractor's quota."""
     with transaction.atomic():
         campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
-        if not campaign.is_active:
+        if campaign.closed_at is not None:
             raise CollectionError("This campaign is closed.")
+        if not campaign.is_active:
+            raise CollectionError("This campaign is paused; try again later.")
         if campaign.lm_version is None:
             raise CollectionError(
                 "This campaign holds imported data; it has no model to chat with."
@@ -283,7 +308,14 @@ def _generate(turn_id: int) -> Turn:
     campaign = turn.conversation.campaign
     prompt = campaign.prompt
     arms = campaign.arms()  # conversation_start refuses a campaign without an LM
-    slots = assign_arms(len(arms), turn.offered_k, seed=turn.pk)
+    k = turn.offered_k
+    best_of_n = candidate_count(campaign, k) > k
+    if best_of_n and len(arms) > 1:
+        raise RuntimeError("best-of-n samples one LM: this campaign also compares versions")
+    # Best-of-n draws all n candidates in one batched call; plain sampling spreads k over arms.
+    slots = (
+        [0] * candidate_count(campaign, k) if best_of_n else assign_arms(len(arms), k, seed=turn.pk)
+    )
     texts = [""] * len(slots)
     samples: dict[int, tuple] = {}
     saved_at = time.monotonic()
@@ -298,27 +330,91 @@ def _generate(turn_id: int) -> Turn:
             if event.sample is not None:
                 samples[position] = (event.sample, version, condition, params)
             if time.monotonic() - saved_at >= settings.COLLECTION_STREAM_SAVE_S:
-                # Also the heartbeat the sweeper reads: this worker is still writing.
+                # Also the heartbeat the sweeper reads: this worker is still writing. Best-of-n
+                # streams nothing: which candidates are shown is known only once all are scored.
                 Turn.objects.filter(pk=turn_id).update(
-                    partial_texts=texts, heartbeat_at=timezone.now()
+                    partial_texts=[] if best_of_n else texts, heartbeat_at=timezone.now()
                 )
                 saved_at = time.monotonic()
     missing = sorted(set(range(len(slots))) - set(samples))
     if missing:
         raise RuntimeError(f"the backend ended without finishing responses {missing}")
+    candidates = [samples[position] for position in range(len(slots))]
+    pm, scores = _pm_scores(campaign, turn, candidates, required=best_of_n)
+    if best_of_n:
+        shown = choose_shown(scores, k, campaign.selection_rule, seed=turn.pk)
+    else:
+        shown = list(range(len(candidates)))
+    rule = campaign.selection_rule if best_of_n else ""
+    ranks = ranks_of(scores) if scores else None
+
+    def pm_fields(i: int) -> dict:
+        if scores is None:
+            return {}
+        return {"pm_version": pm, "pm_score": scores[i], "pm_rank": ranks[i]}
+
     with transaction.atomic():
         # Only while the turn is still ours: the sweeper fails a turn whose worker went silent.
         if not Turn.objects.filter(pk=turn_id, status=Turn.Status.GENERATING).update(
-            status=Turn.Status.READY, ready_at=timezone.now(), partial_texts=[]
+            status=Turn.Status.READY,
+            ready_at=timezone.now(),
+            partial_texts=[],
+            pm_uncertainty=smallest_gap([scores[i] for i in shown]) if scores else None,
         ):
             return Turn.objects.get(pk=turn_id)
-        Response.objects.bulk_create(
-            [
-                _response(turn, position, prompt, *samples[position])
-                for position in range(len(slots))
-            ]
-        )
+        responses = []
+        for position, i in enumerate(shown):
+            response = _response(turn, position, prompt, *candidates[i])
+            for name, value in pm_fields(i).items():
+                setattr(response, name, value)
+            response.candidates_n, response.selection_rule = len(candidates), rule
+            responses.append(response)
+        Response.objects.bulk_create(responses)
+        if best_of_n:
+            Candidate.objects.bulk_create(
+                _candidate(turn, prompt, *candidates[i], rule=rule, **pm_fields(i))
+                for i in range(len(candidates))
+                if i not in shown
+            )
     return Turn.objects.get(pk=turn_id)
+
+
+def _pm_scores(campaign, turn, candidates, *, required: bool):
+    """(PM, its score of each candidate) for the turn, or (None, None) when no PM scores it.
+
+    Best-of-n needs the scores (no PM, or one that fails, fails the turn with the reason);
+    plain sampling stores them when a PM is there and goes on without them if it fails.
+    """
+    pm = scoring_pm(campaign)
+    if pm is None:
+        if required:
+            raise RuntimeError("best-of-n needs a preference model and none is active")
+        return None, None
+    try:
+        texts = [sample.text.strip() for sample, *_ in candidates]
+        return pm, score_turn_candidates(pm, conversation_messages(turn), texts)
+    except Exception:
+        if required:
+            raise
+        logger.exception("PM %s could not score turn %s; stored without scores", pm, turn.pk)
+        return None, None
+
+
+def _candidate(turn, prompt, sample, version, condition, params, *, rule, **pm) -> Candidate:
+    shown = _response(turn, 0, prompt, sample, version, condition, params)
+    return Candidate(
+        turn=turn,
+        text=shown.text,
+        model_version=version,
+        prompt=prompt,
+        sampling_params=shown.sampling_params,
+        condition=condition,
+        completion_tokens=shown.completion_tokens,
+        logprob=shown.logprob,
+        finish_reason=shown.finish_reason,
+        selection_rule=rule,
+        **pm,
+    )
 
 
 def _generation_failed(turn_id: int, error: str) -> Turn:
@@ -419,12 +515,16 @@ def judgement_submit(
     flags=(),
     note: str = "",
     time_spent_ms: int = 0,
+    tie: bool = False,
+    both_bad: bool = False,
 ) -> Judgement:
     """Record a contractor's judgement of a turn's responses, atomically with the turn it closes.
 
-    Pairwise campaigns give `scale` (1 = A much better … 8 = B much better); ranking campaigns
-    give `ranking`, response ids in the contractor's order (their pick first). A second submit
-    by the same contractor returns the first judgement unchanged.
+    Pairwise campaigns give `scale` (1 = A much better … 8 = B much better) or `tie` ("about
+    the same", the middle of the scale; see `_judgement_values` for how it is stored); ranking
+    campaigns give `ranking`, response ids in the contractor's order (their pick first).
+    `both_bad` ("both are bad") goes with any judgement. A second submit by the same contractor
+    returns the first judgement unchanged.
     """
     # An unknown flag, an overlong note or a negative time is refused (not cut quietly), with
     # the field it is about named for the form to show it there.
@@ -456,19 +556,14 @@ def judgement_submit(
             raise CollectionError(
                 "This turn has all the judgements it needs; take the next one from the queue."
             )
-        response_ids = list(turn.responses.order_by("index").values_list("pk", flat=True))
-        pairwise = turn.judged_as == Campaign.JudgementType.PAIRWISE
-        submitted, strength = _submitted_order(pairwise, response_ids, ranking, scale)
-        # Stored better-first: a red teamer's first pick is the MORE harmful response.
-        better_first = submitted[::-1] if campaign.mode == Campaign.Mode.RED_TEAM else submitted
+        values = _judgement_values(campaign, turn, ranking, scale, tie)
+        submitted = values["submitted_ranking"]
         judgement = Judgement.objects.create(
             turn=turn,
             contractor=contractor,
             origin=Judgement.Origin.CONVERSATION if is_author else Judgement.Origin.REVIEW,
-            ranking=better_first,
-            submitted_ranking=submitted,
-            scale=scale if pairwise else None,
-            strength=strength,
+            **values,
+            both_bad=bool(both_bad),
             flags=flags,
             note=note,
             time_spent_ms=time_spent_ms,
@@ -480,9 +575,92 @@ def judgement_submit(
             turn.status, turn.chosen_response_id = Turn.Status.JUDGED, submitted[0]
             fields += ["status", "chosen_response"]
         turn.save(update_fields=fields)
+        # The PM's blind prediction of this turn, tested by the judgement (issue 14).
+        agreement_record(judgement)
         if is_author and turn.index + 1 >= campaign.max_turns:
             _end(turn.conversation)
     return judgement
+
+
+def judgement_revise(
+    *,
+    turn: Turn,
+    contractor,
+    ranking: list[int] | None = None,
+    scale: int | None = None,
+    tie: bool = False,
+    both_bad: bool = False,
+    flags=(),
+    note: str = "",
+) -> Judgement:
+    """Change the contractor's own judgement of their latest turn, until they send the next
+    message: the scale point or tie (or the ranking), both-bad, flags and note. The
+    conversation continues with the new first choice; `revised_at` says when it changed (the
+    time spent stays the first judgement's).
+
+    One transaction, under the locks the writers of a conversation take, in their order: the
+    contractor's user row (`turn_submit` holds it while it adds the next message, so a next
+    message and a revision never interleave), then the turn's row (`judgement_submit` holds
+    it). Refused with a `CollectionError` once a later turn exists, when the judgement is part
+    of a dataset snapshot (a snapshot's rows must not change after it was made), and for review
+    judgements: a reviewer's judgement is final (it measures their agreement and gold accuracy
+    as given, and reviewers have no next message that would end a revision window). Sending
+    the values it already holds changes nothing: revising twice is harmless.
+    """
+    flags, note = _clean_flags(flags), _clean_note(note)
+    with transaction.atomic():
+        _lock_contractor(contractor)
+        turn = (
+            Turn.objects.select_for_update()
+            .select_related("conversation__campaign")
+            .get(pk=turn.pk)
+        )
+        _check_owner(turn.conversation, contractor)
+        judgement = Judgement.objects.filter(
+            turn=turn, contractor=contractor, origin=Judgement.Origin.CONVERSATION
+        ).first()
+        if judgement is None or turn.status != Turn.Status.JUDGED:
+            raise CollectionError("You have not judged these responses yet: judge them first.")
+        if Turn.objects.filter(conversation_id=turn.conversation_id, index__gt=turn.index).exists():
+            raise CollectionError(
+                "You have sent your next message since this judgement, so it can no longer "
+                "be changed."
+            )
+        if _in_a_snapshot(judgement):
+            raise CollectionError(
+                "This judgement is already part of a dataset snapshot, so it can no longer be "
+                "changed."
+            )
+        values = _judgement_values(turn.conversation.campaign, turn, ranking, scale, tie)
+        values.update(both_bad=bool(both_bad), flags=flags, note=note)
+        changed = [name for name, value in values.items() if getattr(judgement, name) != value]
+        if not changed:
+            return judgement
+        for name in changed:
+            setattr(judgement, name, values[name])
+        judgement.revised_at = timezone.now()
+        judgement.save(update_fields=[*changed, "revised_at"])
+        if turn.chosen_response_id != judgement.submitted_ranking[0]:
+            turn.chosen_response_id = judgement.submitted_ranking[0]
+            turn.save(update_fields=["chosen_response"])
+    return judgement
+
+
+def _in_a_snapshot(judgement: Judgement) -> bool:
+    """Whether a snapshot froze this judgement. Only snapshots made since the judgement can
+    have (usually none, so this reads no file); one whose list cannot be read counts as
+    holding it. A snapshot still being made when the revision commits is not seen."""
+    from .datasets import DatasetError, snapshot_groups
+    from .models import DatasetSnapshot
+
+    for snapshot in DatasetSnapshot.objects.filter(created_at__gte=judgement.created_at):
+        try:
+            groups = snapshot_groups(snapshot)
+        except (DatasetError, OSError, ValueError, KeyError):
+            return True
+        if any(turn_id == judgement.turn_id and judgement.pk in ids for _, turn_id, ids in groups):
+            return True
+    return False
 
 
 def campaign_review_refresh(*, campaign: Campaign) -> int:
@@ -503,8 +681,44 @@ def campaign_review_refresh(*, campaign: Campaign) -> int:
     return turns.filter(needs_review=True).count()
 
 
-def _submitted_order(pairwise, response_ids, ranking, scale) -> tuple[list[int], int | None]:
+def _judgement_values(campaign: Campaign, turn: Turn, ranking, scale, tie) -> dict:
+    """The stored fields of a judgement: ranking, submitted_ranking, scale, strength, tie.
+
+    A preference: `ranking` better first (a red teamer's first pick, the MORE harmful
+    response, goes last), `submitted_ranking` as picked; pairwise `scale` 1…8 and `strength`
+    1…4. A tie ("about the same", pairwise only): `tie` True, `scale` and `strength` empty,
+    and both rankings list the two responses in display order (A, B), which states no
+    preference; consensus, training and Elo read `tie` and leave the order out. The
+    conversation continues with response A.
+    """
+    response_ids = list(turn.responses.order_by("index").values_list("pk", flat=True))
+    pairwise = turn.judged_as == Campaign.JudgementType.PAIRWISE
+    submitted, strength = _submitted_order(pairwise, response_ids, ranking, scale, tie)
+    reverse = campaign.mode == Campaign.Mode.RED_TEAM and not tie
+    return {
+        "ranking": submitted[::-1] if reverse else submitted,
+        "submitted_ranking": submitted,
+        "scale": int(scale) if pairwise and not tie else None,
+        "strength": strength,
+        "tie": bool(tie),
+    }
+
+
+def _submitted_order(
+    pairwise, response_ids, ranking, scale, tie=False
+) -> tuple[list[int], int | None]:
     """The responses in the contractor's order, and the strength of a pairwise preference."""
+    if tie:
+        if not pairwise:
+            raise CollectionError(
+                "About the same is a point of the pairwise scale; rank the responses instead."
+            )
+        if scale is not None:
+            raise CollectionError(
+                "Choose one point: a side of the scale or about the same, not both.",
+                field="scale",
+            )
+        return list(response_ids), None
     if pairwise:
         if scale is None or not 1 <= int(scale) <= 8:
             raise CollectionError(

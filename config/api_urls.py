@@ -8,6 +8,7 @@ from rest_framework.routers import DefaultRouter
 
 from assistant import api as assistant_api
 from collection import api as collection_api
+from collection import loop_views
 from config.roles import ResearcherWrite
 from evals import api as evals_api
 from training import api as training_api
@@ -22,6 +23,7 @@ router.register("snapshots", collection_api.SnapshotViewSet, basename="snapshot"
 router.register("training-runs", training_api.TrainingRunViewSet, basename="trainingrun")
 router.register("eval-runs", evals_api.EvalRunViewSet, basename="evalrun")
 router.register("elo", evals_api.EloViewSet, basename="elo")
+router.register("pm-agreement", loop_views.PMAgreementViewSet, basename="pmagreement")
 
 urlpatterns = [
     path("", include(router.urls)),

@@ -1,0 +1,156 @@
+"""The PM agreement page and API (issue 14): how often human judgements agree with the PM's
+blind prediction, by PM version, campaign, mode and contractor, with Wilson intervals, next to
+the PM's held-out accuracy, and the drift alarm. Researchers and admins only."""
+
+from __future__ import annotations
+
+from django import forms
+from django.shortcuts import render
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, viewsets
+from rest_framework.response import Response
+
+from assistant.models import ModelVersion
+from config.roles import ADMIN, RESEARCHER, ResearcherWrite, role_required
+
+from . import pm_loop
+from .api import StrictQueryMixin
+from .models import Campaign
+
+
+class AgreementFilterForm(forms.Form):
+    campaign = forms.ModelChoiceField(Campaign.objects.all(), required=False)
+
+
+def _row(row: pm_loop.AgreementRow, by: str) -> dict:
+    low, high = row.interval
+    label = {
+        "pm_version": row.key.get("pm_version__name"),
+        "campaign": row.key.get("campaign__name"),
+        "mode": row.key.get("mode"),
+        "contractor": row.key.get("contractor__username"),
+    }[by]
+    ident = row.key.get(f"{by}_id", row.key.get(by))
+    return {
+        "id": ident,
+        "label": label,
+        "n": row.n,
+        "agree": row.agree,
+        "rate": row.rate,
+        "low": low,
+        "high": high,
+    }
+
+
+def _drift(state: pm_loop.Drift | None) -> dict | None:
+    if state is None:
+        return None
+    low, high = state.interval
+    return {
+        "pm_version": state.pm_version.pk,
+        "pm_name": state.pm_version.name,
+        "window": state.window,
+        "n": state.n,
+        "agree": state.agree,
+        "rate": state.rate,
+        "low": low,
+        "high": high,
+        "held_out_accuracy": state.held_out_accuracy,
+        "margin": state.margin,
+        "alarm": state.alarm,
+    }
+
+
+def agreement_report(*, campaign: Campaign | None = None) -> dict:
+    """Everything the page and the API show, as plain data."""
+    campaign_id = campaign.pk if campaign else None
+    by = {
+        group: [_row(row, group) for row in pm_loop.agreement_rows(group, campaign_id=campaign_id)]
+        for group in pm_loop.GROUPINGS
+    }
+    for row in by["pm_version"]:
+        version = ModelVersion.objects.filter(pk=row["id"]).first()
+        row["held_out_accuracy"] = pm_loop.held_out_accuracy(version) if version else None
+    return {"groups": by, "drift": _drift(pm_loop.drift())}
+
+
+@role_required(RESEARCHER, ADMIN)
+def pm_agreement(request):
+    form = AgreementFilterForm(request.GET)
+    valid = form.is_valid()
+    campaign = form.cleaned_data["campaign"] if valid else None
+    report = agreement_report(campaign=campaign)
+    return render(
+        request,
+        "collection/pm_agreement.html",
+        {
+            "form": form,
+            "campaign": campaign,
+            "campaigns": Campaign.objects.filter(lm_version__isnull=False).order_by("-pk"),
+            "report": report,
+            "groupings": [
+                (key, title, report["groups"][key])
+                for key, title in [
+                    ("pm_version", "PM version"),
+                    ("campaign", "Campaign"),
+                    ("mode", "Mode"),
+                    ("contractor", "Contractor"),
+                ]
+            ],
+        },
+        status=200 if valid else 400,
+    )
+
+
+class AgreementQuery(serializers.Serializer):
+    campaign = serializers.PrimaryKeyRelatedField(queryset=Campaign.objects.all(), required=False)
+
+
+class AgreementCell(serializers.Serializer):
+    id = serializers.JSONField(allow_null=True)
+    label = serializers.CharField(allow_null=True)
+    n = serializers.IntegerField()
+    agree = serializers.IntegerField()
+    rate = serializers.FloatField(allow_null=True)
+    low = serializers.FloatField()
+    high = serializers.FloatField()
+    held_out_accuracy = serializers.FloatField(allow_null=True, required=False)
+
+
+class AgreementGroups(serializers.Serializer):
+    pm_version = AgreementCell(many=True)
+    campaign = AgreementCell(many=True)
+    mode = AgreementCell(many=True)
+    contractor = AgreementCell(many=True)
+
+
+class DriftState(serializers.Serializer):
+    pm_version = serializers.IntegerField()
+    pm_name = serializers.CharField()
+    window = serializers.IntegerField()
+    n = serializers.IntegerField()
+    agree = serializers.IntegerField()
+    rate = serializers.FloatField(allow_null=True)
+    low = serializers.FloatField()
+    high = serializers.FloatField()
+    held_out_accuracy = serializers.FloatField(allow_null=True)
+    margin = serializers.FloatField()
+    alarm = serializers.BooleanField()
+
+
+class AgreementReport(serializers.Serializer):
+    groups = AgreementGroups()
+    drift = DriftState(allow_null=True)
+
+
+class PMAgreementViewSet(StrictQueryMixin, viewsets.ViewSet):
+    """Agreement of human judgements with the PM's blind prediction (issue 14)."""
+
+    permission_classes = [ResearcherWrite]
+    query_serializer = AgreementQuery
+
+    @extend_schema(parameters=[AgreementQuery], responses=AgreementReport)
+    def list(self, request, format=None):  # format: the router's ".json" suffix
+        """Agreement by PM version, campaign, mode and contractor (95 % Wilson intervals),
+        each PM's held-out accuracy, and the drift state of the active PM."""
+        return Response(agreement_report(campaign=self.query().get("campaign")))

@@ -1,0 +1,277 @@
+"""The preference model inside collection (issue 14): best-of-n selection, the PM's blind
+scores on every generated turn, and the agreement of every judgement with the PM's prediction.
+
+- `choose_shown` picks which k of n PM-scored candidates a best-of-n turn shows (the campaign's
+  `selection_rule`), in a display order shuffled by the turn, so the PM's pick is not always A.
+- `score_turn_candidates` scores one turn's candidates with one packed `score_groups` call of
+  the scoring PM (the campaign's `pm_version`, else the active PM).
+- `agreement_record` runs when a judgement is stored: if the turn's shown responses carry PM
+  scores, one `PMAgreement` row says whether the human's best is the PM's best.
+- `agreement_rows` and `drift` aggregate those rows for the agreement page and the dashboard.
+
+Contractors never see any of this: scores and ranks live on `Response` and `Candidate` rows that
+no contractor page or contractor-visible API field renders.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from django.db import IntegrityError, transaction
+from django.db.models import Count, Q
+
+from assistant.models import ModelVersion
+from assistant.selectors import active_model
+
+from .models import Campaign, Judgement, LoopSettings, PMAgreement, Response, SelectionRule
+
+logger = logging.getLogger(__name__)
+
+
+def scoring_pm(campaign: Campaign) -> ModelVersion | None:
+    """The PM that scores this campaign's candidates: the one it names, else the active PM."""
+    if campaign.pm_version_id:
+        return campaign.pm_version
+    return active_model(kind=ModelVersion.Kind.PM)
+
+
+def candidate_count(campaign: Campaign, k: int) -> int:
+    """How many samples a turn showing k responses draws: the campaign's n, or k."""
+    return max(campaign.best_of_n, k)
+
+
+def choose_shown(scores: Sequence[float], k: int, rule: str, *, seed: int) -> list[int]:
+    """Indices into `scores` of the k candidates to show, in display order (A first).
+
+    Ranks are by score, best first (ties: sampler order). `top_k`: the best k. `top_vs_random`:
+    the best and k - 1 drawn from the rest. `top_vs_bottom`: the best, the worst and, for
+    k > 2, the best of the rest. `spread`: k evenly spaced ranks from best to worst.
+    """
+    n = len(scores)
+    if not 2 <= k <= n:
+        raise ValueError(f"cannot show {k} of {n} candidates")
+    rng = random.Random(seed)
+    ranked = sorted(range(n), key=lambda i: -scores[i])
+    if rule == SelectionRule.TOP_K:
+        picked = ranked[:k]
+    elif rule == SelectionRule.TOP_VS_RANDOM:
+        picked = [ranked[0], *rng.sample(ranked[1:], k - 1)]
+    elif rule == SelectionRule.TOP_VS_BOTTOM:
+        picked = [ranked[0], *ranked[1 : k - 1], ranked[-1]]
+    elif rule == SelectionRule.SPREAD:
+        picked = [ranked[round(j * (n - 1) / (k - 1))] for j in range(k)]
+    else:
+        raise ValueError(f"unknown selection rule {rule!r}")
+    rng.shuffle(picked)
+    return picked
+
+
+def ranks_of(scores: Sequence[float]) -> list[int]:
+    """The rank of each score among all of them, 1 = best (ties: earlier first)."""
+    ranked = sorted(range(len(scores)), key=lambda i: -scores[i])
+    ranks = [0] * len(scores)
+    for rank, i in enumerate(ranked, start=1):
+        ranks[i] = rank
+    return ranks
+
+
+def smallest_gap(scores: Sequence[float]) -> float | None:
+    """The PM's uncertainty about shown responses: the smallest gap between two of them."""
+    ordered = sorted(scores)
+    gaps = [b - a for a, b in zip(ordered, ordered[1:], strict=False)]
+    return min(gaps) if gaps else None
+
+
+def score_turn_candidates(pm: ModelVersion, messages, texts: Sequence[str]) -> list[float]:
+    """The PM's score of each candidate text as the reply to `messages` (one packed call)."""
+    from assistant import runtime
+
+    return runtime.pm_scorer(pm).score_groups([(messages, list(texts))])[0]
+
+
+def agreement_record(judgement: Judgement) -> PMAgreement | None:
+    """Record whether `judgement` agrees with the PM's blind prediction of its turn.
+
+    Nothing is recorded for a turn whose shown responses were not all scored by one PM, for a
+    tie (no preference to agree with) or an imported judgement. Idempotent: a judgement has at
+    most one row, and a revised judgement updates it.
+    """
+    if judgement.tie or judgement.origin == Judgement.Origin.IMPORTED or not judgement.ranking:
+        PMAgreement.objects.filter(judgement=judgement).delete()
+        return None
+    shown = list(
+        Response.objects.filter(turn_id=judgement.turn_id).values_list(
+            "pk", "pm_score", "pm_version_id"
+        )
+    )
+    versions = {version for _, _, version in shown}
+    if not shown or None in versions or len(versions) != 1 or any(s is None for _, s, _ in shown):
+        return None
+    by_score = sorted(shown, key=lambda row: -row[1])
+    predicted = by_score[0][0]
+    chosen = judgement.ranking[0]
+    campaign = Campaign.objects.only("pk", "mode").get(conversations__turns=judgement.turn_id)
+    fields = {
+        "pm_version_id": versions.pop(),
+        "campaign_id": campaign.pk,
+        "mode": campaign.mode,
+        "contractor_id": judgement.contractor_id,
+        "predicted_response_id": predicted,
+        "chosen_response_id": chosen,
+        "agrees": predicted == chosen,
+        "margin": by_score[0][1] - by_score[1][1],
+    }
+    try:
+        with transaction.atomic():
+            row, _ = PMAgreement.objects.update_or_create(judgement=judgement, defaults=fields)
+    except IntegrityError:  # a concurrent first record of the same judgement won
+        row = PMAgreement.objects.get(judgement=judgement)
+    return row
+
+
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a proportion (95 % by default); (0, 1) when n = 0."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass(frozen=True)
+class AgreementRow:
+    key: dict
+    n: int
+    agree: int
+
+    @property
+    def rate(self) -> float | None:
+        return self.agree / self.n if self.n else None
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        return wilson(self.agree, self.n)
+
+
+GROUPINGS = {
+    "pm_version": ["pm_version_id", "pm_version__name"],
+    "campaign": ["campaign_id", "campaign__name"],
+    "mode": ["mode"],
+    "contractor": ["contractor_id", "contractor__username"],
+}
+
+
+def agreement_rows(by: str, *, campaign_id: int | None = None) -> list[AgreementRow]:
+    """Agreement counts grouped by one of GROUPINGS (one aggregate query on the indexes)."""
+    if by not in GROUPINGS:
+        raise ValueError(f"unknown grouping {by!r} (use {', '.join(GROUPINGS)})")
+    rows = PMAgreement.objects.all()
+    if campaign_id is not None:
+        rows = rows.filter(campaign_id=campaign_id)
+    grouped = (
+        rows.values(*GROUPINGS[by])
+        .annotate(n=Count("pk"), agree=Count("pk", filter=Q(agrees=True)))
+        .order_by(*GROUPINGS[by])
+    )
+    return [
+        AgreementRow(
+            key={k: v for k, v in row.items() if k not in ("n", "agree")},
+            n=row["n"],
+            agree=row["agree"],
+        )
+        for row in grouped
+    ]
+
+
+@dataclass(frozen=True)
+class Drift:
+    pm_version: ModelVersion
+    window: int
+    n: int
+    agree: int
+    held_out_accuracy: float | None
+    margin: float
+
+    @property
+    def rate(self) -> float | None:
+        return self.agree / self.n if self.n else None
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        return wilson(self.agree, self.n)
+
+    @property
+    def alarm(self) -> bool:
+        """The last `window` judgements agree with the PM less than its held-out accuracy by
+        more than `margin` (only once the window is full: a few judgements decide nothing)."""
+        return (
+            self.n >= self.window
+            and self.held_out_accuracy is not None
+            and self.rate is not None
+            and self.rate < self.held_out_accuracy - self.margin
+        )
+
+
+def held_out_accuracy(pm: ModelVersion) -> float | None:
+    """The PM's held-out accuracy: its latest succeeded held-out eval, else its training run's."""
+    from evals.models import EvalRun
+
+    run = (
+        EvalRun.objects.filter(
+            model_version=pm, suite=EvalRun.Suite.HELD_OUT, status=EvalRun.Status.SUCCEEDED
+        )
+        .order_by("-finished_at")
+        .only("results")
+        .first()
+    )
+    cell = run.results.get("accuracy") if run is not None else None
+    if isinstance(cell, dict):  # the suite's {"accuracy", "n", "low", "high", ...} cell
+        cell = cell.get("accuracy")
+    if isinstance(cell, int | float):
+        return float(cell)
+    if pm.training_run_id:
+        from training.models import TrainingRun
+
+        training = TrainingRun.objects.filter(pk=pm.training_run_id).only("metrics").first()
+        for entry in reversed((training.metrics if training else None) or []):
+            if isinstance(entry, dict) and isinstance(entry.get("eval_accuracy"), int | float):
+                return float(entry["eval_accuracy"])
+    return None
+
+
+def drift(pm: ModelVersion | None = None) -> Drift | None:
+    """Agreement of the last N judgements with `pm` (default: the active PM) against its
+    held-out accuracy; logs a warning when the alarm is on. None without a PM."""
+    pm = pm or active_model(kind=ModelVersion.Kind.PM)
+    if pm is None:
+        return None
+    loop = LoopSettings.current()
+    recent = list(
+        PMAgreement.objects.filter(pm_version=pm)
+        .order_by("-created_at")
+        .values_list("agrees", flat=True)[: loop.drift_window]
+    )
+    state = Drift(
+        pm_version=pm,
+        window=loop.drift_window,
+        n=len(recent),
+        agree=sum(recent),
+        held_out_accuracy=held_out_accuracy(pm),
+        margin=loop.drift_margin,
+    )
+    if state.alarm:
+        logger.warning(
+            "PM drift: %s agrees with %.3f of the last %d judgements, held-out accuracy %.3f "
+            "(margin %.3f)",
+            pm,
+            state.rate,
+            state.n,
+            state.held_out_accuracy,
+            state.margin,
+        )
+    return state

@@ -1,0 +1,332 @@
+"""Issue 14: the preference model inside collection — best-of-n turns, the PM's blind scores,
+the agreement of every judgement with the PM, the drift alarm, review by PM uncertainty."""
+
+import copy
+import time
+
+import pytest
+from django.urls import reverse
+
+from assistant import runtime
+from assistant.pm import PreferenceModel, save_pm
+from assistant.services import model_version_activate, model_version_register
+from collection import pm_loop, services
+from collection.models import (
+    Campaign,
+    Candidate,
+    LoopSettings,
+    PMAgreement,
+    Response,
+    SelectionRule,
+    Turn,
+)
+from tests.tinymodels import tiny_causal_lm, tiny_tokenizer
+
+
+def save_tiny_pm(path, *, seed: int = 0):
+    tokenizer = copy.deepcopy(tiny_tokenizer())
+    pm = PreferenceModel.from_backbone(
+        tiny_causal_lm(tokenizer, seed=seed).model, tokenizer, max_length=128
+    )
+    save_pm(pm, tokenizer, path, {})
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_pm_path(tmp_path_factory):
+    return save_tiny_pm(tmp_path_factory.mktemp("tiny-pm") / "pm")
+
+
+@pytest.fixture
+def active_pm(db, tiny_pm_path):
+    version = model_version_register(kind="pm", name="tiny pm", path=str(tiny_pm_path))
+    model_version_activate(version=version)
+    yield version
+    runtime.unload_all()
+
+
+# --- selection rules: pure functions -------------------------------------------------------
+
+SCORES = [0.1, 0.9, -0.5, 0.4, 0.7, -0.2, 0.0, 0.3]  # ranks: 1→B(0.9), 2→E(0.7), ...
+
+
+def test_top_k_shows_the_best_k_in_a_shuffled_order():
+    shown = pm_loop.choose_shown(SCORES, 2, SelectionRule.TOP_K, seed=1)
+    assert sorted(shown) == [1, 4]
+    orders = {
+        tuple(pm_loop.choose_shown(SCORES, 2, SelectionRule.TOP_K, seed=s)) for s in range(20)
+    }
+    assert orders == {(1, 4), (4, 1)}  # the PM's pick is not always A
+
+
+def test_top_vs_bottom_and_spread_and_top_vs_random():
+    assert sorted(pm_loop.choose_shown(SCORES, 2, SelectionRule.TOP_VS_BOTTOM, seed=0)) == [1, 2]
+    # k = 3: the best, the second best, the worst.
+    assert sorted(pm_loop.choose_shown(SCORES, 3, SelectionRule.TOP_VS_BOTTOM, seed=0)) == [1, 2, 4]
+    # spread over 8 ranks with k = 3: ranks 1, 5 (round(3.5) = 4 → 5th), 8.
+    ranked = sorted(range(8), key=lambda i: -SCORES[i])
+    assert sorted(pm_loop.choose_shown(SCORES, 3, SelectionRule.SPREAD, seed=0)) == sorted(
+        [ranked[0], ranked[4], ranked[7]]
+    )
+    others = set()
+    for seed in range(30):
+        shown = pm_loop.choose_shown(SCORES, 2, SelectionRule.TOP_VS_RANDOM, seed=seed)
+        assert 1 in shown
+        others |= set(shown) - {1}
+    assert len(others) >= 4  # the other one is drawn from the rest
+    with pytest.raises(ValueError, match="cannot show 3 of 2"):
+        pm_loop.choose_shown([0.0, 1.0], 3, SelectionRule.TOP_K, seed=0)
+    with pytest.raises(ValueError, match="unknown selection rule"):
+        pm_loop.choose_shown(SCORES, 2, "best", seed=0)
+
+
+def test_ranks_gaps_and_wilson():
+    assert pm_loop.ranks_of([0.2, 0.9, -1.0]) == [2, 1, 3]
+    assert pm_loop.smallest_gap([0.0, 0.5, 0.45]) == pytest.approx(0.05)
+    assert pm_loop.smallest_gap([1.0]) is None
+    low, high = pm_loop.wilson(8, 10)
+    assert low == pytest.approx(0.4902, abs=1e-3) and high == pytest.approx(0.9433, abs=1e-3)
+    assert pm_loop.wilson(0, 0) == (0.0, 1.0)
+
+
+# --- generation and judgement: the real tiny LM and PM, in this process --------------------
+
+
+def generated_turn(campaign, contractor, text="Hello, can you help me?") -> Turn:
+    conversation = services.conversation_start(campaign=campaign, contractor=contractor)
+    turn = services.turn_submit(conversation=conversation, contractor=contractor, text=text)
+    return services.turn_generate(turn_id=turn.pk)
+
+
+@pytest.mark.django_db
+def test_a_best_of_4_turn_shows_the_pms_best_2_and_keeps_the_other_2(
+    alice, make_campaign, active_pm
+):
+    campaign = make_campaign(best_of_n=4, selection_rule=SelectionRule.TOP_K)
+    turn = generated_turn(campaign, alice)
+    assert turn.status == Turn.Status.READY, turn.error
+    shown = list(turn.responses.order_by("index"))
+    kept = list(Candidate.objects.filter(turn=turn))
+    assert len(shown) == 2 and len(kept) == 2
+    for row in shown + kept:
+        assert row.pm_version_id == active_pm.pk and row.pm_score is not None
+        assert row.selection_rule == "top_k"
+    assert sorted(r.pm_rank for r in shown) == [1, 2]
+    assert sorted(c.pm_rank for c in kept) == [3, 4]
+    assert min(r.pm_score for r in shown) >= max(c.pm_score for c in kept)
+    assert all(r.candidates_n == 4 for r in shown)
+    assert turn.pm_uncertainty == pytest.approx(abs(shown[0].pm_score - shown[1].pm_score))
+    # The scores are the PM's own: scoring the shown texts again gives the same numbers.
+    again = pm_loop.score_turn_candidates(
+        active_pm, services.conversation_messages(turn), [r.text for r in shown]
+    )
+    assert again == pytest.approx([r.pm_score for r in shown], abs=1e-4)
+
+    # The contractor prefers the PM's second pick: the agreement row says "disagrees".
+    second = next(r for r in shown if r.pm_rank == 2)
+    scale = 1 if second.index == 0 else 8  # 1: A much better; 8: B much better
+    judgement = services.judgement_submit(turn=turn, contractor=alice, scale=scale)
+    agreement = PMAgreement.objects.get(judgement=judgement)
+    assert agreement.agrees is False and agreement.pm_version_id == active_pm.pk
+    assert agreement.chosen_response_id == second.pk
+    assert agreement.predicted_response_id == next(r.pk for r in shown if r.pm_rank == 1)
+    assert agreement.margin == pytest.approx(turn.pm_uncertainty)
+    # A repeated submit records nothing twice.
+    services.judgement_submit(turn=turn, contractor=alice, scale=scale)
+    assert PMAgreement.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_plain_turns_are_scored_blind_when_a_pm_is_active_and_not_without_one(
+    alice, make_campaign, tiny_pm_path
+):
+    campaign = make_campaign()
+    turn = generated_turn(campaign, alice)
+    assert turn.status == Turn.Status.READY
+    assert all(r.pm_score is None for r in turn.responses.all())  # no PM: nothing scored
+    judgement = services.judgement_submit(turn=turn, contractor=alice, scale=2)
+    assert not PMAgreement.objects.filter(judgement=judgement).exists()
+
+    pm = model_version_register(kind="pm", name="tiny pm", path=str(tiny_pm_path))
+    model_version_activate(version=pm)
+    turn = services.turn_generate(
+        turn_id=services.turn_submit(
+            conversation=turn.conversation, contractor=alice, text="And another thing?"
+        ).pk
+    )
+    shown = list(turn.responses.all())
+    assert [r.pm_version_id for r in shown] == [pm.pk, pm.pk]
+    assert sorted(r.pm_rank for r in shown) == [1, 2] and not turn.candidates.exists()
+    best = next(r for r in shown if r.pm_rank == 1)
+    judgement = services.judgement_submit(
+        turn=turn, contractor=alice, scale=2 if best.index == 0 else 7
+    )
+    assert PMAgreement.objects.get(judgement=judgement).agrees is True
+    runtime.unload_all()
+
+
+@pytest.mark.django_db
+def test_best_of_n_without_a_pm_fails_the_turn_with_the_reason(alice, make_campaign):
+    campaign = make_campaign(best_of_n=4)
+    turn = generated_turn(campaign, alice)
+    assert turn.status == Turn.Status.FAILED
+    assert "needs a preference model" in turn.error
+    assert not Response.objects.filter(turn=turn).exists()
+
+
+@pytest.mark.django_db
+def test_best_of_n_is_validated(make_campaign):
+    from django.core.exceptions import ValidationError
+
+    campaign = make_campaign(k=3, judgement_type="ranking")
+    for value, message in [(2, r"between k \(3\) and 32"), (33, r"between k \(3\) and 32")]:
+        campaign.best_of_n = value
+        with pytest.raises(ValidationError, match=message):
+            services.campaign_save(campaign=campaign)
+    campaign.best_of_n, campaign.sampling_variants = 4, [{"name": "hot", "temperature": 1.2}]
+    with pytest.raises(ValidationError, match="one condition"):
+        services.campaign_save(campaign=campaign)
+
+
+@pytest.mark.django_db
+def test_review_by_pm_uncertainty_takes_the_closest_call_first(
+    alice, bob, django_user_model, make_campaign
+):
+    from collection.selectors import review_next
+
+    campaign = make_campaign(overlap_target=2, review_order="pm_uncertainty")
+    turns = []
+    for gap in (0.8, 0.05, None, 0.3):
+        conversation = services.conversation_start(campaign=campaign, contractor=alice)
+        turn = Turn.objects.create(
+            conversation=conversation,
+            index=0,
+            human_text="hi",
+            status=Turn.Status.JUDGED,
+            needs_review=True,
+            judgement_count=1,
+            pm_uncertainty=gap,
+        )
+        turns.append(turn)
+    order = []
+    for _ in range(4):
+        turn = review_next(contractor=bob)
+        order.append(turn.pm_uncertainty)
+        Turn.objects.filter(pk=turn.pk).update(needs_review=False)
+    assert order == [0.05, 0.3, 0.8, None]  # unscored turns after the scored ones
+    # Without active selection the same campaign reviews oldest first.
+    Turn.objects.filter(pk__in=[t.pk for t in turns]).update(needs_review=True)
+    Campaign.objects.filter(pk=campaign.pk).update(review_order="oldest")
+    assert review_next(contractor=bob).pk == turns[0].pk
+
+
+@pytest.mark.django_db
+def test_the_drift_alarm_fires_when_recent_agreement_falls_below_held_out(
+    alice, make_campaign, active_pm, rita, client
+):
+    from evals.models import EvalRun
+
+    EvalRun.objects.create(
+        suite=EvalRun.Suite.HELD_OUT,
+        model_version=active_pm,
+        status=EvalRun.Status.SUCCEEDED,
+        results={"accuracy": {"accuracy": 0.8, "n": 400}},
+    )
+    loop = LoopSettings.current()
+    loop.drift_window, loop.drift_margin = 6, 0.1
+    loop.save()
+    campaign = make_campaign(max_turns=8)
+    conversation = services.conversation_start(campaign=campaign, contractor=alice)
+    turn = None
+    agrees_in_order = [True, True, False, False, True, False]  # 3 of 6 = 0.5 < 0.8 - 0.1
+    for i, agrees in enumerate(agrees_in_order):
+        turn = services.turn_generate(
+            turn_id=services.turn_submit(
+                conversation=conversation, contractor=alice, text=f"message {i}"
+            ).pk
+        )
+        best = next(r for r in turn.responses.all() if r.pm_rank == 1)
+        pick = best.index if agrees else 1 - best.index
+        services.judgement_submit(turn=turn, contractor=alice, scale=2 if pick == 0 else 7)
+        state = pm_loop.drift()
+        assert state.alarm is (i == 5), (i, state)  # only once the window is full
+    assert state.rate == 0.5 and state.held_out_accuracy == 0.8
+    client.force_login(rita)
+    page = client.get(reverse("collection:pm_agreement")).content.decode()
+    assert "Drift alarm" in page and "agrees with 3 of the last 6" in page
+
+
+@pytest.mark.django_db
+def test_agreement_page_and_api_are_for_researchers_only(alice, rita, client):
+    from rest_framework.test import APIClient
+
+    client.force_login(alice)
+    assert client.get(reverse("collection:pm_agreement")).status_code == 403
+    api = APIClient()
+    api.force_authenticate(alice)
+    assert api.get("/api/pm-agreement/").status_code == 403
+    api.force_authenticate(rita)
+    body = api.get("/api/pm-agreement/").json()
+    assert body == {
+        "groups": {"pm_version": [], "campaign": [], "mode": [], "contractor": []},
+        "drift": None,
+    }
+    assert api.get("/api/pm-agreement/", {"campaign": "abc"}).status_code == 400
+    assert api.get("/api/pm-agreement/", {"x": "1"}).status_code == 400
+
+
+# --- must-show 1: the real stack --------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.timeout(180)
+def test_a_best_of_n_turn_through_a_real_worker_is_judged_and_tested_against_the_pm(
+    alice, rita, client, make_campaign, active_pm, celery_worker_process
+):
+    """k = 2, n = 4, a tiny PM: the worker samples 4, scores them and shows 2; the contractor's
+    judgement is tested against the PM, and the agreement page shows it."""
+    campaign = make_campaign(best_of_n=4, selection_rule=SelectionRule.TOP_VS_BOTTOM)
+    client.force_login(alice)
+    started = client.post(reverse("collection:start", args=[campaign.pk]))
+    assert started.status_code == 302
+    conversation = campaign.conversations.get(contractor=alice)
+    sent = client.post(
+        reverse("collection:message", args=[conversation.pk]), {"text": "What is a good book?"}
+    )
+    assert sent.status_code in (200, 302)
+    turn = conversation.turns.get()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        turn.refresh_from_db()
+        if turn.status in (Turn.Status.READY, Turn.Status.FAILED):
+            break
+        time.sleep(0.3)
+    assert turn.status == Turn.Status.READY, (turn.error, celery_worker_process.output()[-3000:])
+    shown = list(turn.responses.order_by("index"))
+    kept = list(turn.candidates.all())
+    assert len(shown) == 2 and len(kept) == 2
+    assert sorted(r.pm_rank for r in shown) == [1, 4]  # top vs bottom of 4
+    assert all(r.pm_score is not None and r.pm_version_id == active_pm.pk for r in shown + kept)
+    assert all(r.selection_rule == "top_vs_bottom" for r in shown + kept)
+
+    # Nothing on the contractor's page gives the PM away.
+    page = client.get(reverse("collection:conversation", args=[conversation.pk])).content.decode()
+    for row in shown:
+        assert f"{row.pm_score:.3f}" not in page and f"{row.pm_score}" not in page
+    assert "pm_rank" not in page and "pm_score" not in page
+    for candidate in kept:
+        assert candidate.text not in page or candidate.text in {r.text for r in shown}
+
+    best = next(r for r in shown if r.pm_rank == 1)
+    judged = client.post(
+        reverse("collection:judge", args=[turn.pk]), {"scale": 2 if best.index == 0 else 7}
+    )
+    assert judged.status_code in (200, 302), judged.content[:500]
+    agreement = PMAgreement.objects.get(judgement__turn=turn)
+    assert agreement.agrees is True and agreement.contractor_id == alice.pk
+
+    client.force_login(rita)
+    report = client.get(reverse("collection:pm_agreement")).content.decode()
+    assert "tiny pm" in report and campaign.name in report and "alice" in report
+    row = pm_loop.agreement_rows("pm_version")[0]
+    assert (row.n, row.agree) == (1, 1)
