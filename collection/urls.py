@@ -1,10 +1,25 @@
 from django.urls import path
 
-from . import views
+from . import campaign_views, views
 
 app_name = "collection"
 urlpatterns = [
     path("datasets/", views.datasets, name="datasets"),
+    path("campaigns/", campaign_views.campaign_list, name="campaigns"),
+    path("campaigns/new/", campaign_views.campaign_new, name="campaign_new"),
+    path("campaigns/<int:campaign_id>/", campaign_views.campaign_detail, name="campaign"),
+    path("campaigns/<int:campaign_id>/edit/", campaign_views.campaign_edit, name="campaign_edit"),
+    path(
+        "campaigns/<int:campaign_id>/pause/", campaign_views.campaign_pause, name="campaign_pause"
+    ),
+    path(
+        "campaigns/<int:campaign_id>/resume/",
+        campaign_views.campaign_resume,
+        name="campaign_resume",
+    ),
+    path(
+        "campaigns/<int:campaign_id>/close/", campaign_views.campaign_close, name="campaign_close"
+    ),
     path("quality/", views.quality, name="quality"),
     path("datasets/<int:snapshot_id>/download/", views.snapshot_download, name="download"),
     path("", views.dashboard, name="dashboard"),

@@ -1,0 +1,157 @@
+"""The admins' campaign form: a short one, with the rarely changed settings folded away.
+
+The form checks what it can say best beside a field (a prompt or an explicit "no prompt",
+k against the judgement type); everything else is the model's `full_clean()`, run by
+`services.campaign_save` (the API's path too), whose messages the view puts beside their fields.
+"""
+
+from django import forms
+
+from assistant.models import ModelVersion, PromptTemplate
+
+from .models import Campaign
+
+# The fields the service takes from the form, in the order the page shows them.
+BASIC_FIELDS = (
+    "name",
+    "instructions",
+    "mode",
+    "lm_version",
+    "prompt",
+    "no_prompt",
+    "k",
+    "judgement_type",
+    "max_turns",
+    "quota_per_contractor",
+    "overlap_target",
+)
+ADVANCED_FIELDS = ("sampling", "compare_versions", "sampling_variants")
+MODEL_FIELDS = tuple(f for f in BASIC_FIELDS + ADVANCED_FIELDS if f != "no_prompt")
+
+
+class _VersionChoice(forms.ModelChoiceField):
+    def label_from_instance(self, obj):
+        return f"{obj.name} (#{obj.pk}{', active' if obj.is_active else ''})"
+
+
+class _VersionsChoice(forms.ModelMultipleChoiceField):
+    def label_from_instance(self, obj):
+        return f"{obj.name} (#{obj.pk})"
+
+
+class _PromptChoice(forms.ModelChoiceField):
+    def label_from_instance(self, obj):
+        return obj.key
+
+
+class CampaignForm(forms.Form):
+    name = forms.CharField(max_length=200)
+    instructions = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 6}),
+        help_text="Markdown, shown to contractors above the conversation.",
+    )
+    mode = forms.ChoiceField(choices=Campaign.Mode.choices)
+    lm_version = _VersionChoice(
+        label="Language model",
+        queryset=ModelVersion.objects.filter(kind=ModelVersion.Kind.LM).order_by(
+            "-is_active", "-pk"
+        ),
+        empty_label=None,
+        error_messages={"required": "Choose the language model contractors chat with."},
+    )
+    prompt = _PromptChoice(
+        queryset=PromptTemplate.objects.order_by("name", "-version"),
+        required=False,
+        empty_label="—",
+        help_text="The system prompt the model answers under.",
+    )
+    no_prompt = forms.BooleanField(
+        required=False,
+        label="Run without a prompt (ablation)",
+        help_text="The model sees the dialogue only. Leave the prompt empty when ticked.",
+    )
+    k = forms.IntegerField(
+        min_value=2,
+        max_value=8,
+        label="Responses per turn (k)",
+        help_text="2 for pairwise; 3 to 8 to rank (ranking and mixed campaigns).",
+    )
+    judgement_type = forms.ChoiceField(choices=Campaign.JudgementType.choices)
+    max_turns = forms.IntegerField(min_value=1, max_value=100, label="Turns per conversation")
+    quota_per_contractor = forms.IntegerField(
+        min_value=0, label="Conversations per contractor (quota)"
+    )
+    overlap_target = forms.IntegerField(
+        min_value=1,
+        max_value=50,
+        label="Judgements per turn (overlap target)",
+        help_text="1: only its author; 2 or more: others judge it again from the review queue.",
+    )
+    # Advanced: folded away on the page.
+    sampling = forms.JSONField(
+        required=False,
+        help_text='Overrides of the LM\'s sampling defaults, e.g. {"temperature": 0.8}.',
+    )
+    compare_versions = _VersionsChoice(
+        queryset=ModelVersion.objects.filter(kind=ModelVersion.Kind.LM).order_by("-pk"),
+        required=False,
+        label="Also sample from (for Elo)",
+        help_text="More LM versions whose responses are mixed into each turn.",
+    )
+    sampling_variants = forms.JSONField(
+        required=False,
+        help_text='Sampling conditions to compare, e.g. [{"name": "cool", "temperature": 0.5}, '
+        '{"name": "hot", "temperature": 1.2}].',
+    )
+
+    @classmethod
+    def for_campaign(cls, campaign: Campaign, data=None):
+        """The form filled with a campaign's values (to edit it)."""
+        initial = {name: getattr(campaign, name) for name in MODEL_FIELDS}
+        initial["compare_versions"] = list(campaign.compare_versions.all())
+        initial["no_prompt"] = campaign.prompt_id is None
+        return cls(data, initial=initial)
+
+    def clean_sampling(self):
+        value = self.cleaned_data["sampling"]
+        if value in (None, ""):
+            return {}
+        if not isinstance(value, dict):
+            raise forms.ValidationError('Give an object, e.g. {"temperature": 0.8}, or nothing.')
+        return value
+
+    def clean_sampling_variants(self):
+        value = self.cleaned_data["sampling_variants"]
+        if value in (None, ""):
+            return []
+        if not isinstance(value, list):
+            raise forms.ValidationError("Give a list of objects, one per variant, or nothing.")
+        return value
+
+    def clean(self):
+        cleaned = super().clean()
+        prompt, no_prompt = cleaned.get("prompt"), cleaned.get("no_prompt")
+        if prompt is not None and no_prompt:
+            self.add_error(
+                "no_prompt", "Choose a prompt or run without one, not both: empty the prompt."
+            )
+        elif prompt is None and not no_prompt and "prompt" not in self.errors:
+            self.add_error(
+                "prompt",
+                "Choose a prompt, or tick “Run without a prompt (ablation)” to run without one.",
+            )
+        kind, k = cleaned.get("judgement_type"), cleaned.get("k")
+        if kind == Campaign.JudgementType.PAIRWISE and k is not None and k != 2:
+            self.add_error(
+                "k",
+                "A pairwise campaign offers k = 2 responses; rank 3 to 8 in a ranking or "
+                "mixed campaign.",
+            )
+        return cleaned
+
+    def campaign_fields(self) -> dict:
+        """The cleaned values as the service takes them."""
+        fields = {name: self.cleaned_data[name] for name in MODEL_FIELDS}
+        fields["name"] = fields["name"].strip()
+        return fields
