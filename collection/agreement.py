@@ -98,10 +98,14 @@ def krippendorff_alpha(
     return float(1.0 - observed / expected)
 
 
-def _win_matrix(comparisons: Sequence[tuple[Hashable, Hashable]], position: dict) -> np.ndarray:
+def _win_matrix(
+    comparisons: Sequence[tuple[Hashable, Hashable]],
+    position: dict,
+    weights: Sequence[float] | None = None,
+) -> np.ndarray:
     wins = np.zeros((len(position), len(position)))
-    for winner, loser in comparisons:
-        wins[position[winner], position[loser]] += 1
+    for i, (winner, loser) in enumerate(comparisons):
+        wins[position[winner], position[loser]] += 1 if weights is None else weights[i]
     return wins
 
 
@@ -184,17 +188,35 @@ def bradley_terry_bootstrap(
     }
 
 
-def consensus_ranking(rankings: Sequence[Sequence[int]]) -> list[int]:
-    """One better-first ranking from several judges' rankings of the same responses.
+def consensus_ranking(
+    rankings: Sequence[Sequence[int]], weights: Sequence[float] | None = None
+) -> list[int]:
+    """One better-first ranking from several judges' rankings of the same responses: the one
+    consensus rule of exports, snapshots and the quality page.
 
-    Orders responses by Bradley–Terry strength fitted to every judge's pairwise preferences;
-    ties (to 1e-9) go to the lower mean position across the rankings, then the lower id.
+    Orders responses by Bradley–Terry strength fitted to every judge's pairwise preferences,
+    each judge's counted `weights[i]` times (default 1: a reliability weight, see
+    collection/reliability.py; a judge of weight 0 counts for nothing); ties (to 1e-9) go to
+    the lower mean position across the rankings, then the lower id.
     """
     items = sorted({item for ranking in rankings for item in ranking})
     if not items:
         return []
-    comparisons = [pair for ranking in rankings for pair in pairwise_preferences(ranking)]
-    strengths = bradley_terry(comparisons) if comparisons else {}
+    weights = [1.0] * len(rankings) if weights is None else list(weights)
+    if len(weights) != len(rankings):
+        raise ValueError("one weight per ranking")
+    comparisons, pair_weights = [], []
+    for ranking, weight in zip(rankings, weights, strict=True):
+        for pair in pairwise_preferences(ranking):
+            comparisons.append(pair)
+            pair_weights.append(weight)
+    strengths = {}
+    if comparisons and sum(pair_weights) > 0:
+        position = {item: i for i, item in enumerate(items)}
+        log_p = _fit_bradley_terry(
+            _win_matrix(comparisons, position, pair_weights), 10_000, 0.1, 1e-10
+        )
+        strengths = {item: float(log_p[i]) for i, item in enumerate(items)}
     positions = defaultdict(list)
     for ranking in rankings:
         for position, item in enumerate(ranking):
