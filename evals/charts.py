@@ -257,3 +257,173 @@ def elo_svg(ratings: dict[str, dict], width: int = 560) -> str:
         'font-size="11">Elo (dashed: the mean, 1000)</text></svg>'
     )
     return "".join(parts)
+
+
+def _ticks(low: float, high: float, count: int = 5) -> list[float]:
+    """Round tick values covering [low, high]: steps of 1, 2 or 5 times a power of ten."""
+    span = high - low
+    if span <= 0:
+        return [low]
+    raw = span / count
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    first = math.ceil(low / step - 1e-9) * step
+    ticks, value = [], first
+    while value <= high + step * 1e-9:
+        ticks.append(round(value, 12))
+        value += step
+    return ticks
+
+
+def _tick_label(value: float) -> str:
+    if value != 0 and not 1e-3 <= abs(value) < 1e5:
+        return f"{value:.0e}"
+    return f"{value:g}"
+
+
+# Colours of the lines of a training chart, in order; dashed lines are held-out measurements.
+LINE_COLOURS = ("#2457c5", "#c55a24", "#2a8a4a", "#8a2a8a")
+
+
+def line_chart_svg(
+    series: dict[str, list[tuple[float, float]]],
+    *,
+    title: str,
+    x_label: str,
+    y_label: str,
+    y_range: tuple[float, float] | None = None,
+    dashed: frozenset[str] = frozenset(),
+    width: int = 560,
+    height: int = 260,
+) -> str:
+    """Lines of (x, y) points with labelled axes, ticks and a legend; "" when there is no point.
+
+    `y_range` fixes the y axis (accuracy: 0 to 1); otherwise it spans the data. A series with
+    one point is drawn as a dot. Every label is escaped and every number formatted here.
+    """
+    points = [p for values in series.values() for p in values]
+    if not points:
+        return ""
+    # The legend sits between the title and the plot, where no line can hide it.
+    left, right, top, bottom = 58, 16, 30 + 14 * len(series), 42
+    height += 14 * len(series)
+    x_low, x_high = min(p[0] for p in points), max(p[0] for p in points)
+    if x_high <= x_low:
+        x_low, x_high = x_low - 1, x_high + 1
+    if y_range is not None:
+        y_low, y_high = y_range
+    else:
+        y_low, y_high = min(p[1] for p in points), max(p[1] for p in points)
+        margin = (y_high - y_low) * 0.05 or abs(y_high) * 0.1 or 1.0
+        y_low, y_high = y_low - margin, y_high + margin
+
+    def x(value):
+        return left + (float(value) - x_low) / (x_high - x_low) * (width - left - right)
+
+    def y(value):
+        return height - bottom - (float(value) - y_low) / (y_high - y_low) * (height - top - bottom)
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
+        f'width="{width}" height="{height}" role="img" aria-label="{escape(title)}">',
+        f"<title>{escape(title)}</title>",
+        f'<text x="{left}" y="16" font-size="13" font-weight="600">{escape(title)}</text>',
+        f'<line x1="{left}" y1="{height - bottom}" x2="{width - right}" y2="{height - bottom}" '
+        'stroke="#888"/>',
+        f'<line x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}" stroke="#888"/>',
+    ]
+    for tick in _ticks(y_low, y_high):
+        parts.append(
+            f'<line x1="{left}" y1="{y(tick):.1f}" x2="{width - right}" y2="{y(tick):.1f}" '
+            'stroke="#e3e6ea"/>'
+            f'<text x="{left - 6}" y="{y(tick) + 4:.1f}" text-anchor="end" font-size="10">'
+            f"{escape(_tick_label(tick))}</text>"
+        )
+    for tick in _ticks(x_low, x_high):
+        parts.append(
+            f'<line x1="{x(tick):.1f}" y1="{height - bottom}" x2="{x(tick):.1f}" '
+            f'y2="{height - bottom + 4}" stroke="#888"/>'
+            f'<text x="{x(tick):.1f}" y="{height - bottom + 16}" text-anchor="middle" '
+            f'font-size="10">{escape(_tick_label(tick))}</text>'
+        )
+    parts.append(
+        f'<text x="{(left + width - right) / 2:.0f}" y="{height - 6}" text-anchor="middle" '
+        f'font-size="11">{escape(x_label)}</text>'
+        f'<text x="14" y="{(top + height - bottom) / 2:.0f}" font-size="11" text-anchor="middle" '
+        f'transform="rotate(-90 14 {(top + height - bottom) / 2:.0f})">{escape(y_label)}</text>'
+    )
+    legend_x = left + 8
+    for i, (name, values) in enumerate(series.items()):
+        colour = LINE_COLOURS[i % len(LINE_COLOURS)]
+        dash = ' stroke-dasharray="5 3"' if name in dashed else ""
+        if len(values) > 1:
+            path = " ".join(f"{x(px):.1f},{y(py):.1f}" for px, py in values)
+            parts.append(
+                f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"{dash}/>'
+            )
+        for px, py in values if len(values) <= 30 or name in dashed else values[-1:]:
+            parts.append(
+                f'<circle cx="{x(px):.1f}" cy="{y(py):.1f}" r="3" fill="{colour}">'
+                f"<title>{escape(name)} at {escape(_tick_label(px))}: {float(py):.4g}</title>"
+                "</circle>"
+            )
+        legend_y = 30 + 14 * i
+        parts.append(
+            f'<line x1="{legend_x}" y1="{legend_y - 4}" x2="{legend_x + 18}" '
+            f'y2="{legend_y - 4}" stroke="{colour}" stroke-width="2"{dash}/>'
+            f'<text x="{legend_x + 23}" y="{legend_y}" font-size="11">{escape(name)}</text>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+# What a training run's chart draws from its metric history: (key, legend) per panel.
+TRAINING_PANELS = {
+    "loss": (
+        "Loss over steps",
+        "loss",
+        None,
+        [
+            ("loss", "training loss"),
+            ("eval_loss", "held-out loss"),
+            ("kl", "training KL"),
+            ("eval_kl", "held-out KL"),
+        ],
+    ),
+    "accuracy": (
+        "Pairwise accuracy over steps",
+        "accuracy",
+        (0.0, 1.0),
+        [("accuracy", "training accuracy"), ("eval_accuracy", "held-out accuracy")],
+    ),
+}
+
+
+def training_charts(metrics: list[dict]) -> list[str]:
+    """The SVG charts of a training run's metric history (loss or KL; accuracy), each with at
+    least one point; held-out lines are dashed."""
+    charts = []
+    for title, y_label, y_range, keys in TRAINING_PANELS.values():
+        series = {}
+        for key, legend in keys:
+            values = [
+                (float(row["step"]), float(row[key]))
+                for row in metrics
+                if isinstance(row.get("step"), int)
+                and isinstance(row.get(key), (int, float))
+                and math.isfinite(row[key])
+            ]
+            if values:
+                series[legend] = values
+        dashed = frozenset(legend for key, legend in keys if key.startswith("eval_"))
+        svg = line_chart_svg(
+            series,
+            title=title,
+            x_label="optimizer step",
+            y_label=y_label,
+            y_range=y_range,
+            dashed=dashed,
+        )
+        if svg:
+            charts.append(svg)
+    return charts

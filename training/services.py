@@ -14,10 +14,13 @@ from assistant.models import ModelVersion, PromptTemplate
 from collection.models import DatasetSnapshot
 
 from .config import DistillationConfig, PMPConfig, PreferenceTrainingConfig, RunConfig
+from .formatting import format_log_line
 from .models import TrainingRun
 from .pmp_sources import pmp_sources_confined
 
 LOG_TAIL_CHARS = 4000
+# Training steps kept in a run's metric history besides its evaluations and last step.
+CHART_POINTS = 100
 # The loss each kind trains with; all but PMP and distillation use PreferenceTrainingConfig.
 KIND_LOSS = {
     TrainingRun.Kind.PM: "ranked",
@@ -77,6 +80,16 @@ def training_run_create(
             raise ValidationError({"base_model": "context distillation trains a language model"})
     elif prompt is not None:
         raise ValidationError({"prompt": "only context distillation reads a prompt"})
+    if base_model is not None and base_model.backend != ModelVersion.Backend.TRANSFORMERS:
+        raise ValidationError(
+            {"base_model": f"{base_model} is served over HTTP; training needs a local model folder"}
+        )
+    if (
+        kind == TrainingRun.Kind.IMITATION
+        and base_model
+        and base_model.kind != ModelVersion.Kind.LM
+    ):
+        raise ValidationError({"base_model": "imitation learning trains a language model"})
     try:
         checked = config_for_kind(kind, config or {})
     except (TypeError, ValueError) as error:
@@ -265,6 +278,8 @@ def _snapshot_conversations(snapshot: DatasetSnapshot):
 
     latest: dict[int, dict] = {}
     for row in export_rows(snapshot, "ranked"):
+        if row["both_bad"]:  # its best response is still bad: nothing to imitate
+            continue
         kept = latest.get(row["conversation_id"])
         if kept is None or len(row["context"]) > len(kept["context"]):
             latest[row["conversation_id"]] = row
@@ -302,19 +317,20 @@ def training_run_execute(*, run: TrainingRun) -> TrainingRun:
 
     def on_step(step: int, total: int, metrics: dict) -> None:
         # Every step: its count, and the cancel flag read back (a cancel stops the next step).
-        # The metric history takes evaluations and the last step, the log a line per ~2 s.
+        # The log takes a line per ~2 s (and each evaluation and the last step).
         evaluated = any(key.startswith("eval_") for key in metrics)
         line = ""
         if evaluated or step == total or time.monotonic() - last_poll["logged_at"] > 2:
             last_poll["logged_at"] = time.monotonic()
-            line = f"step {step}/{total} " + " ".join(
-                f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()
-            )
+            line = format_log_line(step, total, metrics)
+        # The history (the run page's chart and table) takes evaluations, the last step and
+        # about a hundred evenly spaced steps.
+        sampled = step % max(1, total // CHART_POINTS) == 0
         last_poll["stop"] = training_run_progress(
             run_id=run.pk,
             steps_done=step,
             steps_total=total,
-            metrics=metrics if evaluated or step == total else None,
+            metrics=metrics if evaluated or sampled or step == total else None,
             log_line=line,
             lease_owner=run.lease_owner,
         )
