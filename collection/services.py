@@ -99,7 +99,7 @@ def conversation_start(*, campaign: Campaign, contractor) -> Conversation:
         if campaign.closed_at is not None:
             raise CollectionError("This campaign is closed.")
         if not campaign.is_active:
-            raise CollectionError("This campaign is paused; try again later.")
+            raise CollectionError("This campaign is paused (closed for now); try again later.")
         if campaign.lm_version is None:
             raise CollectionError(
                 "This campaign holds imported data; it has no model to chat with."

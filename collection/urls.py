@@ -1,10 +1,18 @@
 from django.urls import path
 
-from . import campaign_views, views
+from . import campaign_views, dataset_views, views
 
 app_name = "collection"
 urlpatterns = [
-    path("datasets/", views.datasets, name="datasets"),
+    path("datasets/", dataset_views.datasets, name="datasets"),
+    path("datasets/imports/", dataset_views.import_upload, name="import_upload"),
+    path("datasets/imports/<int:job_id>/", dataset_views.import_job, name="import_job"),
+    path("conversations/", dataset_views.conversation_browse, name="conversations"),
+    path(
+        "conversations/<int:conversation_id>/read/",
+        dataset_views.conversation_read,
+        name="conversation_read",
+    ),
     path("campaigns/", campaign_views.campaign_list, name="campaigns"),
     path("campaigns/new/", campaign_views.campaign_new, name="campaign_new"),
     path("campaigns/<int:campaign_id>/", campaign_views.campaign_detail, name="campaign"),

@@ -19,11 +19,10 @@ from config.roles import ADMIN, CONTRACTOR, RESEARCHER, role_required
 
 from . import datasets as dataset_services
 from . import selectors, services
-from .forms import GoldItemForm, JudgementForm, MessageForm, QualityFilterForm, SnapshotForm
+from .forms import GoldItemForm, JudgementForm, MessageForm, QualityFilterForm
 from .models import (
     Campaign,
     Conversation,
-    DatasetImport,
     DatasetSnapshot,
     GoldAnswer,
     Judgement,
@@ -265,38 +264,7 @@ def gold_items(request):
     return render(request, "collection/gold.html", {"form": form, "golds": golds})
 
 
-# --- Researchers: dataset snapshots --------------------------------------------------------
-
-
-@role_required(RESEARCHER, ADMIN)
-def datasets(request):
-    """Snapshots: make one from a filter, download its exports."""
-    form = SnapshotForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        try:
-            snapshot = dataset_services.snapshot_create(
-                filter=form.cleaned_data["filter"],
-                name=form.cleaned_data["name"],
-                created_by=request.user,
-            )
-        except dataset_services.DatasetError as error:
-            form.add_error("filter", str(error))
-        else:
-            messages.success(
-                request, f"Made {snapshot}: {snapshot.counts.get('judgements')} judgements."
-            )
-            return redirect("collection:datasets")
-    snapshots = DatasetSnapshot.objects.select_related("created_by")[:50]
-    return render(
-        request,
-        "collection/datasets.html",
-        {
-            "form": form,
-            "snapshots": snapshots,
-            "exports": dataset_services.EXPORT_FORMATS,
-            "imports": DatasetImport.objects.select_related("campaign")[:50],
-        },
-    )
+# --- Researchers: dataset snapshots (the datasets page is in dataset_views) ---------------
 
 
 @role_required(RESEARCHER, ADMIN)

@@ -282,6 +282,11 @@ COLLECTION_MAX_MESSAGE_CHARS = env_int("COLLECTION_MAX_MESSAGE_CHARS", 2000)
 COLLECTION_MESSAGES_PER_MINUTE = env_int("COLLECTION_MESSAGES_PER_MINUTE", 12)
 # How often a streaming generation saves the text so far for the contractor's page (seconds).
 COLLECTION_STREAM_SAVE_S = 0.5
+# Import files uploaded from the datasets page: the web process writes each one to a folder and
+# a name it makes itself under this folder (never a path from the request); a worker imports it
+# and deletes it. Uploads larger than the limit are refused before they are stored.
+COLLECTION_UPLOADS_DIR = Path(env_str("ALIGNLAB_UPLOADS_DIR", str(VAR_DIR / "uploads"))).resolve()
+COLLECTION_UPLOAD_MAX_MB = env_int("ALIGNLAB_UPLOAD_MAX_MB", 512)
 
 # --- Evals ----------------------------------------------------------------------------------
 
@@ -441,6 +446,9 @@ EVALS_LEASE_S = env_int("EVALS_LEASE_S", CELERY_TASK_TIME_LIMIT + 60)
 COLLECTION_GENERATION_TIMEOUT_S = env_int(
     "COLLECTION_GENERATION_TIMEOUT_S", CELERY_TASK_TIME_LIMIT + 60
 )
+# An import job renews its lease while it validates the file, but not while it writes it (one
+# transaction): the lease outlasts the import task's hard time limit.
+COLLECTION_IMPORT_LEASE_S = CELERY_TASK_TIME_LIMIT + 60
 
 # --- Logging ---------------------------------------------------------------------------------
 

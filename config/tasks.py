@@ -21,8 +21,10 @@ def worker_health() -> dict:
 @shared_task(name="config.sweep_stranded_work")
 def sweep_stranded_work() -> dict:
     """Recover work no task carries (run every minute by beat): turns, training runs and eval
-    runs queued without a live task are sent again, turns whose worker went silent are failed
-    (retryable), runs whose worker's lease expired are taken back (or ended, when cancelled)."""
+    runs and import jobs queued without a live task are sent again, turns whose worker went
+    silent are failed (retryable), jobs whose worker's lease expired are taken back (or ended,
+    when cancelled)."""
+    from collection.imports import import_jobs_sweep
     from collection.services import turns_sweep
     from evals.services import eval_runs_sweep
     from training.services import training_runs_sweep
@@ -31,4 +33,5 @@ def sweep_stranded_work() -> dict:
         "turns": turns_sweep(),
         "training_runs": training_runs_sweep(),
         "eval_runs": eval_runs_sweep(),
+        "import_jobs": import_jobs_sweep(),
     }

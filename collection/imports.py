@@ -1,0 +1,195 @@
+"""Import files uploaded from the browser, imported by a worker (an `ImportJob`).
+
+The web process writes the upload under `COLLECTION_UPLOADS_DIR`, in a folder whose name it
+makes (a random hex string) and under the file's own name made safe (no folder, no odd
+character: the name the import records), then creates the job; the `collection.run_import`
+task claims it (assistant/jobs.py: lease, heartbeat, finish, sweep) and runs the same importer
+as `manage.py import_dataset` (`dataset_import_create`), whose progress it writes to
+`ImportJob.progress`. A file imported before (same sha256) gives its first import. The stored
+file is deleted once the job ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+from django.conf import settings
+from django.core.exceptions import SuspiciousFileOperation
+from django.db import transaction
+from django.utils.text import get_valid_filename
+
+from assistant import jobs
+
+from .datasets import DatasetError, dataset_import_create
+from .models import Campaign, DatasetImport, ImportJob
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_EVERY_S = 1.0  # progress is written at most this often
+STAGES = {"upload": "waiting for a worker", "validate": "checking every line", "write": "writing"}
+
+
+class ImportUploadError(Exception):
+    """An upload refused before any job was made; `field` names the form field it is about."""
+
+    def __init__(self, message: str, *, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+def upload_max_bytes() -> int:
+    return settings.COLLECTION_UPLOAD_MAX_MB * 1024 * 1024
+
+
+def _safe_name(name: str) -> str:
+    base = Path(str(name).replace("\\", "/")).name
+    try:
+        safe = get_valid_filename(base)[:200]
+    except SuspiciousFileOperation:  # "", "." or ".."
+        safe = ""
+    return safe or "upload.jsonl"
+
+
+def import_job_create(*, upload, format: str, mode: str, user) -> ImportJob:
+    """Store an uploaded file and queue its import; returns the job.
+
+    `upload` is a Django UploadedFile (read in chunks: a big file never sits in memory).
+    Refuses an unknown format or mode, an empty file, or one over `ALIGNLAB_UPLOAD_MAX_MB`.
+    """
+    if format not in DatasetImport.Format.values:
+        raise ImportUploadError(f"Unknown format {format!r}.", field="format")
+    if mode not in Campaign.Mode.values:
+        raise ImportUploadError(f"Unknown mode {mode!r}.", field="mode")
+    limit = upload_max_bytes()
+    if upload.size > limit:
+        raise ImportUploadError(
+            f"The file is {upload.size / 2**20:.1f} MiB; uploads are limited to "
+            f"{settings.COLLECTION_UPLOAD_MAX_MB} MiB (ALIGNLAB_UPLOAD_MAX_MB). Import bigger "
+            "files with `manage.py import_dataset`.",
+            field="file",
+        )
+    if not upload.size:
+        raise ImportUploadError("The file is empty.", field="file")
+    source_name = _safe_name(upload.name)
+    folder = Path(settings.COLLECTION_UPLOADS_DIR) / uuid.uuid4().hex
+    folder.mkdir(parents=True)
+    stored = folder / source_name
+    written = 0
+    try:
+        with stored.open("xb") as handle:
+            for chunk in upload.chunks():
+                written += len(chunk)
+                if written > limit:  # the size the client claimed was wrong
+                    raise ImportUploadError(
+                        f"Uploads are limited to {settings.COLLECTION_UPLOAD_MAX_MB} MiB.",
+                        field="file",
+                    )
+                handle.write(chunk)
+        with transaction.atomic():
+            job = ImportJob.objects.create(
+                format=format,
+                mode=mode,
+                source_name=str(upload.name)[:300],
+                stored_path=str(stored),
+                size_bytes=written,
+                progress={"stage": "upload", "done": written, "total": written},
+                launched_by=user,
+            )
+            transaction.on_commit(lambda: _queue(job.pk))
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return job
+
+
+def _queue(job_id: int) -> bool:
+    from .tasks import run_import
+
+    return jobs.job_enqueue(ImportJob, job_id, run_import)
+
+
+def import_jobs_sweep() -> dict:
+    """Queue again the import jobs with no live task or an expired lease (the sweeper)."""
+    from .tasks import run_import
+
+    return jobs.job_sweep(ImportJob, run_import, grace_s=settings.JOBS_ENQUEUE_GRACE_S)
+
+
+class _LeaseLost(Exception):
+    pass
+
+
+def _remove_upload(job: ImportJob) -> None:
+    """Delete the job's stored file and its folder; only ever a folder under the uploads dir."""
+    path = Path(job.stored_path)
+    root = Path(settings.COLLECTION_UPLOADS_DIR).resolve()
+    folder = path.parent.resolve()
+    if folder.parent == root:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def import_job_run(*, job_id: int) -> str:
+    """Claim the job and import its file; its status (or why it was skipped) for the task."""
+    job = jobs.job_claim(ImportJob, job_id, lease_s=settings.COLLECTION_IMPORT_LEASE_S)
+    if job is None:  # finished, cancelled, or another worker's
+        return jobs.job_skip_reason(ImportJob, job_id)
+    last = [0.0]
+    connection = transaction.get_connection()
+    depth = len(connection.atomic_blocks)  # more, below: inside the import's transaction
+
+    def progress(stage: str, done: int, total: int | None) -> None:
+        # The write pass runs inside the import's transaction: a write to the job's row there
+        # would show nobody anything until the end (and hold the row), so progress is written
+        # only between transactions: through the checking pass, and at the end.
+        if len(connection.atomic_blocks) > depth:
+            return
+        finished = total is not None and done >= total
+        if not finished and time.monotonic() - last[0] < HEARTBEAT_EVERY_S:
+            return
+        last[0] = time.monotonic()
+        held = jobs.job_heartbeat(
+            ImportJob,
+            job,
+            lease_s=settings.COLLECTION_IMPORT_LEASE_S,
+            progress={"stage": stage, "done": done, "total": total},
+        )
+        if not held:
+            raise _LeaseLost
+
+    try:
+        dataset_import = dataset_import_create(
+            path=job.stored_path,
+            format=job.format,
+            mode=job.mode,
+            created_by=job.launched_by,
+            progress=progress,
+        )
+    except _LeaseLost:
+        logger.warning("import job %s: lost its lease; left to the worker that has it", job.pk)
+        return "skipped: lost its lease"
+    except DatasetError as error:  # ImportFormatError: "line 17: …"
+        finished = jobs.job_finish(
+            ImportJob, job, status=ImportJob.Status.FAILED, error=str(error)[:2000]
+        )
+    except Exception as error:  # anything else: the job must not stay running
+        logger.exception("import job %s failed", job.pk)
+        reason = " ".join(f"{type(error).__name__}: {error}".split())[:500]
+        finished = jobs.job_finish(
+            ImportJob, job, status=ImportJob.Status.FAILED, error=f"The import failed: {reason}"
+        )
+    else:
+        total = dataset_import.counts.get("judgements", 0)
+        finished = jobs.job_finish(
+            ImportJob,
+            job,
+            status=ImportJob.Status.SUCCEEDED,
+            dataset_import=dataset_import,
+            progress={"stage": "done", "done": total, "total": total},
+        )
+    if finished.is_finished:
+        _remove_upload(finished)
+    return finished.status
