@@ -7,12 +7,23 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from config.roles import ResearcherReadAdminWrite
+from config.schema_objects import SchemaObjectField, sampling_schema
 
 from . import services
 from .models import ModelVersion, PromptTemplate
 
 
 class ModelVersionSerializer(serializers.ModelSerializer):
+    # Objects, never null (the schema says so): the backend's options are its own (free-form),
+    # the generation defaults are SamplingParams' settings with their types and ranges.
+    backend_options = SchemaObjectField(
+        {"type": "object"},
+        required=False,
+        help_text='Passed to the backend, e.g. {"mode": "completion", "dtype": "float32"}.',
+    )
+    generation_defaults = SchemaObjectField(sampling_schema(), required=False)
+    metadata = SchemaObjectField({"type": "object"}, required=False)
+
     class Meta:
         model = ModelVersion
         fields = [

@@ -8,6 +8,7 @@ from rest_framework import mixins, serializers, viewsets
 from rest_framework.decorators import action
 
 from config.roles import ResearcherReadAdminWrite, ResearcherWrite
+from config.schema_objects import SchemaObjectField, sampling_schema, snapshot_filter_schema
 
 from . import datasets, services
 from .models import Campaign, Conversation, DatasetSnapshot, Judgement, Response, Turn
@@ -35,6 +36,10 @@ class StrictQueryMixin:
 
 
 class CampaignSerializer(serializers.ModelSerializer):
+    # An object of SamplingParams' settings, their types and ranges in the schema; null, an
+    # unknown key or a wrong type is a 400 naming "sampling" (not a TypeError in generation).
+    sampling = SchemaObjectField(sampling_schema(), noun="sampling settings", required=False)
+
     class Meta:
         model = Campaign
         fields = [
@@ -200,10 +205,13 @@ class JudgementSerializer(serializers.ModelSerializer):
             "submitted_ranking",
             "scale",
             "strength",
+            "tie",
+            "both_bad",
             "flags",
             "note",
             "time_spent_ms",
             "created_at",
+            "revised_at",
         ]
 
 
@@ -217,7 +225,12 @@ class JudgementQuery(serializers.Serializer):
 
 
 class JudgementViewSet(StrictQueryMixin, viewsets.ReadOnlyModelViewSet):
-    """Judgements; `ranking` lists response ids better first (red team: by harmlessness)."""
+    """Judgements; `ranking` lists response ids better first (red team: by harmlessness).
+
+    `tie`: "about the same" (pairwise): `scale` and `strength` are null and `ranking` is the
+    display order, no preference. `both_bad`: neither response is acceptable. `revised_at`:
+    when the contractor last changed the judgement (null: never). Read-only: contractors
+    judge and revise on their pages."""
 
     serializer_class = JudgementSerializer
     permission_classes = [ResearcherReadAdminWrite]
@@ -241,8 +254,10 @@ class JudgementViewSet(StrictQueryMixin, viewsets.ReadOnlyModelViewSet):
 
 
 class SnapshotSerializer(serializers.ModelSerializer):
-    # An object, not any JSON: the schema says so, and null or a list is a 400 here.
-    filter = serializers.DictField(help_text='e.g. {"campaigns": [1], "consensus_only": true}')
+    # The filter's keys, types and ranges are in the schema (additionalProperties: false); what
+    # it cannot say (a filter that matches nothing, imports without "imported" in sources) is
+    # snapshot_filter_clean's 400, also naming "filter".
+    filter = SchemaObjectField(snapshot_filter_schema(), noun="filter key(s)")
 
     class Meta:
         model = DatasetSnapshot
@@ -261,10 +276,19 @@ class SnapshotSerializer(serializers.ModelSerializer):
 
 
 class DownloadQuery(serializers.Serializer):
-    export = serializers.CharField(default="hh-rlhf", help_text="hh-rlhf, trl, ranked or raw")
-    file_format = serializers.CharField(default="jsonl", help_text="jsonl or parquet")
-    split = serializers.CharField(default="all", help_text="train, held_out or all")
-    pairs = serializers.CharField(default="all", help_text="all or adjacent (hh-rlhf, trl)")
+    # Choices, so the schema lists them (enums) and anything else is a 400 naming the parameter.
+    export = serializers.ChoiceField(
+        datasets.EXPORT_FORMATS, default="hh-rlhf", help_text="hh-rlhf, trl, ranked or raw"
+    )
+    file_format = serializers.ChoiceField(
+        datasets.FILE_FORMATS, default="jsonl", help_text="jsonl or parquet"
+    )
+    split = serializers.ChoiceField(
+        datasets.SPLITS, default="all", help_text="train, held_out or all"
+    )
+    pairs = serializers.ChoiceField(
+        ("all", "adjacent"), default="all", help_text="all or adjacent (hh-rlhf, trl)"
+    )
     margin = serializers.BooleanField(default=False, help_text="trl: add the margin column")
 
 

@@ -20,6 +20,12 @@ Conventions shared by the three:
 * Consensus of several judgements of one turn (overlapping review): Borda count. In a ranking of
   k responses the response at position i (0 = best) gets k - 1 - i points; the consensus orders
   responses by total points, ties going to the lower response index (display position A, B, …).
+  A tie judgement ("about the same") gives no points; when every judgement is a tie, so is the
+  consensus. The consensus is "both bad" when any of its judgements said so (as flags add up).
+* Ties and "both bad": every row carries `tie` and `both_bad`. A tie row states no preference:
+  hh-rlhf/trl still write it as a chosen/rejected pair (display order A, B) so that counts and
+  shapes stay fixed, and TRL users drop it with `dataset.filter(lambda row: not row["tie"])`;
+  ranked/raw rows give both responses rank 0. Training and evals leave tie rows out.
 """
 
 from __future__ import annotations
@@ -824,6 +830,8 @@ def _snapshot_digest(groups, *, consensus_only: bool) -> tuple[dict, str]:
                 "ranking": [item.position(rid) for rid in row.ranking],  # indices, not ids
                 "strength": row.strength,
             }
+            # Only when set, so the hashes of snapshots without either stay what they were.
+            canonical.update({name: True for name in ("tie", "both_bad") if getattr(row, name)})
             payload = json.dumps(canonical, ensure_ascii=False, sort_keys=True)
             digests.append(hashlib.sha256(payload.encode()).digest())
     conversations = {c for c, _, _ in groups}
@@ -861,6 +869,8 @@ class _JudgementRow:
     contractor_id: int | None
     origin: str
     judgement_ids: list[int]
+    tie: bool = False  # "about the same": `ranking` is the display order, no preference
+    both_bad: bool = False
 
 
 @dataclass
@@ -884,16 +894,29 @@ class _TurnItem:
         return next(r.index for r in self.responses if r.id == response_id)
 
     def consensus(self) -> _JudgementRow:
-        """Borda count over the judgements' rankings; ties go to the lower response index."""
+        """Borda count over the judgements' rankings; ties go to the lower response index.
+
+        Tie judgements give no points; a consensus of ties only is a tie (display order)."""
         points: Counter = Counter()
-        for judgement in self.judgements:
+        preferences = [j for j in self.judgements if not j.tie]
+        for judgement in preferences:
             k = len(judgement.ranking)
             for place, response_id in enumerate(judgement.ranking):
                 points[response_id] += k - 1 - place
         order = sorted(self.responses, key=lambda r: (-points[r.id], r.index))
         flags = sorted({flag for j in self.judgements for flag in j.flags})
         ids = [j.id for j in self.judgements]
-        return _JudgementRow(None, [r.id for r in order], None, flags, None, "consensus", ids)
+        return _JudgementRow(
+            None,
+            [r.id for r in order],
+            None,
+            flags,
+            None,
+            "consensus",
+            ids,
+            tie=not preferences,
+            both_bad=any(j.both_bad for j in self.judgements),
+        )
 
     def rows(self, *, consensus_only: bool) -> list[_JudgementRow]:
         if consensus_only and len(self.judgements) > 1:
@@ -996,6 +1019,8 @@ def _iter_turn_items(groups, *, chunk_size: int = EXPORT_CHUNK) -> Iterator[_Tur
                         j.contractor_id,
                         j.origin,
                         [j.pk],
+                        tie=j.tie,
+                        both_bad=j.both_bad,
                     )
                     for j in turn.judgements.all()
                 ],
@@ -1076,6 +1101,8 @@ def _pair_rows(item: _TurnItem, row: _JudgementRow, fmt, pairs, margin) -> Itera
             yield {
                 "chosen": f"{context}\n\nAssistant: {text[better]}",
                 "rejected": f"{context}\n\nAssistant: {text[worse]}",
+                "tie": row.tie,
+                "both_bad": row.both_bad,
             }
         return
     prompt = item.messages()
@@ -1084,6 +1111,8 @@ def _pair_rows(item: _TurnItem, row: _JudgementRow, fmt, pairs, margin) -> Itera
             "prompt": prompt,
             "chosen": [{"role": "assistant", "content": text[better]}],
             "rejected": [{"role": "assistant", "content": text[worse]}],
+            "tie": row.tie,
+            "both_bad": row.both_bad,
         }
         if margin:
             out["margin"] = strength_margin(row.strength)
@@ -1091,7 +1120,8 @@ def _pair_rows(item: _TurnItem, row: _JudgementRow, fmt, pairs, margin) -> Itera
 
 
 def _ranked_row(item: _TurnItem, row: _JudgementRow, kind: str | None = None) -> dict:
-    place = {rid: i for i, rid in enumerate(row.ranking)}
+    # A tie places both responses first: no preference between them.
+    place = {rid: 0 if row.tie else i for i, rid in enumerate(row.ranking)}
     versions = sorted({r.model_version for r in item.responses if r.model_version})
     prompts = sorted({r.prompt_version for r in item.responses if r.prompt_version})
     out = {
@@ -1107,6 +1137,8 @@ def _ranked_row(item: _TurnItem, row: _JudgementRow, kind: str | None = None) ->
         "ranks": [place[r.id] for r in item.responses],  # 0 = best, per response in A, B, … order
         "ranking": [item.position(rid) for rid in row.ranking],  # response indices, best first
         "strength": row.strength,
+        "tie": row.tie,
+        "both_bad": row.both_bad,
         "flags": row.flags,
         "contractor": contractor_pseudonym(row.contractor_id),
         "campaign": item.campaign,
@@ -1152,10 +1184,11 @@ def parquet_schema(fmt: str, *, margin: bool = False):
     import pyarrow as pa
 
     messages = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+    marks = [("tie", pa.bool_()), ("both_bad", pa.bool_())]
     if fmt == "hh-rlhf":
-        return pa.schema([("chosen", pa.string()), ("rejected", pa.string())])
+        return pa.schema([("chosen", pa.string()), ("rejected", pa.string()), *marks])
     if fmt == "trl":
-        fields = [("prompt", messages), ("chosen", messages), ("rejected", messages)]
+        fields = [("prompt", messages), ("chosen", messages), ("rejected", messages), *marks]
         return pa.schema(fields + ([("margin", pa.float64())] if margin else []))
     if fmt not in ("ranked", "raw"):
         raise DatasetError(f"unknown export format {fmt!r} (use {', '.join(EXPORT_FORMATS)})")
@@ -1172,6 +1205,7 @@ def parquet_schema(fmt: str, *, margin: bool = False):
         ("ranks", pa.list_(pa.int64())),
         ("ranking", pa.list_(pa.int64())),
         ("strength", pa.int64()),
+        *marks,
         ("flags", pa.list_(pa.string())),
         ("contractor", pa.string()),
         ("campaign", pa.string()),

@@ -14,6 +14,8 @@ from statistics import median
 from . import agreement
 from .models import Campaign, GoldAnswer, Judgement, Response, Turn
 
+TIE = "tie"  # the top choice of an "about the same" judgement
+
 
 def contractor_stats(*, campaign: Campaign | None = None) -> list[dict]:
     """Per contractor who judged (in `campaign`, or everywhere): volume, speed, accuracy, agreement.
@@ -23,6 +25,9 @@ def contractor_stats(*, campaign: Campaign | None = None) -> list[dict]:
     answer; None when no gold item was judged), overlap_pairs (this contractor's judgements paired
     with other contractors' judgements of the same non-gold turn), agreement (share of those pairs
     with the same top choice; None when there are none). Sorted by username. Two queries.
+
+    A tie ("about the same") has the top choice TIE: never a gold item's best response, and
+    in agreement equal only to another tie.
     """
     judgements = Judgement.objects.filter(contractor__isnull=False)
     golds = GoldAnswer.objects.all()
@@ -31,7 +36,7 @@ def contractor_stats(*, campaign: Campaign | None = None) -> list[dict]:
         golds = golds.filter(turn__conversation__campaign=campaign)
     rows = list(
         judgements.values_list(
-            "turn_id", "contractor_id", "contractor__username", "ranking", "time_spent_ms"
+            "turn_id", "contractor_id", "contractor__username", "ranking", "time_spent_ms", "tie"
         )
     )
     gold_best = dict(golds.values_list("turn_id", "best_response_id"))
@@ -39,7 +44,7 @@ def contractor_stats(*, campaign: Campaign | None = None) -> list[dict]:
     stats: dict[int, dict] = {}
     times: dict[int, list[float]] = defaultdict(list)
     tops_by_turn: dict[int, list[tuple[int, int]]] = defaultdict(list)
-    for turn_id, contractor_id, username, ranking, time_spent_ms in rows:
+    for turn_id, contractor_id, username, ranking, time_spent_ms, tie in rows:
         entry = stats.setdefault(
             contractor_id,
             {
@@ -57,7 +62,7 @@ def contractor_stats(*, campaign: Campaign | None = None) -> list[dict]:
         entry["judgements"] += 1
         if time_spent_ms:
             times[contractor_id].append(time_spent_ms / 1000)
-        top = ranking[0] if ranking else None
+        top = TIE if tie else (ranking[0] if ranking else None)
         if turn_id in gold_best:
             entry["gold_judged"] += 1
             entry["gold_correct"] += int(top == gold_best[turn_id])
@@ -98,7 +103,7 @@ def campaign_agreement(*, campaign: Campaign, min_common_turns: int = 5) -> dict
             contractor__isnull=False,
             turn__conversation__campaign=campaign,
             turn__gold__isnull=True,
-        ).values_list("turn_id", "contractor_id", "contractor__username", "ranking", "scale")
+        ).values_list("turn_id", "contractor_id", "contractor__username", "ranking", "scale", "tie")
     )
     display_index = dict(
         Response.objects.filter(
@@ -108,9 +113,10 @@ def campaign_agreement(*, campaign: Campaign, min_common_turns: int = 5) -> dict
 
     usernames: dict[int, str] = {}
     by_turn: dict[int, dict[int, tuple[int | None, int | None]]] = defaultdict(dict)
-    for turn_id, contractor_id, username, ranking, scale in rows:
+    for turn_id, contractor_id, username, ranking, scale, tie in rows:
         usernames[contractor_id] = username
-        top = display_index.get(ranking[0]) if ranking else None
+        # A tie is its own label (no top choice); on the scale it has no point (None).
+        top = TIE if tie else (display_index.get(ranking[0]) if ranking else None)
         by_turn[turn_id][contractor_id] = (top, scale)
     overlapping = {turn: judged for turn, judged in by_turn.items() if len(judged) >= 2}
 
@@ -172,7 +178,12 @@ def turn_consensus(*, turn: Turn) -> dict:
     of judgements with the same top choice; None below two judgements), gold_best_response_id
     (None unless a gold item). Three queries.
     """
-    rankings = [ranking for ranking in turn.judgements.values_list("ranking", flat=True) if ranking]
+    # Ties state no preference: they are left out of the consensus and its counts.
+    rankings = [
+        ranking
+        for ranking, tie in turn.judgements.values_list("ranking", "tie")
+        if ranking and not tie
+    ]
     letters = {pk: "ABCDEFGH"[index] for pk, index in turn.responses.values_list("id", "index")}
     gold_best = GoldAnswer.objects.filter(turn=turn).values_list("best_response_id", flat=True)
     ranking = agreement.consensus_ranking(rankings)

@@ -7,13 +7,21 @@ ERRORS = {
     "401": "not signed in (send `Authorization: Token …`)",
     "403": "the role may not do this",
     "404": "no such object for this user, or no such page of results",
-    "414": "the request line is longer than the web server takes (gunicorn: 4,094 bytes)",
+}
+# A request line over the web server's limit never reaches Django: the server answers it with
+# its own HTML page (gunicorn's "Request Line is too large", limit_request_line, 4,094 bytes by
+# default; a proxy in front has its own limit and page), so that is what the schema documents.
+URI_TOO_LONG = {
+    "description": "the request line (method, path and query string) is longer than the web "
+    "server takes; the web server's own HTML page, not JSON",
+    "content": {"text/html": {"schema": {"type": "string"}}},
 }
 
 
 def document_error_responses(result, generator, request, public):
     """drf-spectacular postprocessing hook: add the statuses DRF answers with when a request
-    fails (validation, authentication, permission, lookup) to every operation lacking them."""
+    fails (validation, authentication, permission, lookup) to every operation lacking them, and
+    the web server's 414."""
     for operations in result.get("paths", {}).values():
         for operation in operations.values():
             if not isinstance(operation, dict) or "responses" not in operation:
@@ -21,4 +29,5 @@ def document_error_responses(result, generator, request, public):
             for status, why in ERRORS.items():
                 error = {"description": why, "content": {"application/json": {"schema": {}}}}
                 operation["responses"].setdefault(status, error)
+            operation["responses"].setdefault("414", URI_TOO_LONG)
     return result

@@ -10,12 +10,16 @@ from rest_framework.response import Response
 from collection.api import StrictQueryMixin
 from collection.models import Campaign, Judgement
 from config.roles import ResearcherWrite
+from config.schema_objects import SchemaObjectField, eval_options_schema
 
 from . import selectors, services
 from .models import EvalRun
 
 
 class EvalRunSerializer(serializers.ModelSerializer):
+    # The options OPTION_RANGES knows, whole numbers in their ranges; null or another key: 400.
+    options = SchemaObjectField(eval_options_schema(), noun="options", required=False)
+
     class Meta:
         model = EvalRun
         fields = [
@@ -63,7 +67,9 @@ class EvalRunViewSet(
 
 
 class EloQuery(serializers.Serializer):
-    campaign = serializers.PrimaryKeyRelatedField(queryset=Campaign.objects.all(), required=False)
+    # An id, like the campaign filter of /api/conversations/ and /api/judgements/: one that no
+    # campaign has selects no judgements (an empty report), it is not an error.
+    campaign = serializers.IntegerField(required=False)
     mode = serializers.ChoiceField(Campaign.Mode.values, required=False)
     origin = serializers.ChoiceField(
         [Judgement.Origin.CONVERSATION, Judgement.Origin.REVIEW],

@@ -59,6 +59,8 @@ def _held_out(run: EvalRun, limit: int | None) -> dict:
 
     pairs = []
     for row in export_rows(run.snapshot, "ranked", split="held_out"):
+        if row["tie"]:  # "about the same": no better response for the PM to find
+            continue
         order = sorted(range(len(row["responses"])), key=row["ranks"].__getitem__)
         for better, worse in zip(order, order[1:], strict=False):
             pairs.append(

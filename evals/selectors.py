@@ -75,8 +75,9 @@ JUDGED_BY_CONTRACTORS = (Judgement.Origin.CONVERSATION, Judgement.Origin.REVIEW)
 PAIR_WEIGHTING = (
     "Every pair of a judgement's better-first order whose two responses come from different "
     "arms counts as one game, won by the better one's arm: a pairwise judgement gives one game "
-    "whatever its strength, a ranking of k gives up to k·(k−1)/2. Pairs within one arm and "
-    "responses with no model version (imported) are left out."
+    "whatever its strength, a ranking of k gives up to k·(k−1)/2. Pairs within one arm, "
+    'responses with no model version (imported) and ties ("about the same": no winner) are '
+    "left out."
 )
 
 
@@ -111,7 +112,7 @@ def arm_games(
         judgements = judgements.filter(turn__conversation__campaign=campaign)
     if mode:
         judgements = judgements.filter(turn__conversation__campaign__mode=mode)
-    rows = list(judgements.order_by("pk").values_list("turn_id", "ranking"))
+    rows = list(judgements.order_by("pk").values_list("turn_id", "ranking", "tie"))
     responses = Response.objects.filter(
         turn_id__in=judgements.values("turn_id"), model_version__isnull=False
     ).values_list("pk", "turn_id", "model_version_id", "model_version__name", "condition")
@@ -121,8 +122,8 @@ def arm_games(
         arm_of[response_id] = (turn_id, (version_id, condition))
         names[version_id] = name
     games = ArmGames(outcomes=[], labels={}, judgements=len(rows))
-    for turn_id, ranking in rows:
-        for better, worse in pairwise_preferences(ranking):
+    for turn_id, ranking, tie in rows:
+        for better, worse in [] if tie else pairwise_preferences(ranking):
             a, b = arm_of.get(better), arm_of.get(worse)
             if a is None or b is None or a[0] != turn_id or b[0] != turn_id:
                 games.unversioned_pairs += 1

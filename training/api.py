@@ -7,14 +7,35 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from config.roles import ResearcherReadAdminWrite
+from config.schema_objects import (
+    SchemaObjectField,
+    pmp_sources_schema,
+    training_config_schema,
+    training_run_config_schema,
+)
 
 from . import services
+from .config import DistillationConfig, PMPConfig, PreferenceTrainingConfig
 from .models import TrainingRun
+
+# The config each kind takes: the schema's anyOf lists all three, this picks the kind's own.
+KIND_CONFIG = {
+    **dict.fromkeys(
+        (TrainingRun.Kind.PM, TrainingRun.Kind.PM_BINARY, TrainingRun.Kind.IMITATION),
+        SchemaObjectField(training_config_schema(PreferenceTrainingConfig)),
+    ),
+    TrainingRun.Kind.PMP: SchemaObjectField(training_config_schema(PMPConfig)),
+    TrainingRun.Kind.DISTILL: SchemaObjectField(training_config_schema(DistillationConfig)),
+}
 
 
 class TrainingRunSerializer(serializers.ModelSerializer):
-    # An object of settings (the schema says so; null is a 400), checked by the kind's config.
-    config = serializers.DictField(required=False)
+    # The settings of the run's kind, their types and RANGES in the schema (one object per config
+    # dataclass, additionalProperties: false); null, an unknown key, a wrong type or a value out
+    # of range is a 400 naming "config". Which dataclass applies follows `kind`: the service says
+    # so (a 400 naming "config" too) when the keys belong to another kind.
+    config = SchemaObjectField(training_run_config_schema(), required=False)
+    pmp_sources = SchemaObjectField(pmp_sources_schema(), required=False)
 
     class Meta:
         model = TrainingRun
@@ -47,13 +68,15 @@ class TrainingRunSerializer(serializers.ModelSerializer):
             if f not in {"kind", "base_model", "snapshot", "pmp_sources", "prompt", "config"}
         ]
 
-    def validate_config(self, value):
-        # Its keys, types and ranges are checked by the kind's config dataclass (the service).
-        if not isinstance(value, dict):
-            raise serializers.ValidationError(
-                'Give an object of settings, e.g. {"max_steps": 100}, or leave it out.'
-            )
-        return value
+    def validate(self, attrs):
+        # Against the kind's own config, so that a refusal lists that kind's settings (a PMP key
+        # in a pm run's config is unknown there).
+        if "config" in attrs and attrs.get("kind") in KIND_CONFIG:
+            try:
+                KIND_CONFIG[attrs["kind"]].to_internal_value(attrs["config"])
+            except serializers.ValidationError as error:
+                raise serializers.ValidationError({"config": error.detail}) from None
+        return attrs
 
     def create(self, validated_data):
         try:

@@ -7,7 +7,9 @@ from .data import Ranking
 
 
 def snapshot_rankings(snapshot: DatasetSnapshot, split: str) -> list[Ranking]:
-    """The snapshot's rankings of one split ("train", "held_out" or "all"), better first."""
+    """The snapshot's rankings of one split ("train", "held_out" or "all"), better first.
+
+    Tie rows ("about the same") are left out: they state no preference to learn from."""
     return [
         Ranking(
             responses=row["responses"],
@@ -17,4 +19,5 @@ def snapshot_rankings(snapshot: DatasetSnapshot, split: str) -> list[Ranking]:
             source=f"snapshot {snapshot.pk} judgement {row['judgement_id']}",
         )
         for row in export_rows(snapshot, "ranked", split=split)
+        if not row["tie"]
     ]

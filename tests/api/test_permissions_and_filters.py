@@ -118,8 +118,8 @@ def test_researchers_snapshot_and_download_with_clear_errors(api, rita, alice, t
     assert '"chosen": "\\n\\nHuman: Tell me about' in lines[0]
     assert download["X-Content-Hash"] == snapshot["content_hash"]
     assert api.get(url + "?export=csv").status_code == 400
-    assert "unknown export format" in str(api.get(url + "?export=csv").json())
-    assert api.get(url + "?file_format=xlsx").status_code == 400
+    assert "not a valid choice" in str(api.get(url + "?export=csv").json()["export"])
+    assert "file_format" in api.get(url + "?file_format=xlsx").json()
     assert api.get(url + "?colour=red").status_code == 400
     api.force_authenticate(alice)
     assert api.get(url).status_code == 403

@@ -99,7 +99,7 @@ def test_trl_reward_trainer_trains_on_the_trl_export(snapshot, tmp_path, offline
     train = load_dataset(
         "parquet", data_files=str(path), split="train", cache_dir=str(tmp_path / "cache")
     )
-    assert train.column_names == ["prompt", "chosen", "rejected", "margin"]
+    assert train.column_names == ["prompt", "chosen", "rejected", "tie", "both_bad", "margin"]
 
     tokenizer = tiny_tokenizer()
     config = LlamaConfig(

@@ -325,12 +325,15 @@ def test_it_imports_trl_conversational_and_standard_rows(tmp_path):
     assert dataset_import.counts["skipped_system_message"] == 1
     snapshot = datasets.snapshot_create(filter={"imports": [dataset_import.pk]})
     exported = list(datasets.export_rows(snapshot, "trl"))
+    # Every row also says whether it is a tie or both responses are bad (never, when imported).
     assert sorted(exported, key=lambda r: len(r["prompt"]), reverse=True) == [
-        {k: v for k, v in rows[0].items()},
+        {**rows[0], "tie": False, "both_bad": False},
         {
             "prompt": [{"role": "user", "content": "2+2?"}],
             "chosen": [{"role": "assistant", "content": "4"}],
             "rejected": [{"role": "assistant", "content": "5"}],
+            "tie": False,
+            "both_bad": False,
         },
     ]
 
@@ -500,7 +503,7 @@ def test_a_ranking_expands_to_all_or_adjacent_pairs(alice, ranking_campaign):
         ],
     )
     snapshot = datasets.snapshot_create(filter={})
-    last = {"chosen", "rejected"}
+    last = {"chosen", "rejected", "tie", "both_bad"}
     rows = [r for r in datasets.export_rows(snapshot, "hh-rlhf") if "Then?" not in r["chosen"]]
     assert [(r["chosen"][-5:], r["rejected"][-6:]) for r in rows] == [
         ("third", " first"),
