@@ -26,43 +26,191 @@ HEADLINE = {
 }
 
 
-def leaderboard() -> tuple[list[str], list[dict]]:
-    """Columns and one row per model version: the latest succeeded run of each suite."""
-    # Only each run's headline entry comes from the database, not its whole results (those
-    # hold a record per item: hundreds of kilobytes a run).
-    headline = Case(
+def error_summary(error: str, limit: int = 200) -> str:
+    """A failed run's reason in one line: the first line of its error ("TypeError: …"), or
+    the last line of a bare traceback (where the exception is named); cut at `limit`."""
+    lines = [line.strip() for line in (error or "").splitlines() if line.strip()]
+    if not lines:
+        return "failed without a recorded error"
+    line = lines[-1] if lines[0].startswith("Traceback") else lines[0]
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def failed_runs(*, version=None) -> list[EvalRun]:
+    """Failed eval runs, newest first (of one version, or all), each with `.reason`: its error
+    in one line (the traceback is on the run's page)."""
+    runs = EvalRun.objects.filter(status=EvalRun.Status.FAILED).defer("results")
+    if version is not None:
+        runs = runs.filter(model_version=version)
+    runs = list(runs.select_related("model_version").order_by("-finished_at", "-pk"))
+    for run in runs:
+        run.reason = error_summary(run.error)
+    return runs
+
+
+def _headline_expression():
+    # Each run's headline entry alone, not its whole results (those hold a record per item:
+    # hundreds of kilobytes a run).
+    return Case(
         *(
             When(suite=suite, then=KeyTransform(key, "results"))
             for suite, (_, key) in HEADLINE.items()
         ),
         output_field=JSONField(),
     )
+
+
+def version_runs(version) -> list[EvalRun]:
+    """Every eval run of `version`, newest first, each with `.value` (its headline number, or
+    None), `.low`/`.high` and `.reason` (a failure's error in one line, else "")."""
+    runs = list(
+        EvalRun.objects.filter(model_version=version)
+        .defer("results")
+        .annotate(headline=_headline_expression())
+        .order_by("-created_at", "-pk")
+    )
+    for run in runs:
+        headline = run.headline if isinstance(run.headline, dict) else {}
+        run.value = headline.get("accuracy", headline.get("mean"))
+        run.low, run.high = headline.get("low"), headline.get("high")
+        run.reason = error_summary(run.error) if run.status == EvalRun.Status.FAILED else ""
+    return runs
+
+
+def leaderboard() -> tuple[list[str], list[dict]]:
+    """Columns and one row per model version: the latest succeeded run of each suite, and in
+    each cell the failure when the suite's latest finished run failed (`failure`: the run, its
+    reason in one line), so a version whose evals all fail has a row too."""
+    headline = _headline_expression()
     runs = (
-        EvalRun.objects.filter(status=EvalRun.Status.SUCCEEDED)
+        EvalRun.objects.filter(status__in=[EvalRun.Status.SUCCEEDED, EvalRun.Status.FAILED])
         .defer("results")
         .annotate(headline=headline)
         .select_related("model_version")
-        .order_by("model_version_id", "suite", "-finished_at")
+        .order_by("model_version_id", "suite", "-finished_at", "-pk")
     )
-    latest: dict[tuple[int, str], EvalRun] = {}
+    latest: dict[tuple[int, str], EvalRun] = {}  # the latest success
+    last_finished: dict[tuple[int, str], EvalRun] = {}  # the latest success or failure
     for run in runs:
-        latest.setdefault((run.model_version_id, run.suite), run)
+        key = (run.model_version_id, run.suite)
+        last_finished.setdefault(key, run)
+        if run.status == EvalRun.Status.SUCCEEDED:
+            latest.setdefault(key, run)
     columns = [label for label, _ in HEADLINE.values()]
     rows = {}
-    for (version_id, suite), run in latest.items():
-        row = rows.setdefault(version_id, {"version": run.model_version, "cells": {}})
+    for (version_id, suite), last in last_finished.items():
+        row = rows.setdefault(version_id, {"version": last.model_version, "cells": {}})
         label, _ = HEADLINE[suite]
-        headline = run.headline or {}
+        run = latest.get((version_id, suite))
+        headline = (run.headline or {}) if run else {}
+        failure = None
+        if last.status == EvalRun.Status.FAILED:
+            failure = {"run": last, "reason": error_summary(last.error)}
         row["cells"][label] = {
             "run": run,
             "value": headline.get("accuracy", headline.get("mean")),
             "low": headline.get("low"),
             "high": headline.get("high"),
+            "failure": failure,
         }
     ordered = sorted(rows.values(), key=lambda r: (r["version"].kind, -r["version"].pk))
     for row in ordered:
         row["cells"] = [row["cells"].get(label) for label in columns]
     return columns, ordered
+
+
+def eval_status_counts(*, version=None) -> dict[str, int]:
+    """How many eval runs there are in each status (of one version, or all)."""
+    runs = EvalRun.objects.all()
+    if version is not None:
+        runs = runs.filter(model_version=version)
+    counts = dict(Counter(runs.values_list("status", flat=True)))
+    return {status: counts.get(status, 0) for status in EvalRun.Status.values}
+
+
+def why_no_comparison(version) -> str:
+    """Why `version` has no finished eval to compare, in a sentence."""
+    counts = eval_status_counts(version=version)
+    if counts[EvalRun.Status.SUCCEEDED]:
+        return ""
+    if not any(counts.values()):
+        return (
+            f"{version.name} has never been evaluated: evals are queued when a version is "
+            "registered, or run with `manage.py run_eval`."
+        )
+    parts = []
+    if counts[EvalRun.Status.FAILED]:
+        latest = failed_runs(version=version)[0]
+        parts.append(
+            f"{counts[EvalRun.Status.FAILED]} failed (the latest, "
+            f"{EvalRun.Suite(latest.suite).label}: {latest.reason})"
+        )
+    waiting = counts[EvalRun.Status.QUEUED] + counts[EvalRun.Status.RUNNING]
+    if waiting:
+        parts.append(f"{waiting} queued or running")
+    if counts[EvalRun.Status.CANCELLED]:
+        parts.append(f"{counts[EvalRun.Status.CANCELLED]} cancelled")
+    return f"{version.name} has no finished eval: its runs are " + "; ".join(parts) + "."
+
+
+def data_efficiency_gaps() -> list[str]:
+    """Why PM runs are missing from the data-efficiency chart, one sentence per cause; empty
+    when every ranked-PM run is on it."""
+    from training.models import TrainingRun
+
+    runs = list(
+        TrainingRun.objects.filter(kind=TrainingRun.Kind.PM)
+        .select_related("snapshot")
+        .order_by("-pk")
+    )
+    if not runs:
+        others = TrainingRun.objects.exclude(kind=TrainingRun.Kind.PM).count()
+        return [
+            "No ranked preference-model run has been trained yet"
+            + (f" ({others} run{'s' if others != 1 else ''} of other kinds)" if others else "")
+            + ": the chart plots each finished PM run's held-out accuracy against the "
+            "number of comparisons it trained on. Launch one on the Training page."
+        ]
+    failed = [r for r in runs if r.status == TrainingRun.Status.FAILED]
+    waiting = [
+        r for r in runs if r.status in (TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING)
+    ]
+    cancelled = [r for r in runs if r.status == TrainingRun.Status.CANCELLED]
+    no_accuracy, no_size = [], []
+    for run in runs:
+        if run.status != TrainingRun.Status.SUCCEEDED:
+            continue
+        counts = run.snapshot.counts if run.snapshot else {}
+        if not (counts.get("train_pairs") or counts.get("pairs")):
+            no_size.append(run)
+        elif not any(m.get("eval_accuracy") is not None for m in run.metrics):
+            no_accuracy.append(run)
+
+    def ids(selected):
+        shown = ", ".join(f"#{r.pk}" for r in selected[:5])
+        return shown + (f" and {len(selected) - 5} more" if len(selected) > 5 else "")
+
+    gaps = []
+    if failed:
+        gaps.append(
+            f"{len(failed)} PM run{'s' if len(failed) != 1 else ''} failed ({ids(failed)}); "
+            f"the latest: {error_summary(failed[0].error)}"
+        )
+    if waiting:
+        gaps.append(f"{len(waiting)} still queued or running ({ids(waiting)})")
+    if cancelled:
+        gaps.append(f"{len(cancelled)} cancelled ({ids(cancelled)})")
+    if no_accuracy:
+        gaps.append(
+            f"{len(no_accuracy)} finished without a held-out accuracy ({ids(no_accuracy)}): "
+            "their snapshot's held-out split had no comparison"
+        )
+    if no_size:
+        gaps.append(
+            f"{len(no_size)} finished on a snapshot that records no training comparisons "
+            f"({ids(no_size)})"
+        )
+    return gaps
 
 
 # --- Elo of arms from contractor judgements -----------------------------------------------------

@@ -6,6 +6,7 @@ app_name = "evals"
 urlpatterns = [
     path("", views.leaderboard, name="leaderboard"),
     path("runs/<int:run_id>/", views.run_detail, name="run"),
+    path("models/<int:version_id>/", views.model_detail, name="model"),
     path("compare/", views.compare, name="compare"),
     path("data-efficiency/", views.data_efficiency, name="data_efficiency"),
     path("elo/", views.elo, name="elo"),

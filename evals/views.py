@@ -4,7 +4,7 @@ from django.shortcuts import get_object_or_404, render
 
 from assistant.models import ModelVersion
 from collection.models import Campaign, Judgement
-from config.roles import ADMIN, RESEARCHER, role_required
+from config.roles import ADMIN, RESEARCHER, has_role, role_required
 
 from . import charts, selectors
 from .models import EvalRun
@@ -12,16 +12,46 @@ from .models import EvalRun
 
 @role_required(RESEARCHER, ADMIN)
 def leaderboard(request):
-    """Model versions against the HHH metrics."""
+    """Model versions against the HHH metrics, and every failed eval run with its reason."""
     columns, rows = selectors.leaderboard()
-    return render(request, "evals/leaderboard.html", {"columns": columns, "rows": rows})
+    return render(
+        request,
+        "evals/leaderboard.html",
+        {
+            "columns": columns,
+            "rows": rows,
+            "failed": selectors.failed_runs(),
+            "counts": selectors.eval_status_counts(),
+        },
+    )
+
+
+@role_required(RESEARCHER, ADMIN)
+def model_detail(request, version_id: int):
+    """One model version: every eval run of it (a failure's reason in one line, the
+    traceback on the run's page), its training run."""
+    version = get_object_or_404(ModelVersion, pk=version_id)
+    return render(
+        request,
+        "evals/model.html",
+        {
+            "version": version,
+            "runs": selectors.version_runs(version),
+            "counts": selectors.eval_status_counts(version=version),
+            "is_admin": has_role(request.user, ADMIN),
+        },
+    )
 
 
 @role_required(RESEARCHER, ADMIN)
 def run_detail(request, run_id: int):
     """One eval run: per-category bars with confidence intervals, calibration, items."""
     run = get_object_or_404(EvalRun.objects.select_related("model_version", "snapshot"), pk=run_id)
-    context = {"run": run, "bars": charts.category_bars(run.results)}
+    context = {
+        "run": run,
+        "bars": charts.category_bars(run.results),
+        "reason": selectors.error_summary(run.error) if run.error else "",
+    }
     calibration = run.results.get("calibration")
     if calibration:
         context["calibration_svg"] = charts.reliability_svg(calibration["bins"])
@@ -46,10 +76,12 @@ def compare(request):
     a, b = (form.cleaned_data["a"], form.cleaned_data["b"]) if valid else (None, None)
     rows = charts.comparison(a, b) if a and b else []
     versions = ModelVersion.objects.order_by("-pk")
+    # Why the table is empty or has gaps: a version with no finished eval, and why not.
+    reasons = [why for why in {selectors.why_no_comparison(v) for v in (a, b) if v} if why]
     return render(
         request,
         "evals/compare.html",
-        {"versions": versions, "a": a, "b": b, "rows": rows},
+        {"versions": versions, "a": a, "b": b, "rows": rows, "reasons": sorted(reasons)},
         status=200 if valid else 400,
     )
 
@@ -61,7 +93,11 @@ def data_efficiency(request):
     return render(
         request,
         "evals/data_efficiency.html",
-        {"series": series, "svg": charts.data_efficiency_svg(series)},
+        {
+            "series": series,
+            "svg": charts.data_efficiency_svg(series),
+            "gaps": selectors.data_efficiency_gaps(),
+        },
     )
 
 
