@@ -29,6 +29,20 @@ ADVANCED_FIELDS = ("sampling", "compare_versions", "sampling_variants")
 MODEL_FIELDS = tuple(f for f in BASIC_FIELDS + ADVANCED_FIELDS if f != "no_prompt")
 
 
+class OptionalJSONField(forms.JSONField):
+    """A JSON box that starts empty (not "null" or "{}") and may stay empty."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("widget", forms.Textarea(attrs={"rows": 3}))
+        super().__init__(**kwargs)
+
+    def prepare_value(self, value):
+        if value in (None, "", {}, []):
+            return ""
+        return super().prepare_value(value)
+
+
 class _VersionChoice(forms.ModelChoiceField):
     def label_from_instance(self, obj):
         return f"{obj.name} (#{obj.pk}{', active' if obj.is_active else ''})"
@@ -89,8 +103,7 @@ class CampaignForm(forms.Form):
         help_text="1: only its author; 2 or more: others judge it again from the review queue.",
     )
     # Advanced: folded away on the page.
-    sampling = forms.JSONField(
-        required=False,
+    sampling = OptionalJSONField(
         help_text='Overrides of the LM\'s sampling defaults, e.g. {"temperature": 0.8}.',
     )
     compare_versions = _VersionsChoice(
@@ -99,8 +112,7 @@ class CampaignForm(forms.Form):
         label="Also sample from (for Elo)",
         help_text="More LM versions whose responses are mixed into each turn.",
     )
-    sampling_variants = forms.JSONField(
-        required=False,
+    sampling_variants = OptionalJSONField(
         help_text='Sampling conditions to compare, e.g. [{"name": "cool", "temperature": 0.5}, '
         '{"name": "hot", "temperature": 1.2}].',
     )

@@ -8,6 +8,7 @@ from django.contrib.auth import get_user_model
 
 from config.roles import CONTRACTOR
 
+from .campaign_forms import OptionalJSONField
 from .datasets import EVAL_PROMPT_SETS, FILTER_KEYS
 from .models import FLAGS, Campaign, Conversation, DatasetImport
 
@@ -110,12 +111,10 @@ class SnapshotBuildForm(forms.Form):
         label="Exclude eval prompts",
         help_text="Leave out conversations that open with a prompt of this eval set.",
     )
-    filter = forms.JSONField(
-        required=False,
+    filter = OptionalJSONField(
         label="More filter keys (JSON)",
         help_text=f"Optional, an object with more keys: {', '.join(FILTER_KEYS)}. A key may be "
         "set here or in the fields above, not both.",
-        widget=forms.Textarea(attrs={"rows": 3}),
     )
 
     def clean_filter(self):

@@ -58,7 +58,8 @@ def test_the_new_campaign_form_starts_on_the_active_lm_and_the_latest_hhh_prompt
     assert form["k"].value() == 2 and form["judgement_type"].value() == "pairwise"
     assert not form["no_prompt"].value()
     page = client.get(reverse("collection:campaign_new")).content.decode()
-    assert '<details id="advanced">' in page  # sampling etc. folded away
+    assert '<details id="advanced">' in page  # sampling etc. folded away, empty
+    assert 'id="id_sampling">\n</textarea>' in page
     assert f'<option value="{active.pk}" selected>' in page
 
 
@@ -108,7 +109,7 @@ def test_refusals_of_the_form_and_of_the_service_show_beside_their_fields(client
     errors = sampling.context["form"].errors["sampling"]
     assert "Unknown sampling settings: temprature" in errors[0]
     page = sampling.content.decode()
-    assert '<details id="advanced" open>' in page and 'id="id_sampling_errors"' in page
+    assert '<details id="advanced" open>' in page and 'id="id_sampling_error"' in page
     assert client.post(url, _form(lm, no_prompt="on", name="  ")).status_code == 400
     assert not Campaign.objects.exists()
 

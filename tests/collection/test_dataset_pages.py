@@ -51,6 +51,7 @@ def test_the_empty_snapshot_form_makes_a_snapshot_of_every_collected_judgement(
     client.force_login(rita)
     page = client.get(reverse("collection:datasets")).content.decode()
     assert 'name="campaigns"' in page and 'name="min_gold_accuracy"' in page
+    assert 'id="id_filter">\n</textarea>' in page  # the JSON box starts empty, folded away
     made = _post(client)  # nothing filled in, as the page first shows it
     assert made.status_code == 302, made.context["form"].errors
     snapshot = DatasetSnapshot.objects.get()
