@@ -458,4 +458,9 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    # A 403 (PermissionDenied) is one warning line, not a traceback (config/logging_filters.py).
+    "filters": {
+        "permission_denied": {"()": "config.logging_filters.PermissionDeniedWithoutTraceback"}
+    },
+    "loggers": {"django.request": {"filters": ["permission_denied"]}},
 }
