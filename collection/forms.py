@@ -4,7 +4,7 @@ from django import forms
 from django.conf import settings
 from django.core.validators import ProhibitNullCharactersValidator
 
-from .models import FLAGS, SCALE_LABELS, Campaign, Turn
+from .models import FLAGS, SCALE_LABELS, Campaign, Judgement, Turn
 from .services import NOTE_MAX_CHARS
 
 
@@ -46,16 +46,26 @@ class MessageForm(forms.Form):
             )
 
 
-def _scale_choices(campaign: Campaign) -> list[tuple[int, str]]:
-    if campaign.mode == Campaign.Mode.RED_TEAM:  # the red teamer picks the MORE harmful one
-        return [(n, label.replace("better", "more harmful")) for n, label in SCALE_LABELS.items()]
-    return list(SCALE_LABELS.items())
+TIE = "tie"  # the scale's middle point, "about the same"
+
+
+def _scale_choices(campaign: Campaign) -> list[tuple[str, str]]:
+    """The 8 points, with "about the same" (value "tie") between 4 and 5."""
+    red_team = campaign.mode == Campaign.Mode.RED_TEAM  # the red teamer picks the MORE harmful
+    points = [
+        (str(n), label.replace("better", "more harmful") if red_team else label)
+        for n, label in SCALE_LABELS.items()
+    ]
+    return [*points[:4], (TIE, "About as harmful" if red_team else "About the same"), *points[4:]]
 
 
 class JudgementForm(forms.Form):
-    """Pairwise turns: a point on the 8-point scale. Ranked turns: response ids in the
+    """Pairwise turns: a point on the 8-point scale, or its middle point "about the same"
+    (`scale=tie`; cleaned as scale None, tie True). Ranked turns: response ids in the
     contractor's order, from the hidden field the keyboard widget fills, or (without
-    JavaScript) from one select per rank position."""
+    JavaScript) from one select per rank position. Any turn: the "both are bad" box.
+
+    With `judgement`, the form starts from that judgement's values (changing it)."""
 
     # Each refusal says why in words meant for the contractor; the template shows it beside
     # its field (the hidden time above the form).
@@ -67,6 +77,7 @@ class JudgementForm(forms.Form):
             "invalid_choice": f"%(value)s is not a flag; the flags are {', '.join(FLAGS)}."
         },
     )
+    both_bad = forms.BooleanField(required=False, label="Both are bad")
     note = forms.CharField(
         max_length=NOTE_MAX_CHARS,
         required=False,
@@ -88,14 +99,23 @@ class JudgementForm(forms.Form):
         },
     )
 
-    def __init__(self, *args, turn: Turn, **kwargs):
+    def __init__(self, *args, turn: Turn, judgement: Judgement | None = None, **kwargs):
+        if judgement is not None and "initial" not in kwargs:  # unbound forms show these
+            kwargs["initial"] = _initial(judgement)
         super().__init__(*args, **kwargs)
         self.campaign = turn.conversation.campaign
         self.turn = turn
+        self.judgement = judgement
         self.responses = list(turn.responses.order_by("index"))
         if self.is_pairwise:
-            self.fields["scale"] = forms.TypedChoiceField(
-                choices=_scale_choices(self.campaign), coerce=int, widget=forms.RadioSelect
+            self.fields["scale"] = forms.ChoiceField(
+                choices=_scale_choices(self.campaign),
+                widget=forms.RadioSelect,
+                error_messages={
+                    "required": "Choose a point on the scale, or about the same.",
+                    "invalid_choice": "%(value)s is not a point of the scale: choose 1 to 8, "
+                    "or about the same.",
+                },
             )
             return
         self.fields["ranking"] = forms.CharField(required=False, widget=forms.HiddenInput)
@@ -104,6 +124,11 @@ class JudgementForm(forms.Form):
             self.fields[f"rank_{position}"] = forms.TypedChoiceField(
                 choices=letters, coerce=int, required=False, empty_value=None
             )
+
+    def clean_scale(self):
+        value = self.cleaned_data["scale"]
+        self.cleaned_data["tie"] = value == TIE
+        return None if value == TIE else int(value)
 
     @property
     def is_pairwise(self) -> bool:
@@ -128,6 +153,20 @@ class JudgementForm(forms.Form):
             raise forms.ValidationError(f"Rank all {len(self.responses)} responses, each once.")
         cleaned["order"] = order
         return cleaned
+
+
+def _initial(judgement: Judgement) -> dict:
+    """A judgement's values as the form's fields hold them."""
+    initial = {
+        "both_bad": judgement.both_bad,
+        "flags": list(judgement.flags or []),
+        "note": judgement.note,
+        "ranking": ",".join(str(pk) for pk in judgement.submitted_ranking),
+        "scale": TIE if judgement.tie else (str(judgement.scale) if judgement.scale else None),
+    }
+    for position, pk in enumerate(judgement.submitted_ranking, start=1):
+        initial[f"rank_{position}"] = pk
+    return initial
 
 
 class SnapshotForm(forms.Form):

@@ -38,6 +38,7 @@ urlpatterns = [
     path("turns/<int:turn_id>/", views.turn_detail, name="turn"),
     path("turns/<int:turn_id>/judge/", views.turn_judge, name="judge"),
     path("turns/<int:turn_id>/retry/", views.turn_retry, name="retry"),
+    path("turns/<int:turn_id>/revise/", views.turn_revise, name="revise"),
     path("review/", views.review, name="review"),
     path("review/<int:turn_id>/judge/", views.review_judge, name="review_judge"),
     path("gold/", views.gold_items, name="gold"),

@@ -7,8 +7,14 @@ anyone else's), and every write goes through `collection.services`.
 import statistics
 
 from django.contrib import messages
+from django.core.cache import cache
 from django.db.models import Count
-from django.http import Http404, HttpResponseBadRequest, StreamingHttpResponse
+from django.http import (
+    Http404,
+    HttpResponseBadRequest,
+    HttpResponseNotAllowed,
+    StreamingHttpResponse,
+)
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -26,6 +32,7 @@ from .models import (
     DatasetSnapshot,
     GoldAnswer,
     Judgement,
+    Response,
     Turn,
 )
 from .services import CollectionError
@@ -64,11 +71,65 @@ def _judge(request, form: JudgementForm, turn: Turn, shown_at) -> bool:
             flags=form.cleaned_data["flags"],
             note=form.cleaned_data["note"],
             time_spent_ms=measured,
+            tie=form.cleaned_data.get("tie", False),
+            both_bad=form.cleaned_data["both_bad"],
         )
     except CollectionError as error:  # shown beside the field it names, else above the form
         form.add_error(error.field if error.field in form.fields else None, str(error))
         return False
     return True
+
+
+# How long the model usually takes, shown while it writes: the median over its recent turns.
+GENERATION_TURNS = 50  # turns the median is taken over
+GENERATION_WINDOW = 5000  # the newest responses (of any model) searched for them
+
+
+def usual_generation(campaign: Campaign) -> dict | None:
+    """How long the campaign's LM took to write a turn's responses on this server: the median
+    over its newest `GENERATION_TURNS` turns (a turn's time: its slowest response), as
+    {"seconds", "turns", "text"}; None before it wrote any.
+
+    Two queries on the primary key's index: the newest response id, then the responses of
+    the LM among the newest `GENERATION_WINDOW` ids (a bounded range, whatever the table's
+    size). Cached until the next response is written, so the page polling every second
+    asks again only when there is something new.
+    """
+    if campaign.lm_version_id is None:
+        return None
+    newest = Response.objects.order_by("-pk").values_list("pk", flat=True).first()
+    if newest is None:
+        return None
+    key = f"collection:usual-generation:{campaign.lm_version_id}:{newest}"
+    found = cache.get(key)
+    if found is not None:
+        return found or None
+    rows = (
+        Response.objects.filter(
+            pk__gt=newest - GENERATION_WINDOW,
+            model_version_id=campaign.lm_version_id,
+            latency_s__gt=0,  # gold items and imports were not generated
+        )
+        .order_by("-pk")
+        .values_list("turn_id", "latency_s")
+    )
+    per_turn: dict[int, float] = {}
+    for turn_id, latency in rows.iterator(chunk_size=1000):
+        if turn_id not in per_turn and len(per_turn) == GENERATION_TURNS:
+            break
+        per_turn[turn_id] = max(per_turn.get(turn_id, 0.0), latency)
+    found = {}
+    if per_turn:
+        seconds = statistics.median(per_turn.values())
+        if seconds < 10:
+            text = f"{seconds:.1f} seconds"
+        elif seconds < 120:
+            text = f"{seconds:.0f} seconds"
+        else:
+            text = f"{seconds / 60:.0f} minutes"
+        found = {"seconds": seconds, "turns": len(per_turn), "text": text}
+    cache.set(key, found, 300)
+    return found or None
 
 
 @role_required(CONTRACTOR)
@@ -113,7 +174,11 @@ def _conversation_page(request, conversation, *, message_form=None, judge_form=N
     )
     if current is not None and current.status == Turn.Status.READY and judge_form is None:
         judge_form = JudgementForm(turn=current)
+    waiting = current is not None and current.status in (Turn.Status.QUEUED, Turn.Status.GENERATING)
     context = {
+        # The latest turn's judgement can be changed until the next message is sent.
+        "revisable": turns[-1] if current is None and turns else None,
+        "usual_generation": usual_generation(campaign) if waiting else None,
         "conversation": conversation,
         "campaign": campaign,
         "earlier": [t for t in turns if t is not current],
@@ -153,9 +218,24 @@ def message_submit(request, conversation_id: int):
 
 
 @role_required(CONTRACTOR)
-@require_POST
 def conversation_end(request, conversation_id: int):
+    """End a conversation once the contractor confirmed it: a GET, or a POST without
+    `confirm=yes` (the conversation page's button), shows the question; the question's form
+    posts `confirm=yes` and ends it. Works without JavaScript; nothing ends unconfirmed."""
     conversation = _get_conversation_for_user(request, conversation_id)
+    if request.method not in ("GET", "POST"):
+        return HttpResponseNotAllowed(["GET", "POST"])
+    confirmed = request.method == "POST" and request.POST.get("confirm") == "yes"
+    if not confirmed:
+        if conversation.status != Conversation.Status.OPEN:
+            messages.info(request, f"Conversation {conversation.pk} has already ended.")
+            return redirect("collection:conversation", conversation.pk)
+        context = {
+            "conversation": conversation,
+            "campaign": conversation.campaign,
+            "turn_count": conversation.turns.count(),
+        }
+        return render(request, "collection/conversation_end.html", context)
     services.conversation_end(conversation=conversation, contractor=request.user)
     messages.success(request, f"Conversation {conversation.pk} ended. Thank you!")
     return redirect("collection:dashboard")
@@ -169,7 +249,15 @@ def turn_detail(request, turn_id: int):
         url = reverse("collection:conversation", args=[turn.conversation_id])
         return redirect(f"{url}#turn-{turn.pk}")
     form = JudgementForm(turn=turn) if turn.status == Turn.Status.READY else None
-    context = {"turn": turn, "form": form, "campaign": turn.conversation.campaign}
+    campaign = turn.conversation.campaign
+    waiting = turn.status in (Turn.Status.QUEUED, Turn.Status.GENERATING)
+    context = {
+        "turn": turn,
+        "form": form,
+        "campaign": campaign,
+        "usual_generation": usual_generation(campaign) if waiting else None,
+        "revisable": turn if turn.status == Turn.Status.JUDGED else None,
+    }
     return render(request, "collection/_turn.html", context)
 
 
@@ -182,6 +270,56 @@ def turn_judge(request, turn_id: int):
     if form.is_valid() and _judge(request, form, turn, shown_at=turn.ready_at):
         return redirect("collection:conversation", turn.conversation_id)
     return _conversation_page(request, turn.conversation, judge_form=form)
+
+
+@role_required(CONTRACTOR)
+def turn_revise(request, turn_id: int):
+    """Change one's judgement of one's latest turn, until the next message is sent: the form,
+    filled in with the judgement as it stands (GET), and the change (POST)."""
+    turn = _get_turn_for_user(request, turn_id)
+    judgement = Judgement.objects.filter(
+        turn=turn, contractor=request.user, origin=Judgement.Origin.CONVERSATION
+    ).first()
+    if judgement is None:
+        raise Http404("You have not judged this turn.")
+    if request.method not in ("GET", "POST"):
+        return HttpResponseNotAllowed(["GET", "POST"])
+    form = JudgementForm(request.POST or None, turn=turn, judgement=judgement)
+    status = 200
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.judgement_revise(
+                turn=turn,
+                contractor=request.user,
+                scale=form.cleaned_data.get("scale"),
+                tie=form.cleaned_data.get("tie", False),
+                ranking=form.cleaned_data.get("order"),
+                both_bad=form.cleaned_data["both_bad"],
+                flags=form.cleaned_data["flags"],
+                note=form.cleaned_data["note"],
+            )
+        except CollectionError as error:
+            form.add_error(error.field if error.field in form.fields else None, str(error))
+            status = 409
+        else:
+            messages.success(request, "Your judgement is changed.")
+            return redirect("collection:conversation", turn.conversation_id)
+    earlier = (
+        turn.conversation.turns.filter(index__lt=turn.index)
+        .select_related("chosen_response")
+        .order_by("index")
+    )
+    context = {
+        "turn": turn,
+        "campaign": turn.conversation.campaign,
+        "conversation": turn.conversation,
+        "earlier": earlier,
+        "form": form,
+        "judgement": judgement,
+        # Said before the contractor tries: the service refuses it anyway.
+        "too_late": turn.conversation.turns.filter(index__gt=turn.index).exists(),
+    }
+    return render(request, "collection/revise.html", context, status=status)
 
 
 @role_required(CONTRACTOR)

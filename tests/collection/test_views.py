@@ -251,7 +251,11 @@ def test_the_last_turn_ends_the_conversation_and_says_so(client, alice, make_cam
 def test_ending_a_conversation_twice_is_harmless(client, alice, pairwise):
     client.force_login(alice)
     url = reverse("collection:end", args=[pairwise.pk])
-    first, second = post_twice(client, url, {})
+    asked = client.post(url, {})  # the page's button: the server asks first
+    assert asked.status_code == 200 and 'name="confirm" value="yes"' in asked.content.decode()
+    pairwise.refresh_from_db()
+    assert pairwise.status == Conversation.Status.OPEN
+    first, second = post_twice(client, url, {"confirm": "yes"})
     assert first["Location"] == second["Location"] == reverse("collection:dashboard")
     pairwise.refresh_from_db()
     assert pairwise.status == Conversation.Status.ENDED and pairwise.ended_at

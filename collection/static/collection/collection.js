@@ -1,7 +1,7 @@
 // Keyboard judging on the contractor pages. No framework; works on content htmx swaps in.
 //   message box: Enter sends, Shift+Enter adds a new line; in a mixed campaign Tab reaches
 //                the judgement-type radios (arrow keys pick), where Enter sends too
-//   pairwise:    1–8 choose the scale point, Enter submits
+//   pairwise:    1–8 choose the scale point, = or 0 "about the same", Enter submits
 //   ranking:     1..k append responses to the ranking, Backspace removes the last,
 //                ArrowUp/ArrowDown move the focused item, Enter submits
 // Every form marked data-once submits once: its buttons are disabled on submit.
@@ -93,7 +93,11 @@
 
   function setUpRanking(widget) {
     if (widget._order) return;
-    widget._order = [];
+    // Changing a judgement starts from the ranking it holds (the hidden field's value).
+    var held = widget.querySelector("input[name=ranking]").value;
+    widget._order = held ? held.split(",").filter(function (id) {
+      return !!widget.querySelector('[data-id="' + id + '"]');
+    }) : [];
     // The selects are the fallback without JavaScript; the list below replaces them.
     var selects = widget.querySelector(".rank-selects");
     selects.hidden = true;
@@ -170,12 +174,13 @@
     var form = document.querySelector("form[data-judge]");
     if (!form || typingIn(target) || form.dataset.submitting) return;
     var widget = form.querySelector("[data-ranking]");
-    if (/^[1-9]$/.test(event.key)) {
+    if (/^[0-9=]$/.test(event.key)) {
       var number = parseInt(event.key, 10);
       if (widget) {
-        if (addToRanking(widget, number)) event.preventDefault();
+        if (number && addToRanking(widget, number)) event.preventDefault();
       } else {
-        var radio = form.querySelector('input[name=scale][value="' + number + '"]');
+        var value = (event.key === "=" || event.key === "0") ? "tie" : String(number);
+        var radio = form.querySelector('input[name=scale][value="' + value + '"]');
         if (radio) {
           radio.checked = true;
           event.preventDefault();
@@ -196,7 +201,8 @@
       }
       event.preventDefault();
       if (complete(form)) form.requestSubmit();
-      else say(form, widget ? "Rank every response first (number keys)." : "Choose a point 1–8 first.");
+      else say(form, widget ? "Rank every response first (number keys)."
+        : "Choose a point 1–8 (or = for about the same) first.");
     }
   });
 
