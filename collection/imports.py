@@ -160,6 +160,16 @@ def import_job_run(*, job_id: int) -> str:
         if not held:
             raise _LeaseLost
 
+    if not Path(job.stored_path).is_file():  # say why in words, not with the server's path
+        finished = jobs.job_finish(
+            ImportJob,
+            job,
+            status=ImportJob.Status.FAILED,
+            error="The uploaded file is not on this worker: the web process and the workers "
+            "must share ALIGNLAB_UPLOADS_DIR. Upload it again once they do.",
+        )
+        _remove_upload(finished)
+        return finished.status
     try:
         dataset_import = dataset_import_create(
             path=job.stored_path,

@@ -102,6 +102,19 @@ def test_a_bad_line_fails_the_job_with_its_line_number(client, rita, uploads, tm
 
 
 @pytest.mark.django_db
+def test_a_worker_without_the_stored_file_says_so(client, rita, uploads, tmp_path):
+    client.force_login(rita)
+    _upload(client, _toy_bytes(tmp_path))
+    job = ImportJob.objects.get()
+    for path in uploads.rglob("*.jsonl"):
+        path.unlink()
+    assert run_import(job.pk) == "failed"
+    job.refresh_from_db()
+    assert "must share ALIGNLAB_UPLOADS_DIR" in job.error and str(uploads) not in job.error
+    assert not list(uploads.iterdir())
+
+
+@pytest.mark.django_db
 def test_progress_is_written_through_the_jobs_heartbeat(
     client, rita, uploads, tmp_path, monkeypatch
 ):
