@@ -240,6 +240,7 @@ def test_the_navigation_links_the_new_pages_for_their_roles(client, rita, adam):
     page = client.get(reverse("collection:datasets")).content.decode()
     assert f'href="{reverse("collection:conversations")}"' in page
     assert f'href="{reverse("collection:campaigns")}"' not in page
+    assert "Under our Content-Security-Policy" not in page  # base.html's comment stays one
     client.force_login(adam)
     page = client.get(reverse("collection:datasets")).content.decode()
     assert reverse("collection:campaigns") in page
