@@ -600,9 +600,10 @@ def judgement_revise(
 
     One transaction, under the locks the writers of a conversation take, in their order: the
     contractor's user row (`turn_submit` holds it while it adds the next message, so a next
-    message and a revision never interleave), then the turn's row (`judgement_submit` holds
-    it). Refused with a `CollectionError` once a later turn exists, when the judgement is part
-    of a dataset snapshot (a snapshot's rows must not change after it was made), and for review
+    message and a revision never interleave), then the turn's row with its conversation's and
+    campaign's (locked through the join, as `judgement_submit` locks them). Refused with a
+    `CollectionError` once a later turn exists, when the judgement is part of a dataset
+    snapshot (a snapshot's rows must not change after it was made), and for review
     judgements: a reviewer's judgement is final (it measures their agreement and gold accuracy
     as given, and reviewers have no next message that would end a revision window). Sending
     the values it already holds changes nothing: revising twice is harmless.
@@ -640,6 +641,7 @@ def judgement_revise(
             setattr(judgement, name, values[name])
         judgement.revised_at = timezone.now()
         judgement.save(update_fields=[*changed, "revised_at"])
+        agreement_record(judgement)  # the PM's prediction, tested by the judgement as it is now
         if turn.chosen_response_id != judgement.submitted_ranking[0]:
             turn.chosen_response_id = judgement.submitted_ranking[0]
             turn.save(update_fields=["chosen_response"])

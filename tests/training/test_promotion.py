@@ -2,6 +2,7 @@
 held-out pairs (training/promotion.py)."""
 
 import math
+import re
 
 import pytest
 
@@ -158,3 +159,7 @@ def test_a_first_pm_on_a_tiny_held_out_set_is_registered_but_not_promoted(tmp_pa
     assert "fewer than the 200 needed" in promotion["reason"]
     # The per-pair outcomes agree with the loop's held-out accuracy (no reward ties here).
     assert math.isclose(promotion["new_accuracy"], promotion["eval_accuracy"])
+    # The log writes learning rates in scientific notation (the warmup-free schedule decays
+    # 3e-3 to 2.5e-4 by the last step), never "lr=0.0000".
+    assert re.search(r"lr=\d\.\d\de-0\d", run.log_tail), run.log_tail
+    assert "lr=0.0" not in run.log_tail
