@@ -7,13 +7,13 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from config.roles import ResearcherReadAdminWrite
-from config.schema_objects import SchemaObjectField, sampling_schema
+from config.schema_objects import JSONModelSerializer, SchemaObjectField, sampling_schema
 
 from . import services
 from .models import ModelVersion, PromptTemplate
 
 
-class ModelVersionSerializer(serializers.ModelSerializer):
+class ModelVersionSerializer(JSONModelSerializer):
     # Objects, never null (the schema says so): the backend's options are its own (free-form),
     # the generation defaults are SamplingParams' settings with their types and ranges.
     backend_options = SchemaObjectField(

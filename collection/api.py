@@ -8,7 +8,12 @@ from rest_framework import mixins, serializers, viewsets
 from rest_framework.decorators import action
 
 from config.roles import ResearcherReadAdminWrite, ResearcherWrite
-from config.schema_objects import SchemaObjectField, sampling_schema, snapshot_filter_schema
+from config.schema_objects import (
+    JSONModelSerializer,
+    SchemaObjectField,
+    sampling_schema,
+    snapshot_filter_schema,
+)
 
 from . import datasets, services
 from .models import Campaign, Conversation, DatasetSnapshot, Judgement, Response, Turn
@@ -35,7 +40,7 @@ class StrictQueryMixin:
         return checked.validated_data
 
 
-class CampaignSerializer(serializers.ModelSerializer):
+class CampaignSerializer(JSONModelSerializer):
     # An object of SamplingParams' settings, their types and ranges in the schema; null, an
     # unknown key or a wrong type is a 400 naming "sampling" (not a TypeError in generation).
     sampling = SchemaObjectField(sampling_schema(), noun="sampling settings", required=False)
@@ -253,7 +258,7 @@ class JudgementViewSet(StrictQueryMixin, viewsets.ReadOnlyModelViewSet):
         return judgements.distinct() if "model_version" in q else judgements
 
 
-class SnapshotSerializer(serializers.ModelSerializer):
+class SnapshotSerializer(JSONModelSerializer):
     # The filter's keys, types and ranges are in the schema (additionalProperties: false); what
     # it cannot say (a filter that matches nothing, imports without "imported" in sources) is
     # snapshot_filter_clean's 400, also naming "filter".
@@ -317,7 +322,9 @@ class SnapshotViewSet(
             raise serializers.ValidationError(
                 {"detail": f"unknown parameter(s): {', '.join(unknown)}"}
             )
-        query = DownloadQuery(data=request.query_params)
+        # A plain dict, not the QueryDict: DRF reads a blank form value as "left out" (the
+        # default), but `?split=` is a parameter outside its choices, so a 400 like any other.
+        query = DownloadQuery(data=request.query_params.dict())
         query.is_valid(raise_exception=True)
         q = query.validated_data
         try:

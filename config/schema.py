@@ -17,11 +17,18 @@ URI_TOO_LONG = {
     "content": {"text/html": {"schema": {"type": "string"}}},
 }
 
+# A body over Django's DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB) is refused before any view reads it
+# (config.urls.bad_request): e.g. a snapshot filter listing thousands of long prompts.
+PAYLOAD_TOO_LARGE = {
+    "description": "the request body is larger than the server takes (DATA_UPLOAD_MAX_MEMORY_SIZE)",
+    "content": {"application/json": {"schema": {}}},
+}
+
 
 def document_error_responses(result, generator, request, public):
     """drf-spectacular postprocessing hook: add the statuses DRF answers with when a request
-    fails (validation, authentication, permission, lookup) to every operation lacking them, and
-    the web server's 414."""
+    fails (validation, authentication, permission, lookup) to every operation lacking them, the
+    web server's 414, and the 413 of a body too large where an operation takes one."""
     for operations in result.get("paths", {}).values():
         for operation in operations.values():
             if not isinstance(operation, dict) or "responses" not in operation:
@@ -30,4 +37,6 @@ def document_error_responses(result, generator, request, public):
                 error = {"description": why, "content": {"application/json": {"schema": {}}}}
                 operation["responses"].setdefault(status, error)
             operation["responses"].setdefault("414", URI_TOO_LONG)
+            if "requestBody" in operation:
+                operation["responses"].setdefault("413", PAYLOAD_TOO_LARGE)
     return result

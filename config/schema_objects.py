@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from django.db import models
 from drf_spectacular.utils import extend_schema_field
 from jsonschema import Draft4Validator
 from jsonschema.exceptions import best_match
@@ -280,3 +281,59 @@ def eval_options_schema() -> dict:
         },
         description='e.g. {"limit": 10}: the first 10 items of the suite.',
     )
+
+
+# --- JSON types as the schema says them --------------------------------------------------------
+# DRF's fields take form-style values too: 0 or "yes" for a boolean, "5" for an integer or an id,
+# 5 for a string. The API takes JSON only, and its schema says boolean, integer, string: these
+# fields take just that, so a value of another JSON type is a 400 naming the field.
+
+
+class JSONBooleanField(serializers.BooleanField):
+    default_error_messages = {"invalid": "Must be true or false, not {input}."}
+
+    def to_internal_value(self, data):
+        if data is True or data is False:
+            return data
+        self.fail("invalid", input=_shown(data))
+
+
+class JSONIntegerField(serializers.IntegerField):
+    def to_internal_value(self, data):
+        if isinstance(data, bool | str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class JSONCharField(serializers.CharField):
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class JSONPrimaryKeyRelatedField(serializers.PrimaryKeyRelatedField):
+    def to_internal_value(self, data):
+        if isinstance(data, str):
+            self.fail("incorrect_type", data_type="str")
+        return super().to_internal_value(data)
+
+
+class JSONModelSerializer(serializers.ModelSerializer):
+    """A ModelSerializer whose generated fields take only their schema's JSON type."""
+
+    serializer_field_mapping = {
+        **serializers.ModelSerializer.serializer_field_mapping,
+        **{
+            model_field: JSONIntegerField
+            for model_field, field in serializers.ModelSerializer.serializer_field_mapping.items()
+            if field is serializers.IntegerField
+        },
+        **{
+            model_field: JSONCharField
+            for model_field, field in serializers.ModelSerializer.serializer_field_mapping.items()
+            if field is serializers.CharField
+        },
+    }
+    serializer_field_mapping[models.BooleanField] = JSONBooleanField
+    serializer_related_field = JSONPrimaryKeyRelatedField

@@ -10,13 +10,13 @@ from rest_framework.response import Response
 from collection.api import StrictQueryMixin
 from collection.models import Campaign, Judgement
 from config.roles import ResearcherWrite
-from config.schema_objects import SchemaObjectField, eval_options_schema
+from config.schema_objects import JSONModelSerializer, SchemaObjectField, eval_options_schema
 
 from . import selectors, services
 from .models import EvalRun
 
 
-class EvalRunSerializer(serializers.ModelSerializer):
+class EvalRunSerializer(JSONModelSerializer):
     # The options OPTION_RANGES knows, whole numbers in their ranges; null or another key: 400.
     options = SchemaObjectField(eval_options_schema(), noun="options", required=False)
 

@@ -8,6 +8,7 @@ from rest_framework.response import Response
 
 from config.roles import ResearcherReadAdminWrite
 from config.schema_objects import (
+    JSONModelSerializer,
     SchemaObjectField,
     pmp_sources_schema,
     training_config_schema,
@@ -29,7 +30,7 @@ KIND_CONFIG = {
 }
 
 
-class TrainingRunSerializer(serializers.ModelSerializer):
+class TrainingRunSerializer(JSONModelSerializer):
     # The settings of the run's kind, their types and RANGES in the schema (one object per config
     # dataclass, additionalProperties: false); null, an unknown key, a wrong type or a value out
     # of range is a 400 naming "config". Which dataclass applies follows `kind`: the service says

@@ -243,3 +243,46 @@ def test_snapshot_filter_schema_takes_dates_and_datetimes():
         value = {"date_from": moment, "date_to": moment}
         assert field.to_internal_value(value) == value
         datasets.snapshot_filter_clean(value)
+
+
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"is_active": 0}, "is_active"),
+        ({"is_active": "false"}, "is_active"),
+        ({"k": "2"}, "k"),
+        ({"k": True}, "k"),
+        ({"name": 5}, "name"),
+        ({"lm_version": "LM"}, "lm_version"),
+    ],
+)
+def test_a_value_of_another_json_type_is_refused_not_coerced(api, lm, body, field):
+    body = {"name": "c", "lm_version": lm.pk, **body}
+    if field == "lm_version":
+        body["lm_version"] = str(lm.pk)
+    refused(api.post("/api/campaigns/", body, format="json"), field)
+    assert not Campaign.objects.exists()
+    campaign = Campaign.objects.create(name="c", lm_version=lm)
+    refused(api.patch(f"/api/campaigns/{campaign.pk}/", body, format="json"), field)
+    campaign.refresh_from_db()
+    assert campaign.is_active and campaign.k == 2 and campaign.name == "c"
+
+
+def test_a_blank_download_parameter_is_refused_not_read_as_left_out(rita):
+    snapshot = DatasetSnapshot.objects.create(filter={}, content_hash="0" * 64)
+    client = APIClient(raise_request_exception=False)
+    client.force_authenticate(rita)
+    response = client.get(f"/api/snapshots/{snapshot.pk}/download/?split=&export=hh-rlhf")
+    assert "not a valid choice" in refused(response, "split")
+
+
+def test_a_body_over_the_upload_limit_is_a_json_413(rita, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10_000
+    client = APIClient(raise_request_exception=False)
+    client.force_authenticate(rita)
+    filter = {"exclude_eval_prompts": ["x" * 1000] * 20}
+    response = client.post("/api/snapshots/", {"filter": filter}, format="json")
+    assert response.status_code == 413, response.content[:300]
+    assert response["Content-Type"] == "application/json"
+    assert "10,000 bytes" in response.json()["detail"]
+    assert not DatasetSnapshot.objects.exists()
