@@ -528,3 +528,20 @@ def test_a_403_is_a_page_with_a_way_back_and_a_log_line_without_traceback(client
     assert records and all(r.exc_info is None for r in records)
     assert "Forbidden" in records[0].getMessage()
     assert "Traceback" not in caplog.text
+
+
+def test_a_revision_updates_the_pms_agreement_record(alice, conversation):
+    from assistant.models import ModelVersion
+    from collection.models import PMAgreement
+
+    pm = ModelVersion.objects.create(kind="pm", name="pm", path="/models/pm")
+    turn = ready_turn(conversation)
+    a, b = ids(turn)
+    Response.objects.filter(pk=a).update(pm_score=2.0, pm_version=pm)
+    Response.objects.filter(pk=b).update(pm_score=1.0, pm_version=pm)
+    judgement = services.judgement_submit(turn=turn, contractor=alice, scale=1)
+    assert PMAgreement.objects.get(judgement=judgement).agrees
+    services.judgement_revise(turn=turn, contractor=alice, scale=8)
+    assert not PMAgreement.objects.get(judgement=judgement).agrees
+    services.judgement_revise(turn=turn, contractor=alice, tie=True)
+    assert not PMAgreement.objects.filter(judgement=judgement).exists()  # a tie predicts nothing
