@@ -178,7 +178,8 @@ class LaunchForm(forms.Form):
                 next(f.type for c in KIND_CONFIGS.values() for f in fields(c) if f.name == name)
             )
             limits = RANGES.get(name)
-            attrs = {"placeholder": _defaults_text(name).removeprefix("default ")}
+            defaults = _defaults_text(name).removeprefix("default ")
+            attrs = {"placeholder": defaults if "(" not in defaults else "the kind's default"}
             if limits is not None:
                 attrs["max"] = f"{limits.high:g}"
                 if not limits.above_low:
