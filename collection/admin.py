@@ -6,11 +6,14 @@ from django.contrib import admin
 from . import services
 from .models import (
     Campaign,
+    Candidate,
     Conversation,
     DatasetImport,
     DatasetSnapshot,
     GoldAnswer,
     Judgement,
+    LoopSettings,
+    PMAgreement,
     Response,
     Turn,
 )
@@ -155,3 +158,31 @@ class DatasetImportAdmin(ReadOnlyAdmin):
 @admin.register(DatasetSnapshot)
 class DatasetSnapshotAdmin(ReadOnlyAdmin):
     list_display = ("pk", "name", "content_hash", "created_by", "created_at")
+
+
+@admin.register(LoopSettings)
+class LoopSettingsAdmin(admin.ModelAdmin):
+    """The drift alarm's window and margin (one row; see collection/pm_loop.py)."""
+
+    list_display = ("pk", "drift_window", "drift_margin")
+
+    def has_add_permission(self, request):
+        return not LoopSettings.objects.exists()
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def changelist_view(self, request, extra_context=None):
+        LoopSettings.current()  # the row exists before anyone looks for it
+        return super().changelist_view(request, extra_context)
+
+
+@admin.register(PMAgreement)
+class PMAgreementAdmin(ReadOnlyAdmin):
+    list_display = ("judgement", "pm_version", "campaign", "contractor", "agrees", "margin")
+    list_filter = ("agrees", "pm_version", "campaign")
+
+
+@admin.register(Candidate)
+class CandidateAdmin(ReadOnlyAdmin):
+    list_display = ("pk", "turn", "pm_version", "pm_rank", "pm_score", "selection_rule")

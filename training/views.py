@@ -5,6 +5,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods
 
 from assistant.hardware import bf16_warning
+from collection import pm_loop
 from config.roles import ADMIN, role_required
 from evals.charts import training_charts
 
@@ -57,7 +58,13 @@ def runs(request):
     return render(
         request,
         "training/runs.html",
-        {"form": form, "runs": recent, "data_roots": data_roots_text()},
+        {
+            "form": form,
+            "runs": recent,
+            "data_roots": data_roots_text(),
+            # The admin's landing page: the PM drift alarm shows here (issue 14).
+            "drift": pm_loop.drift(),
+        },
         status=400 if request.method == "POST" else 200,
     )
 

@@ -222,7 +222,7 @@ def test_review_by_pm_uncertainty_takes_the_closest_call_first(
 
 @pytest.mark.django_db
 def test_the_drift_alarm_fires_when_recent_agreement_falls_below_held_out(
-    alice, make_campaign, active_pm, rita, client
+    alice, make_campaign, active_pm, rita, adam, client
 ):
     from evals.models import EvalRun
 
@@ -254,6 +254,9 @@ def test_the_drift_alarm_fires_when_recent_agreement_falls_below_held_out(
     client.force_login(rita)
     page = client.get(reverse("collection:pm_agreement")).content.decode()
     assert "Drift alarm" in page and "agrees with 3 of the last 6" in page
+    client.force_login(adam)  # the admin's landing page shows it too
+    landing = client.get(reverse("training:runs")).content.decode()
+    assert "PM drift alarm" in landing and "3 of the last 6 judgements" in landing
 
 
 @pytest.mark.django_db
