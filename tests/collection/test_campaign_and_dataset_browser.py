@@ -4,7 +4,7 @@ downloads an export and finds a contractor's conversation by searching. No /admi
 
 import pytest
 
-from assistant.services import model_version_register
+from assistant.services import model_version_register, prompt_template_create
 from collection import services
 from collection.models import Campaign, Conversation, DatasetSnapshot, ImportJob, Response, Turn
 from tests.browser import chromium_page, sign_in
@@ -19,6 +19,8 @@ def test_admin_and_researcher_pages_in_a_browser(
     live_server, adam, rita, alice, tmp_path, celery_worker_process, artifacts_dir
 ):
     lm = model_version_register(kind="lm", name="chat-lm", path=str(tmp_path), activate=True)
+    # The latest HHH prompt (a transactional test may find the migration's hhh@1 flushed).
+    hhh = prompt_template_create(name="hhh", text="Browser test HHH prompt.")
     visited = []
     with chromium_page() as page:
         page.on("framenavigated", lambda frame: visited.append(frame.url))
@@ -28,7 +30,7 @@ def test_admin_and_researcher_pages_in_a_browser(
         page.fill("#id_name", "Browser campaign")
         page.fill("#id_instructions", "Be **kind**.")
         assert page.input_value("#id_lm_version") == str(lm.pk)  # the active LM
-        assert page.locator("#id_prompt option:checked").inner_text() == "hhh@1"
+        assert page.locator("#id_prompt option:checked").inner_text() == hhh.key
         page.click("#campaign-form button[type=submit]")
         assert page.inner_text("#campaign-status") == "active"
         page.screenshot(path=str(artifacts_dir / "campaign-detail.png"), full_page=True)
