@@ -14,10 +14,9 @@ from training.models import TrainingRun
 
 
 def test_a_failure_s_reason_is_one_line():
-    assert selectors.error_summary("ValueError: bad\n\nTraceback (most recent call last):\n  x") == (
-        "ValueError: bad"
-    )
-    bare = 'Traceback (most recent call last):\n  File "x", line 1\nKeyError: \'hhh\'\n'
+    error = "ValueError: bad\n\nTraceback (most recent call last):\n  x"
+    assert selectors.error_summary(error) == "ValueError: bad"
+    bare = "Traceback (most recent call last):\n  File \"x\", line 1\nKeyError: 'hhh'\n"
     assert selectors.error_summary(bare) == "KeyError: 'hhh'"
     assert selectors.error_summary("") == "failed without a recorded error"
     assert len(selectors.error_summary("E: " + "x" * 500)) == 200
@@ -115,9 +114,8 @@ def test_data_efficiency_says_why_it_is_empty(client, rita):
     snapshot = DatasetSnapshot.objects.create(
         name="s", filter={}, counts={"train_pairs": 50}, content_hash="c" * 64
     )
-    TrainingRun.objects.create(
-        kind="pm", snapshot=snapshot, status="failed", error="ValueError: the training data is empty"
-    )
+    empty = "ValueError: the training data is empty"
+    TrainingRun.objects.create(kind="pm", snapshot=snapshot, status="failed", error=empty)
     TrainingRun.objects.create(kind="pm", snapshot=snapshot, status="running")
     TrainingRun.objects.create(
         kind="pm", snapshot=snapshot, status="succeeded", metrics=[{"step": 1, "loss": 0.6}]
