@@ -26,7 +26,9 @@ BASIC_FIELDS = (
     "overlap_target",
 )
 ADVANCED_FIELDS = ("sampling", "compare_versions", "sampling_variants")
-MODEL_FIELDS = tuple(f for f in BASIC_FIELDS + ADVANCED_FIELDS if f != "no_prompt")
+# The preference model in collection (issue 14): also folded away.
+LOOP_FIELDS = ("best_of_n", "selection_rule", "pm_version", "review_order")
+MODEL_FIELDS = tuple(f for f in BASIC_FIELDS + ADVANCED_FIELDS + LOOP_FIELDS if f != "no_prompt")
 
 
 class OptionalJSONField(forms.JSONField):
@@ -116,6 +118,45 @@ class CampaignForm(forms.Form):
         help_text='Sampling conditions to compare, e.g. [{"name": "cool", "temperature": 0.5}, '
         '{"name": "hot", "temperature": 1.2}].',
     )
+
+    best_of_n = forms.IntegerField(
+        required=False,
+        initial=0,
+        min_value=0,
+        max_value=32,
+        label="Candidates per turn (best-of-n)",
+        help_text="0: sample k. n ≥ k: sample n, score them with the PM, show k of them.",
+    )
+    selection_rule = forms.ChoiceField(
+        choices=Campaign._meta.get_field("selection_rule").choices,
+        required=False,
+        initial="top_k",
+        label="Which k to show",
+    )
+    pm_version = _VersionChoice(
+        queryset=ModelVersion.objects.filter(kind=ModelVersion.Kind.PM).order_by(
+            "-is_active", "-pk"
+        ),
+        required=False,
+        empty_label="the active PM",
+        label="Preference model that scores",
+    )
+    review_order = forms.ChoiceField(
+        choices=Campaign._meta.get_field("review_order").choices,
+        required=False,
+        initial="oldest",
+        label="Review queue order",
+        help_text="Smallest PM score gap first sends overlap judgements where the PM learns most.",
+    )
+
+    def clean_best_of_n(self):
+        return self.cleaned_data["best_of_n"] or 0
+
+    def clean_selection_rule(self):
+        return self.cleaned_data["selection_rule"] or "top_k"
+
+    def clean_review_order(self):
+        return self.cleaned_data["review_order"] or "oldest"
 
     @classmethod
     def for_campaign(cls, campaign: Campaign, data=None):

@@ -15,7 +15,7 @@ from config.roles import ADMIN, role_required
 
 from . import campaigns as campaign_services
 from . import services
-from .campaign_forms import ADVANCED_FIELDS, CampaignForm
+from .campaign_forms import ADVANCED_FIELDS, LOOP_FIELDS, CampaignForm
 from .models import Campaign, Conversation
 from .services import CollectionError
 
@@ -84,10 +84,19 @@ def _form_page(request, form, campaign=None, status=200):
         campaign is not None
         and (campaign.sampling or campaign.sampling_variants or campaign.compare_versions.exists())
     )
+    loop_open = any(form[name].errors for name in LOOP_FIELDS) or bool(
+        campaign is not None
+        and (campaign.best_of_n or campaign.pm_version_id or campaign.review_order != "oldest")
+    )
     return render(
         request,
         "collection/campaign_form.html",
-        {"form": form, "campaign": campaign, "advanced_open": advanced_open},
+        {
+            "form": form,
+            "campaign": campaign,
+            "advanced_open": advanced_open,
+            "loop_open": loop_open,
+        },
         status=status,
     )
 
