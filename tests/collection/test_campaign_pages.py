@@ -78,7 +78,7 @@ def test_an_admin_creates_a_campaign_and_lands_on_its_page(client, adam, lm, hhh
     )
     assert campaign.is_active and campaign.closed_at is None and campaign.quota_per_contractor == 5
     page = client.get(response["Location"]).content.decode()
-    assert "hhh@2" in page and '<span class="status status-active"' in page
+    assert hhh2.key in page and '<span class="status status-active"' in page
     listing = client.get(reverse("collection:campaigns")).content.decode()
     assert "Helpful chat" in listing and "active" in listing
 
