@@ -99,11 +99,15 @@ def cpu_has_native_bf16() -> bool:
     if "torch" in sys.modules:
         return native_bf16("cpu")
     try:
-        text = Path("/proc/cpuinfo").read_text()
+        return cpuinfo_has_native_bf16(Path("/proc/cpuinfo").read_text())
     except OSError:
         return False
+
+
+def cpuinfo_has_native_bf16(cpuinfo: str) -> bool:
+    """Whether /proc/cpuinfo's first `flags` line has AMX-BF16 or AVX-512 BW+VL+DQ."""
     flags = set()
-    for line in text.splitlines():
+    for line in cpuinfo.splitlines():
         if line.startswith("flags"):
             flags = set(line.split(":", 1)[1].split())
             break

@@ -9,6 +9,7 @@ from django.urls import reverse
 from assistant.models import ModelVersion
 from collection.models import DatasetSnapshot
 from training.formatting import format_log_line, format_metric
+from training.forms import cpuinfo_has_native_bf16
 from training.models import TrainingRun
 
 
@@ -64,7 +65,7 @@ def test_the_launch_form_offers_every_kind_models_and_snapshots_by_name(
         assert f'name="{name}"' in page, name
     assert "2.00e-05 (PM, binary, imitation)" in page and "5.00e-05 (PMP)" in page
     assert "1.00e-05 (distillation)" in page
-    assert 'name="bf16"' in page and ("native bf16" in page)
+    assert 'name="bf16"' in page
 
 
 @pytest.mark.django_db
@@ -234,3 +235,24 @@ def test_only_admins_launch_watch_and_cancel(client, rita, trained_run, snapshot
         assert response.status_code == 403, (method, name)
     running.refresh_from_db()
     assert not running.cancel_requested and TrainingRun.objects.count() == 2
+
+
+def test_the_cpu_flags_say_whether_bf16_is_native():
+    avx2 = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n"
+    avx512 = "flags\t: fpu avx2 avx512f avx512dq avx512bw avx512vl\n"
+    amx = "flags\t: fpu avx2 amx_bf16 amx_tile\n"
+    assert not cpuinfo_has_native_bf16(avx2) and not cpuinfo_has_native_bf16("")
+    assert cpuinfo_has_native_bf16(avx512) and cpuinfo_has_native_bf16(amx)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("setting", ["on", "off"])
+def test_the_bf16_choice_says_what_this_cpu_does(admin_client, settings, setting):
+    settings.ALIGNLAB_BF16 = setting  # stands in for a CPU with (on) or without (off) native bf16
+    page = admin_client.get(reverse("training:runs")).content.decode()
+    if setting == "on":
+        assert "auto (bf16 here: this CPU computes it natively)" in page
+        assert "far slower" not in page
+    else:
+        assert "auto (float32 here: no native bf16 on this CPU)" in page
+        assert "on: emulated here, far slower (~80x)" in page
