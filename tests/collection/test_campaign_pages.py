@@ -303,3 +303,16 @@ def test_state_changes_need_the_csrf_token(adam, lm):
     assert client.post(reverse("collection:campaign_pause", args=[campaign.pk])).status_code == 403
     campaign.refresh_from_db()
     assert campaign.is_active
+
+
+def test_progress_takes_a_fixed_number_of_queries_whatever_the_volume(
+    alice, bob, lm, django_assert_num_queries
+):
+    campaign = _campaign(lm, name="volume", max_turns=8)
+    for contractor in (alice, bob):
+        conversation = _judged_turn(campaign, contractor, days_ago=2)
+        for index in range(1, 6):
+            _judged_turn(campaign, contractor, index=index, conversation=conversation)
+    with django_assert_num_queries(7):
+        progress = campaigns.campaign_progress(campaign=campaign)
+    assert progress["totals"]["judgements"] == 12
