@@ -1,6 +1,7 @@
 """Collection tasks: thin, idempotent, they call services."""
 
 from celery import shared_task
+from django.conf import settings
 
 from . import services
 
@@ -12,7 +13,12 @@ def generate_responses(turn_id: int) -> str:
     return "skipped: already claimed" if turn is None else turn.status
 
 
-@shared_task(name="collection.run_import", acks_late=True)
+@shared_task(
+    name="collection.run_import",
+    acks_late=True,
+    soft_time_limit=settings.COLLECTION_IMPORT_SOFT_TIME_LIMIT,
+    time_limit=settings.COLLECTION_IMPORT_TIME_LIMIT,
+)
 def run_import(job_id: int) -> str:
     """Import a file uploaded from the datasets page (an ImportJob); idempotent: the claim lets
     one task run it, and a file imported before gives its first import."""

@@ -446,9 +446,12 @@ EVALS_LEASE_S = env_int("EVALS_LEASE_S", CELERY_TASK_TIME_LIMIT + 60)
 COLLECTION_GENERATION_TIMEOUT_S = env_int(
     "COLLECTION_GENERATION_TIMEOUT_S", CELERY_TASK_TIME_LIMIT + 60
 )
-# An import job renews its lease while it validates the file, but not while it writes it (one
-# transaction): the lease outlasts the import task's hard time limit.
-COLLECTION_IMPORT_LEASE_S = CELERY_TASK_TIME_LIMIT + 60
+# An uploaded import runs at a few hundred lines a second: a big file takes longer than an
+# ordinary task may, so the import task has its own time limits. Its job renews the lease while
+# it checks the file, but not while it writes it (one transaction): the lease outlasts them.
+COLLECTION_IMPORT_SOFT_TIME_LIMIT = 2 * 3600
+COLLECTION_IMPORT_TIME_LIMIT = COLLECTION_IMPORT_SOFT_TIME_LIMIT + 300
+COLLECTION_IMPORT_LEASE_S = COLLECTION_IMPORT_TIME_LIMIT + 60
 
 # --- Logging ---------------------------------------------------------------------------------
 

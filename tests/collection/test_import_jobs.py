@@ -240,3 +240,12 @@ def test_a_real_worker_imports_an_upload(celery_worker_process, rita, tmp_path, 
     assert "collection.run_import" in celery_worker_process.output()
     page = client.get(reverse("collection:import_job", args=[job.pk])).content.decode()
     assert f"import #{job.dataset_import_id}" in page
+
+
+def test_the_import_task_may_run_longer_than_ordinary_tasks_and_its_lease_outlasts_it():
+    from django.conf import settings
+
+    assert run_import.soft_time_limit > settings.CELERY_TASK_SOFT_TIME_LIMIT
+    assert run_import.time_limit > run_import.soft_time_limit
+    assert settings.COLLECTION_IMPORT_LEASE_S > run_import.time_limit
+    assert run_import.acks_late
