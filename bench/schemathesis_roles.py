@@ -10,7 +10,9 @@ on it (no model ever runs: no Celery worker is started, queued tasks stay in the
 conversation per contractor with a ready turn. It collects static files, starts gunicorn with
 ALIGNLAB_HTTPS=0, makes an API token per user (`drf_create_token`), saves the schema as the admin
 sees it, and runs schemathesis once per role: every phase (examples, coverage, fuzzing,
-stateful), every check, --max-examples examples per operation. Each role's output and JUnit
+stateful), every check (with the custom `refusals_are_documented` of
+bench/schemathesis_hooks.py), --max-examples examples per operation, under schemathesis.toml
+(the operations that may refuse schema-valid data for a listed rule). Each role's output and JUnit
 report go to --work-dir; the summary (per role: operations, test cases, failures by check) is
 printed as a Markdown table for SECURITY.md and written to --json.
 """
@@ -39,6 +41,10 @@ from bench.web_load import gunicorn_start, manage, recreate_database, stop_serve
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/alignlab_schemathesis"
 ROLES = ["anonymous", "alice", "bob", "rita", "adam"]
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
+# Which operations may refuse schema-valid data, and the check that holds them to the rules
+# listed in the hooks module (SECURITY.md, round 5).
+CONFIG = ROOT / "schemathesis.toml"
+HOOKS = "bench.schemathesis_hooks"
 
 
 def seed(models_dir: Path) -> None:
@@ -159,6 +165,12 @@ def main() -> None:
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "max_examples": args.max_examples,
+        "commit": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip(),
+        "schemathesis": subprocess.run(
+            [str(SCHEMATHESIS), "--version"], capture_output=True, text=True
+        ).stdout.strip(),
         "roles": {},
     }
     try:
@@ -171,6 +183,8 @@ def main() -> None:
         for role in args.roles:
             command = [
                 str(SCHEMATHESIS),
+                "--config-file",
+                str(CONFIG),
                 "run",
                 str(schema),
                 "--url",
@@ -200,7 +214,13 @@ def main() -> None:
                 command += ["--header", f"Authorization: Token {tokens[role]}"]
             print(f"{role}: schemathesis", file=sys.stderr, flush=True)
             started = time.perf_counter()
-            result = subprocess.run(command, cwd=work, capture_output=True, text=True)
+            result = subprocess.run(
+                command,
+                cwd=work,
+                capture_output=True,
+                text=True,
+                env={**env, "SCHEMATHESIS_HOOKS": HOOKS, "PYTHONPATH": str(ROOT)},
+            )
             seconds = time.perf_counter() - started
             output = result.stdout + result.stderr
             (work / f"{role}.log").write_text(output)
