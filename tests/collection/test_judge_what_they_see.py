@@ -545,3 +545,24 @@ def test_a_revision_updates_the_pms_agreement_record(alice, conversation):
     assert not PMAgreement.objects.get(judgement=judgement).agrees
     services.judgement_revise(turn=turn, contractor=alice, tie=True)
     assert not PMAgreement.objects.filter(judgement=judgement).exists()  # a tie predicts nothing
+
+
+def test_the_api_shows_tie_both_bad_and_revised_at_read_only(alice, rita, adam, conversation):
+    from rest_framework.test import APIClient
+
+    turn = ready_turn(conversation)
+    judgement = services.judgement_submit(turn=turn, contractor=alice, tie=True, both_bad=True)
+    api = APIClient()
+    api.force_authenticate(rita)
+    (row,) = api.get("/api/judgements/").json()["results"]
+    assert (row["tie"], row["both_bad"], row["scale"], row["strength"]) == (True, True, None, None)
+    assert row["revised_at"] is None
+    services.judgement_revise(turn=turn, contractor=alice, scale=5)
+    row = api.get(f"/api/judgements/{judgement.pk}/").json()
+    assert (row["tie"], row["scale"], row["strength"]) == (False, 5, 1) and row["revised_at"]
+    api.force_authenticate(adam)  # even an admin cannot write judgements through the API
+    changed = api.patch(f"/api/judgements/{judgement.pk}/", {"tie": True}, format="json")
+    assert changed.status_code == 405
+    api.force_authenticate(alice)  # contractors have no API access to judgements
+    assert api.get("/api/judgements/").status_code == 403
+    assert Judgement.objects.get().tie is False
