@@ -1,9 +1,12 @@
+import copy
+
 import pytest
 
 from assistant import runtime
-from assistant.services import model_version_register
+from assistant.pm import PreferenceModel, save_pm
+from assistant.services import model_version_activate, model_version_register
 from collection.models import Campaign
-from tests.tinymodels import save_tiny_lm
+from tests.tinymodels import save_tiny_lm, tiny_causal_lm, tiny_tokenizer
 
 
 @pytest.fixture(scope="session")
@@ -44,3 +47,27 @@ def make_campaign(tiny_lm):
         return Campaign.objects.create(**{**defaults, **fields})
 
     return make
+
+
+def save_tiny_pm(path, *, seed: int = 0):
+    tokenizer = copy.deepcopy(tiny_tokenizer())
+    pm = PreferenceModel.from_backbone(
+        tiny_causal_lm(tokenizer, seed=seed).model, tokenizer, max_length=128
+    )
+    save_pm(pm, tokenizer, path, {})
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_pm_path(tmp_path_factory):
+    """A tiny random preference model (causal backbone, untrained head) saved as a PM folder."""
+    return save_tiny_pm(tmp_path_factory.mktemp("tiny-pm") / "pm")
+
+
+@pytest.fixture
+def active_pm(db, tiny_pm_path):
+    """The tiny PM registered and active (it scores every generated turn)."""
+    version = model_version_register(kind="pm", name="tiny pm", path=str(tiny_pm_path))
+    model_version_activate(version=version)
+    yield version
+    runtime.unload_all()

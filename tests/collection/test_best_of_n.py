@@ -1,14 +1,12 @@
 """Issue 14: the preference model inside collection — best-of-n turns, the PM's blind scores,
 the agreement of every judgement with the PM, the drift alarm, review by PM uncertainty."""
 
-import copy
 import time
 
 import pytest
 from django.urls import reverse
 
 from assistant import runtime
-from assistant.pm import PreferenceModel, save_pm
 from assistant.services import model_version_activate, model_version_register
 from collection import pm_loop, services
 from collection.models import (
@@ -20,30 +18,6 @@ from collection.models import (
     SelectionRule,
     Turn,
 )
-from tests.tinymodels import tiny_causal_lm, tiny_tokenizer
-
-
-def save_tiny_pm(path, *, seed: int = 0):
-    tokenizer = copy.deepcopy(tiny_tokenizer())
-    pm = PreferenceModel.from_backbone(
-        tiny_causal_lm(tokenizer, seed=seed).model, tokenizer, max_length=128
-    )
-    save_pm(pm, tokenizer, path, {})
-    return path
-
-
-@pytest.fixture(scope="session")
-def tiny_pm_path(tmp_path_factory):
-    return save_tiny_pm(tmp_path_factory.mktemp("tiny-pm") / "pm")
-
-
-@pytest.fixture
-def active_pm(db, tiny_pm_path):
-    version = model_version_register(kind="pm", name="tiny pm", path=str(tiny_pm_path))
-    model_version_activate(version=version)
-    yield version
-    runtime.unload_all()
-
 
 # --- selection rules: pure functions -------------------------------------------------------
 
