@@ -566,3 +566,19 @@ def test_the_api_shows_tie_both_bad_and_revised_at_read_only(alice, rita, adam, 
     api.force_authenticate(alice)  # contractors have no API access to judgements
     assert api.get("/api/judgements/").status_code == 403
     assert Judgement.objects.get().tie is False
+
+
+def test_the_last_turn_of_an_ended_conversation_can_still_be_changed(client, lm, alice):
+    conversation = services.conversation_start(
+        campaign=make_campaign(lm, max_turns=1), contractor=alice
+    )
+    turn = ready_turn(conversation)
+    services.judgement_submit(turn=turn, contractor=alice, scale=2)
+    conversation.refresh_from_db()
+    assert conversation.status == Conversation.Status.ENDED  # its last turn is judged
+    client.force_login(alice)
+    page = client.get(reverse("collection:conversation", args=[conversation.pk])).content.decode()
+    url = reverse("collection:revise", args=[turn.pk])
+    assert url in page and "until you send your next message" not in page
+    assert client.post(url, {"scale": "6"}).status_code == 302
+    assert Judgement.objects.get().scale == 6
