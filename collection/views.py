@@ -251,12 +251,15 @@ def turn_detail(request, turn_id: int):
     form = JudgementForm(turn=turn) if turn.status == Turn.Status.READY else None
     campaign = turn.conversation.campaign
     waiting = turn.status in (Turn.Status.QUEUED, Turn.Status.GENERATING)
+    # Its judgement can be changed while no next message followed it.
+    later = Turn.objects.filter(conversation_id=turn.conversation_id, index__gt=turn.index)
+    revisable = turn.status == Turn.Status.JUDGED and not later.exists()
     context = {
         "turn": turn,
         "form": form,
         "campaign": campaign,
         "usual_generation": usual_generation(campaign) if waiting else None,
-        "revisable": turn if turn.status == Turn.Status.JUDGED else None,
+        "revisable": turn if revisable else None,
     }
     return render(request, "collection/_turn.html", context)
 

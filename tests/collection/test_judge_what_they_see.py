@@ -582,3 +582,18 @@ def test_the_last_turn_of_an_ended_conversation_can_still_be_changed(client, lm,
     assert url in page and "until you send your next message" not in page
     assert client.post(url, {"scale": "6"}).status_code == 302
     assert Judgement.objects.get().scale == 6
+
+
+def test_the_judged_fragment_offers_the_change_only_before_the_next_message(
+    client, alice, conversation
+):
+    turn = ready_turn(conversation)
+    services.judgement_submit(turn=turn, contractor=alice, scale=2)
+    client.force_login(alice)
+    url, revise = (
+        reverse("collection:turn", args=[turn.pk]),
+        reverse("collection:revise", args=[turn.pk]),
+    )
+    assert revise in client.get(url, HTTP_HX_REQUEST="true").content.decode()
+    ready_turn(conversation)  # the next message, answered
+    assert revise not in client.get(url, HTTP_HX_REQUEST="true").content.decode()
