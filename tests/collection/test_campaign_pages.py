@@ -79,6 +79,7 @@ def test_an_admin_creates_a_campaign_and_lands_on_its_page(client, adam, lm, hhh
     assert campaign.is_active and campaign.closed_at is None and campaign.quota_per_contractor == 5
     page = client.get(response["Location"]).content.decode()
     assert hhh2.key in page and '<span class="status status-active"' in page
+    assert "<p>Be <strong>kind</strong>.</p>" in page  # the instructions as contractors see them
     listing = client.get(reverse("collection:campaigns")).content.decode()
     assert "Helpful chat" in listing and "active" in listing
 
