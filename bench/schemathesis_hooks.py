@@ -39,6 +39,7 @@ DOCUMENTED_REFUSALS: dict[tuple[str, str], dict[str, list[str]]] = {
         "filter": [
             r"^no judgements match this filter$",
             r'^imports selects imported data: add "imported" to sources$',
+            r"^date_(from|to): .* has a UTC offset past ±15:59, which no time zone uses$",
         ],
         "detail": [TOO_LARGE],
     },

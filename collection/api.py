@@ -1,7 +1,10 @@
 """REST API of the collection app: researchers read, admins also write; contractors get nothing."""
 
+from datetime import timedelta
+
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import StreamingHttpResponse
+from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, viewsets
@@ -258,6 +261,9 @@ class JudgementViewSet(StrictQueryMixin, viewsets.ReadOnlyModelViewSet):
         return judgements.distinct() if "model_version" in q else judgements
 
 
+MAX_UTC_OFFSET = timedelta(hours=15, minutes=59, seconds=59)  # PostgreSQL's timestamptz limit
+
+
 class SnapshotSerializer(JSONModelSerializer):
     # The filter's keys, types and ranges are in the schema (additionalProperties: false); what
     # it cannot say (a filter that matches nothing, imports without "imported" in sources) is
@@ -268,6 +274,22 @@ class SnapshotSerializer(JSONModelSerializer):
         model = DatasetSnapshot
         fields = ["id", "name", "filter", "counts", "content_hash", "created_by", "created_at"]
         read_only_fields = ["counts", "content_hash", "created_by", "created_at"]
+
+    def validate_filter(self, value):
+        # RFC 3339 allows UTC offsets up to ±23:59; no time zone is past ±14:00 and PostgreSQL
+        # stores none past ±15:59 (it would be a server error in the query), so those are a 400.
+        for key in ("date_from", "date_to"):
+            moment = value.get(key)
+            try:
+                parsed = parse_datetime(moment) if isinstance(moment, str) else None
+            except ValueError:
+                parsed = None  # not a datetime: snapshot_filter_clean says what is wrong
+            offset = parsed.utcoffset() if parsed is not None else None
+            if offset is not None and abs(offset) > MAX_UTC_OFFSET:
+                raise serializers.ValidationError(
+                    f"{key}: {moment!r} has a UTC offset past ±15:59, which no time zone uses"
+                )
+        return value
 
     def create(self, validated_data):
         try:

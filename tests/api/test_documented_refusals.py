@@ -50,6 +50,7 @@ def test_each_kind_of_documented_refusal_is_what_the_api_says(api, settings):
         ("PATCH", "/api/campaigns/{id}/", {"is_active": True}),
         ("POST", "/api/snapshots/", {"filter": {}}),
         ("POST", "/api/snapshots/", {"filter": {"imports": [1], "sources": ["collected"]}}),
+        ("POST", "/api/snapshots/", {"filter": {"date_to": "0196-02-17T22:30:37-22:47"}}),
         ("POST", "/api/model-versions/", {"kind": "lm", "name": "m", "path": ""}),
         ("POST", "/api/model-versions/", {"kind": "lm", "name": "m", "backend": "openai"}),
         (

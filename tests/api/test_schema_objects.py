@@ -286,3 +286,18 @@ def test_a_body_over_the_upload_limit_is_a_json_413(rita, settings):
     assert response["Content-Type"] == "application/json"
     assert "10,000 bytes" in response.json()["detail"]
     assert not DatasetSnapshot.objects.exists()
+
+
+@pytest.mark.parametrize("offset", ["-22:47", "+16:00"])
+def test_a_utc_offset_past_what_postgresql_stores_is_a_400_not_a_server_error(rita, offset):
+    """schemathesis round 5 (stateful): date_to "0196-02-17T22:30:37-22:47" is RFC 3339, and
+    PostgreSQL refused it in the query ("time zone displacement out of range"): a 500."""
+    client = APIClient(raise_request_exception=False)
+    client.force_authenticate(rita)
+    filter = {"date_to": f"2031-02-17T22:30:37{offset}"}
+    response = client.post("/api/snapshots/", {"filter": filter}, format="json")
+    assert "UTC offset past ±15:59" in refused(response, "filter")
+    # One that time zones use is not refused for it.
+    filter = {"date_to": "2031-02-17T22:30:37+14:00"}
+    response = client.post("/api/snapshots/", {"filter": filter}, format="json")
+    assert "UTC offset" not in str(response.json())
