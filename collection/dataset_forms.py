@@ -102,7 +102,14 @@ class SnapshotBuildForm(forms.Form):
     )
     consensus_only = forms.BooleanField(
         required=False,
-        help_text="One row per turn: the consensus (Borda count) of its judgements.",
+        help_text="One row per turn: the consensus (Bradley–Terry) of its judgements.",
+    )
+    reliability_weights = forms.BooleanField(
+        required=False,
+        label="Weight by contractor reliability",
+        help_text="Each judgement carries its contractor's reliability weight (gold accuracy "
+        "and agreement with others): the consensus weighs votes by it, and PM runs with "
+        "“weighted” train on it.",
     )
     exclude_eval_prompts = forms.ChoiceField(
         required=False,
@@ -159,6 +166,8 @@ class SnapshotBuildForm(forms.Form):
             built["consensus_only"] = True
         if cleaned.get("exclude_eval_prompts"):
             built["exclude_eval_prompts"] = cleaned["exclude_eval_prompts"]
+        if cleaned.get("reliability_weights"):
+            built["weighting"] = "reliability"
         return built
 
     def filter_dict(self) -> dict:

@@ -544,7 +544,9 @@ FILTER_KEYS = (
     "min_gold_accuracy",
     "consensus_only",
     "exclude_eval_prompts",
+    "weighting",
 )
+WEIGHTINGS = ("none", "reliability")
 
 
 def _id_list(value, key: str) -> list[int]:
@@ -675,6 +677,13 @@ def snapshot_filter_clean(filter: dict) -> dict:
     if "exclude_eval_prompts" in filter:
         _eval_prompts(filter["exclude_eval_prompts"])
         clean["exclude_eval_prompts"] = filter["exclude_eval_prompts"]
+    weighting = filter.get("weighting", "none")
+    if weighting not in WEIGHTINGS:
+        raise SnapshotFilterError(
+            f"weighting must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}"
+        )
+    if weighting != "none":  # only when asked, so the filters of older snapshots read the same
+        clean["weighting"] = weighting
     return clean
 
 
@@ -759,7 +768,10 @@ def snapshot_create(*, filter: dict, created_by=None, name: str = "") -> Dataset
     if not groups:
         raise SnapshotFilterError("no judgements match this filter")
     frozen = sorted(groups.values())
-    counts, content_hash = _snapshot_digest(frozen, consensus_only=clean["consensus_only"])
+    weights = _reliability_weights(frozen) if clean.get("weighting") == "reliability" else None
+    counts, content_hash = _snapshot_digest(
+        frozen, consensus_only=clean["consensus_only"], weights=weights
+    )
     counts["excluded_eval_prompts"] = skipped
     with transaction.atomic():
         snapshot = DatasetSnapshot.objects.create(
@@ -771,10 +783,10 @@ def snapshot_create(*, filter: dict, created_by=None, name: str = "") -> Dataset
             created_by=created_by,
         )
         relative = f"snapshots/{snapshot.pk}/judgements.json"
-        _write_atomically(
-            Path(settings.MEDIA_ROOT) / relative,
-            json.dumps({"snapshot": snapshot.pk, "groups": frozen}).encode(),
-        )
+        frozen_file = {"snapshot": snapshot.pk, "groups": frozen}
+        if weights is not None:
+            frozen_file["weights"] = {str(jid): w for jid, w in weights.items()}
+        _write_atomically(Path(settings.MEDIA_ROOT) / relative, json.dumps(frozen_file).encode())
         snapshot.files = {"judgements": relative}
         DatasetSnapshot.objects.filter(pk=snapshot.pk).update(files=snapshot.files)
     return snapshot
@@ -789,13 +801,36 @@ def _write_atomically(path: Path, data: bytes) -> None:
     os.replace(handle.name, path)
 
 
-def snapshot_groups(snapshot: DatasetSnapshot) -> list[tuple[int, int, list[int]]]:
-    """The frozen selection: (conversation id, turn id, judgement ids) per turn, in order."""
+def _reliability_weights(groups) -> dict[int, float]:
+    """judgement id → its contractor's reliability weight as of now (collection/reliability.py),
+    frozen into the snapshot so that its exports and training runs read the same weights."""
+    from .reliability import judgement_weights
+
+    ids = [jid for _, _, jids in groups for jid in jids]
+    pairs = []
+    for start in range(0, len(ids), EXPORT_CHUNK):
+        chunk = ids[start : start + EXPORT_CHUNK]
+        pairs += Judgement.objects.filter(pk__in=chunk).values_list("pk", "contractor_id")
+    return judgement_weights(pairs)
+
+
+def _snapshot_file(snapshot: DatasetSnapshot) -> dict:
     relative = snapshot.files.get("judgements")
     if not relative:
         raise DatasetError(f"snapshot {snapshot.pk} has no frozen judgement list")
-    data = json.loads((Path(settings.MEDIA_ROOT) / relative).read_text())
-    return [(c, t, list(j)) for c, t, j in data["groups"]]
+    return json.loads((Path(settings.MEDIA_ROOT) / relative).read_text())
+
+
+def snapshot_groups(snapshot: DatasetSnapshot) -> list[tuple[int, int, list[int]]]:
+    """The frozen selection: (conversation id, turn id, judgement ids) per turn, in order."""
+    return [(c, t, list(j)) for c, t, j in _snapshot_file(snapshot)["groups"]]
+
+
+def snapshot_weights(snapshot: DatasetSnapshot) -> dict[int, float] | None:
+    """The per-judgement reliability weights a `"weighting": "reliability"` snapshot froze;
+    None for an unweighted snapshot (every judgement counts once)."""
+    weights = _snapshot_file(snapshot).get("weights")
+    return None if weights is None else {int(jid): float(w) for jid, w in weights.items()}
 
 
 def snapshot_judgement_ids(snapshot: DatasetSnapshot) -> list[int]:
@@ -803,11 +838,11 @@ def snapshot_judgement_ids(snapshot: DatasetSnapshot) -> list[int]:
     return [jid for _, _, ids in snapshot_groups(snapshot) for jid in ids]
 
 
-def _snapshot_digest(groups, *, consensus_only: bool) -> tuple[dict, str]:
+def _snapshot_digest(groups, *, consensus_only: bool, weights=None) -> tuple[dict, str]:
     """Counts, and a hash of the rows' content that ignores ids and row order."""
     counts: Counter = Counter()
     digests = []
-    for item in _iter_turn_items(groups, chunk_size=EXPORT_CHUNK):
+    for item in _iter_turn_items(groups, chunk_size=EXPORT_CHUNK, weights=weights):
         split = item.split
         counts["judgements"] += len(item.judgements)
         counts[f"{split}_judgements"] += len(item.judgements)
@@ -832,6 +867,8 @@ def _snapshot_digest(groups, *, consensus_only: bool) -> tuple[dict, str]:
             }
             # Only when set, so the hashes of snapshots without either stay what they were.
             canonical.update({name: True for name in ("tie", "both_bad") if getattr(row, name)})
+            if weights is not None:
+                canonical["weight"] = round(row.weight, 9)
             payload = json.dumps(canonical, ensure_ascii=False, sort_keys=True)
             digests.append(hashlib.sha256(payload.encode()).digest())
     conversations = {c for c, _, _ in groups}
@@ -871,6 +908,7 @@ class _JudgementRow:
     judgement_ids: list[int]
     tie: bool = False  # "about the same": `ranking` is the display order, no preference
     both_bad: bool = False
+    weight: float = 1.0  # the contractor's reliability weight in a weighted snapshot, else 1
 
 
 @dataclass
@@ -894,16 +932,21 @@ class _TurnItem:
         return next(r.index for r in self.responses if r.id == response_id)
 
     def consensus(self) -> _JudgementRow:
-        """Borda count over the judgements' rankings; ties go to the lower response index.
+        """The one consensus rule (`agreement.consensus_ranking`: Bradley–Terry over the
+        judgements' preferences, each weighted by its row's weight); ties in strength go to the
+        lower mean position, then the lower response id.
 
-        Tie judgements give no points; a consensus of ties only is a tie (display order)."""
-        points: Counter = Counter()
+        Tie judgements state no preference and are left out; a consensus of ties only is a tie
+        (display order)."""
+        from .agreement import consensus_ranking
+
         preferences = [j for j in self.judgements if not j.tie]
-        for judgement in preferences:
-            k = len(judgement.ranking)
-            for place, response_id in enumerate(judgement.ranking):
-                points[response_id] += k - 1 - place
-        order = sorted(self.responses, key=lambda r: (-points[r.id], r.index))
+        ranked = consensus_ranking(
+            [j.ranking for j in preferences], [j.weight for j in preferences]
+        )
+        by_id = {r.id: r for r in self.responses}
+        order = [by_id[rid] for rid in ranked if rid in by_id]
+        order += [r for r in self.responses if r.id not in ranked]
         flags = sorted({flag for j in self.judgements for flag in j.flags})
         ids = [j.id for j in self.judgements]
         return _JudgementRow(
@@ -956,8 +999,11 @@ def _prompt_label(prompt) -> str | None:
     return None if prompt is None else f"{prompt.name}@v{prompt.version}"
 
 
-def _iter_turn_items(groups, *, chunk_size: int = EXPORT_CHUNK) -> Iterator[_TurnItem]:
-    """The frozen turns with everything exports need: a few queries per chunk, none per row."""
+def _iter_turn_items(
+    groups, *, chunk_size: int = EXPORT_CHUNK, weights: dict[int, float] | None = None
+) -> Iterator[_TurnItem]:
+    """The frozen turns with everything exports need: a few queries per chunk, none per row.
+    `weights` (judgement id → weight) comes from a weighted snapshot; left out, each is 1."""
     for chunk in _chunks(groups, chunk_size):
         judgement_ids = [jid for _, _, ids in chunk for jid in ids]
         turn_ids = [turn_id for _, turn_id, _ in chunk]
@@ -1021,6 +1067,7 @@ def _iter_turn_items(groups, *, chunk_size: int = EXPORT_CHUNK) -> Iterator[_Tur
                         [j.pk],
                         tie=j.tie,
                         both_bad=j.both_bad,
+                        weight=weights.get(j.pk, 1.0) if weights is not None else 1.0,
                     )
                     for j in turn.judgements.all()
                 ],
@@ -1074,7 +1121,8 @@ def _export_rows(snapshot, fmt, split, pairs, margin, chunk_size) -> Iterator[di
     if split != "all":
         groups = [g for g in groups if split_of(g[0]) == split]
     consensus_only = bool(snapshot.filter.get("consensus_only", False))
-    for item in _iter_turn_items(groups, chunk_size=chunk_size):
+    weights = snapshot_weights(snapshot)
+    for item in _iter_turn_items(groups, chunk_size=chunk_size, weights=weights):
         if fmt == "raw":
             for row in item.judgements:
                 yield _ranked_row(item, row, kind="judgement")
@@ -1139,6 +1187,7 @@ def _ranked_row(item: _TurnItem, row: _JudgementRow, kind: str | None = None) ->
         "strength": row.strength,
         "tie": row.tie,
         "both_bad": row.both_bad,
+        "weight": row.weight,
         "flags": row.flags,
         "contractor": contractor_pseudonym(row.contractor_id),
         "campaign": item.campaign,
@@ -1206,6 +1255,7 @@ def parquet_schema(fmt: str, *, margin: bool = False):
         ("ranking", pa.list_(pa.int64())),
         ("strength", pa.int64()),
         *marks,
+        ("weight", pa.float64()),
         ("flags", pa.list_(pa.string())),
         ("contractor", pa.string()),
         ("campaign", pa.string()),

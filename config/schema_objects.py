@@ -190,6 +190,12 @@ def snapshot_filter_schema() -> dict:
                     },
                 ],
             },
+            "weighting": {
+                "type": "string",
+                "enum": list(datasets.WEIGHTINGS),
+                "description": 'Left out: "none". "reliability": each judgement carries its '
+                "contractor's reliability weight (consensus and weighted training use it).",
+            },
         },
         description='Which judgements the snapshot holds, e.g. {"campaigns": [1], '
         '"consensus_only": true}; {} selects every collected judgement.',

@@ -181,6 +181,10 @@ class PreferenceTrainingConfig(RunConfig):
     margin_from_strength: bool = False
     # Margin for "much better"; "slightly better" gets 0, the steps between are linear.
     margin_scale: float = 1.0
+    # Weight each ranking's loss by its contractor's reliability, as a snapshot made with
+    # "weighting": "reliability" froze it (collection/reliability.py); unweighted snapshots
+    # give every ranking 1, so the flag changes nothing there.
+    weighted: bool = False
     # "ranked" (the paper's PM), "binary" (discrimination baseline), "imitation" (LM baseline).
     loss: str = "ranked"
     # Length grouping: sort by length within windows of this many batches (less padding).

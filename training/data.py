@@ -32,6 +32,7 @@ class Ranking:
     context: list[dict] = field(default_factory=list)
     context_text: str | None = None
     strength: int | None = None  # pairwise only: 1 slightly … 4 much better
+    weight: float = 1.0  # the loss weight (a contractor's reliability), with config.weighted
     source: str = ""  # where it came from ("stackexchange:beer/Posts.xml#Id=2"), for errors
 
     def __post_init__(self):
@@ -141,6 +142,7 @@ class RankingCollator:
         response_mask: bool = False,
         padding_side: str = "right",
         pack: bool = False,
+        weighted: bool = False,
     ):
         if pack and response_mask:
             raise ValueError("packed batches are for PM losses; imitation needs one row each")
@@ -151,6 +153,7 @@ class RankingCollator:
         self.response_mask = response_mask
         self.padding_side = padding_side
         self.pack = pack
+        self.weighted = weighted
 
     def __call__(self, rankings: Sequence[Ranking]) -> dict[str, torch.Tensor]:
         texts, ranks, group = [], [], []
@@ -176,6 +179,8 @@ class RankingCollator:
         batch["ranks"] = torch.tensor(ranks, dtype=torch.long)
         batch["group"] = torch.tensor(group, dtype=torch.long)
         batch["margin"] = torch.tensor([self._margin(r) for r in rankings], dtype=torch.float)
+        if self.weighted:
+            batch["weight"] = torch.tensor([r.weight for r in rankings], dtype=torch.float)
         if self.response_mask:
             batch["response_mask"] = self._response_mask(rankings, batch["attention_mask"])
         return batch

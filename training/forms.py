@@ -52,6 +52,11 @@ HYPERPARAMETERS = [
 # Switches: (name, label, what it does); empty (unticked) keeps the kind's default.
 SWITCHES = [
     ("margin_from_strength", "Margin from strength", "add a margin from how much better"),
+    (
+        "weighted",
+        "Weighted by reliability",
+        "weight each judgement by its contractor's reliability (a weighted snapshot)",
+    ),
     ("gradient_checkpointing", "Gradient checkpointing", "less memory, a third more compute"),
     ("lora", "LoRA", "train LoRA adapters instead of all weights (needs peft)"),
 ]

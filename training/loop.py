@@ -310,6 +310,7 @@ def _collator(model, tokenizer, config: PreferenceTrainingConfig) -> RankingColl
         margin_scale=config.margin_scale if config.margin_from_strength else None,
         response_mask=imitation,
         pack=config.pack_context and not imitation and _unwrapped(model).can_pack,
+        weighted=config.weighted,
     )
 
 
@@ -331,7 +332,8 @@ def _loss_and_rewards(model, batch: dict, kind: str):
     rewards = model(batch["input_ids"], batch["attention_mask"], **packed)
     if kind == "binary":
         return binary_discrimination_loss(rewards, binary_labels(ranks, group)), rewards
-    return ranked_preference_loss(rewards, ranks, group, batch["margin"]), rewards
+    loss = ranked_preference_loss(rewards, ranks, group, batch["margin"], batch.get("weight"))
+    return loss, rewards
 
 
 @torch.no_grad()

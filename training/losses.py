@@ -20,13 +20,19 @@ def ordered_pairs(ranks: Tensor, group: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def ranked_preference_loss(
-    rewards: Tensor, ranks: Tensor, group: Tensor, margin: Tensor | None = None
+    rewards: Tensor,
+    ranks: Tensor,
+    group: Tensor,
+    margin: Tensor | None = None,
+    weight: Tensor | None = None,
 ) -> Tensor:
     """Ranked preference modelling: L = log(1 + exp(r_worse - r_better + margin)) (Askell et al.).
 
     Averaged over the ordered pairs of each ranking, then over rankings, so a ranking of k=4
     (6 pairs) weighs the same as a single pair; k=2 is the pairwise loss. `margin` has one entry
-    per ranking (indexed by group id); rankings with no untied pair are left out.
+    per ranking (indexed by group id); rankings with no untied pair are left out. `weight`
+    (one per ranking, e.g. its contractor's reliability) makes the mean over rankings a
+    weighted mean; a batch whose weights are all 0 has loss 0.
     """
     better, worse = ordered_pairs(ranks, group)
     if better.numel() == 0:
@@ -40,7 +46,11 @@ def ranked_preference_loss(
     sums = losses.new_zeros(num_groups).index_add(0, pair_group, losses)
     counts = losses.new_zeros(num_groups).index_add(0, pair_group, torch.ones_like(losses))
     present = counts > 0
-    return (sums[present] / counts[present]).mean()
+    per_ranking = sums[present] / counts[present]
+    if weight is None:
+        return per_ranking.mean()
+    w = weight.to(per_ranking.device, per_ranking.dtype)[:num_groups][present]
+    return (per_ranking * w).sum() / w.sum().clamp_min(1e-12)
 
 
 @torch.no_grad()

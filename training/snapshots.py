@@ -16,6 +16,7 @@ def snapshot_rankings(snapshot: DatasetSnapshot, split: str) -> list[Ranking]:
             ranks=row["ranks"],
             context=row["context"],
             strength=row["strength"],
+            weight=row["weight"],
             source=f"snapshot {snapshot.pk} judgement {row['judgement_id']}",
         )
         for row in export_rows(snapshot, "ranked", split=split)
