@@ -196,7 +196,11 @@ def _turn_judgement_type(campaign: Campaign, asked: str) -> str:
 def turn_retry(*, turn: Turn, contractor) -> Turn:
     """Queue generation again for a turn whose model call failed; the message is kept."""
     with transaction.atomic():
-        turn = Turn.objects.select_for_update().select_related("conversation").get(pk=turn.pk)
+        turn = (
+            Turn.objects.select_for_update(of=("self",))
+            .select_related("conversation")
+            .get(pk=turn.pk)
+        )
         _check_owner(turn.conversation, contractor)
         if turn.status != Turn.Status.FAILED:
             return turn  # already queued or done: retrying twice is harmless
@@ -532,7 +536,10 @@ def judgement_submit(
     time_spent_ms = _clean_time_spent(time_spent_ms)
     with transaction.atomic():
         turn = (
-            Turn.objects.select_for_update()
+            # of=("self",): the turn's row only. Without it PostgreSQL also locks the joined
+            # conversation and campaign rows, and every judgement in a campaign would wait on
+            # that one campaign row.
+            Turn.objects.select_for_update(of=("self",))
             .select_related("conversation__campaign")
             .get(pk=turn.pk)
         )
@@ -612,7 +619,10 @@ def judgement_revise(
     with transaction.atomic():
         _lock_contractor(contractor)
         turn = (
-            Turn.objects.select_for_update()
+            # of=("self",): the turn's row only. Without it PostgreSQL also locks the joined
+            # conversation and campaign rows, and every judgement in a campaign would wait on
+            # that one campaign row.
+            Turn.objects.select_for_update(of=("self",))
             .select_related("conversation__campaign")
             .get(pk=turn.pk)
         )
