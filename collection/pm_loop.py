@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,7 +28,15 @@ from django.db.models import Count, Q
 from assistant.models import ModelVersion
 from assistant.selectors import active_model
 
-from .models import Campaign, Judgement, LoopSettings, PMAgreement, Response, SelectionRule
+from .models import (
+    Campaign,
+    Judgement,
+    LoopSettings,
+    PMAgreement,
+    Response,
+    SelectionRule,
+    Turn,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -275,3 +284,49 @@ def drift(pm: ModelVersion | None = None) -> Drift | None:
             state.margin,
         )
     return state
+
+
+def fresh_agreement(scorer, *, since=None, limit: int = 200) -> dict:
+    """How often `scorer` (a PMScorer, e.g. a PM just trained) picks what humans picked on the
+    latest `limit` collected judgements made after `since` (those it did not train on): ties,
+    gold items and imported judgements left out. One packed `score_groups` call over their
+    turns. Returns {"n", "agree", "rate", "low", "high", "since", "limit"} (95 % Wilson)."""
+    from .services import conversation_messages
+
+    judgements = (
+        Judgement.objects.filter(tie=False, turn__gold__isnull=True)
+        .exclude(origin=Judgement.Origin.IMPORTED)
+        .exclude(ranking=[])
+    )
+    if since is not None:
+        judgements = judgements.filter(created_at__gt=since)
+    latest = list(
+        judgements.order_by("-created_at", "-pk").values_list("turn_id", "ranking")[:limit]
+    )
+    turn_ids = sorted({turn_id for turn_id, _ in latest})
+    shown = defaultdict(list)
+    for turn_id, pk, text in (
+        Response.objects.filter(turn_id__in=turn_ids)
+        .order_by("turn_id", "index")
+        .values_list("turn_id", "pk", "text")
+    ):
+        shown[turn_id].append((pk, text))
+    turns = {turn.pk: turn for turn in Turn.objects.filter(pk__in=turn_ids)}
+    scored = scorer.score_groups(
+        [(conversation_messages(turns[t]), [text for _, text in shown[t]]) for t in turn_ids]
+    )
+    pm_best = {
+        t: shown[t][max(range(len(scores)), key=scores.__getitem__)][0]
+        for t, scores in zip(turn_ids, scored, strict=True)
+    }
+    agree = sum(pm_best[turn_id] == ranking[0] for turn_id, ranking in latest)
+    low, high = wilson(agree, len(latest))
+    return {
+        "n": len(latest),
+        "agree": agree,
+        "rate": agree / len(latest) if latest else None,
+        "low": low,
+        "high": high,
+        "since": since.isoformat() if since is not None else None,
+        "limit": limit,
+    }

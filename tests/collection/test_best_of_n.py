@@ -307,3 +307,36 @@ def test_a_best_of_n_turn_through_a_real_worker_is_judged_and_tested_against_the
     assert "tiny pm" in report and campaign.name in report and "alice" in report
     row = pm_loop.agreement_rows("pm_version")[0]
     assert (row.n, row.agree) == (1, 1)
+
+
+@pytest.mark.django_db
+def test_fresh_agreement_scores_the_latest_judgements_a_pm_did_not_train_on(
+    alice, make_campaign, active_pm
+):
+    from django.utils import timezone
+
+    from assistant import runtime as loaded
+
+    campaign = make_campaign(max_turns=6)
+    conversation = services.conversation_start(campaign=campaign, contractor=alice)
+    expected, cut = [], None
+    for i, agrees in enumerate([True, False, True, True, False]):
+        if i == 2:
+            cut = timezone.now()  # "the snapshot": judgements before it were trained on
+        turn = services.turn_generate(
+            turn_id=services.turn_submit(
+                conversation=conversation, contractor=alice, text=f"fresh {i}"
+            ).pk
+        )
+        best = next(r for r in turn.responses.all() if r.pm_rank == 1)
+        pick = best.index if agrees else 1 - best.index
+        services.judgement_submit(turn=turn, contractor=alice, scale=2 if pick == 0 else 7)
+        if i >= 2:
+            expected.append(agrees)
+    scorer = loaded.pm_scorer(active_pm)
+    fresh = pm_loop.fresh_agreement(scorer, since=cut)
+    assert (fresh["n"], fresh["agree"]) == (3, sum(expected))
+    assert fresh["low"] < fresh["rate"] < fresh["high"]
+    assert pm_loop.fresh_agreement(scorer, since=cut, limit=1)["n"] == 1
+    everything = pm_loop.fresh_agreement(scorer)
+    assert (everything["n"], everything["agree"]) == (5, 3)
