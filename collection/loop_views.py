@@ -7,8 +7,9 @@ from __future__ import annotations
 from django import forms
 from django.shortcuts import render
 from drf_spectacular.utils import extend_schema
-from rest_framework import serializers, viewsets
+from rest_framework import serializers
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from assistant.models import ModelVersion
 from config.roles import ADMIN, RESEARCHER, ResearcherWrite, role_required
@@ -61,9 +62,9 @@ def _drift(state: pm_loop.Drift | None) -> dict | None:
     }
 
 
-def agreement_report(*, campaign: Campaign | None = None) -> dict:
-    """Everything the page and the API show, as plain data."""
-    campaign_id = campaign.pk if campaign else None
+def agreement_report(*, campaign_id: int | None = None) -> dict:
+    """Everything the page and the API show, as plain data (rows of one campaign when given;
+    the drift state is the active PM's, whatever the campaign)."""
     by = {
         group: [_row(row, group) for row in pm_loop.agreement_rows(group, campaign_id=campaign_id)]
         for group in pm_loop.GROUPINGS
@@ -79,7 +80,7 @@ def pm_agreement(request):
     form = AgreementFilterForm(request.GET)
     valid = form.is_valid()
     campaign = form.cleaned_data["campaign"] if valid else None
-    report = agreement_report(campaign=campaign)
+    report = agreement_report(campaign_id=campaign.pk if campaign else None)
     return render(
         request,
         "collection/pm_agreement.html",
@@ -103,7 +104,8 @@ def pm_agreement(request):
 
 
 class AgreementQuery(serializers.Serializer):
-    campaign = serializers.PrimaryKeyRelatedField(queryset=Campaign.objects.all(), required=False)
+    # An id, as in the other list filters: one that no campaign has gives an empty report.
+    campaign = serializers.IntegerField(required=False)
 
 
 class AgreementCell(serializers.Serializer):
@@ -143,14 +145,15 @@ class AgreementReport(serializers.Serializer):
     drift = DriftState(allow_null=True)
 
 
-class PMAgreementViewSet(StrictQueryMixin, viewsets.ViewSet):
-    """Agreement of human judgements with the PM's blind prediction (issue 14)."""
+class PMAgreementView(StrictQueryMixin, APIView):
+    """Agreement of human judgements with the PM's blind prediction (issue 14). An APIView,
+    not a ViewSet's `list`: the answer is one report object, not a list of items."""
 
     permission_classes = [ResearcherWrite]
     query_serializer = AgreementQuery
 
     @extend_schema(parameters=[AgreementQuery], responses=AgreementReport)
-    def list(self, request, format=None):  # format: the router's ".json" suffix
+    def get(self, request, format=None):
         """Agreement by PM version, campaign, mode and contractor (95 % Wilson intervals),
         each PM's held-out accuracy, and the drift state of the active PM."""
-        return Response(agreement_report(campaign=self.query().get("campaign")))
+        return Response(agreement_report(campaign_id=self.query().get("campaign")))

@@ -23,10 +23,10 @@ router.register("snapshots", collection_api.SnapshotViewSet, basename="snapshot"
 router.register("training-runs", training_api.TrainingRunViewSet, basename="trainingrun")
 router.register("eval-runs", evals_api.EvalRunViewSet, basename="evalrun")
 router.register("elo", evals_api.EloViewSet, basename="elo")
-router.register("pm-agreement", loop_views.PMAgreementViewSet, basename="pmagreement")
 
 urlpatterns = [
     path("", include(router.urls)),
+    path("pm-agreement/", loop_views.PMAgreementView.as_view(), name="pm-agreement"),
     path(
         "schema/", SpectacularAPIView.as_view(permission_classes=[ResearcherWrite]), name="schema"
     ),

@@ -249,6 +249,11 @@ def test_agreement_page_and_api_are_for_researchers_only(alice, rita, client):
         "drift": None,
     }
     assert api.get("/api/pm-agreement/", {"campaign": "abc"}).status_code == 400
+    unknown = api.get("/api/pm-agreement/", {"campaign": 999_999})  # an id, like other filters
+    assert unknown.status_code == 200 and unknown.json()["groups"]["campaign"] == []
+    schema = api.get("/api/schema/", {"format": "json"}).json()
+    answer = schema["paths"]["/api/pm-agreement/"]["get"]["responses"]["200"]
+    assert answer["content"]["application/json"]["schema"]["$ref"].endswith("/AgreementReport")
     assert api.get("/api/pm-agreement/", {"x": "1"}).status_code == 400
 
 
