@@ -6,8 +6,8 @@ The student is the same base LM reading the conversation alone; it is trained to
 KL(teacher || student) between the two next-token distributions at every position of the
 conversation, so that afterwards it needs no prompt, and no prompt's cost per call.
 
-Plain torch + transformers, no Django. One process (no DDP); the optimizer, schedule, attention
-switch and resumable checkpoints are training/loop.py's.
+Plain torch + transformers, no Django. One process (no DDP); the steps, optimizer, schedule,
+attention switch and resumable checkpoints are training/runner.py's, the KL its objective.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -27,22 +26,11 @@ from torch import Tensor
 from transformers import DynamicCache
 
 from assistant.backends.base import Context, Message
-from assistant.hardware import bf16_autocast, bf16_warning, resolve_bf16
+from assistant.hardware import bf16_autocast, resolve_bf16
 from assistant.prompting import RenderMode, split_prefix
 from training.config import DistillationConfig
 from training.data import LengthGroupedBatchSampler
-from training.loop import (
-    TrainResult,
-    _device_of,
-    _restore_attention,
-    _set_attention,
-    make_optimizer,
-    make_scheduler,
-    needs_final_checkpoint,
-    optimizer_step,
-    resume_state,
-    save_checkpoint,
-)
+from training.runner import Objective, TrainResult, device_of, placement, run_steps
 
 logger = logging.getLogger(__name__)
 
@@ -199,7 +187,7 @@ class PromptedTeacher:
         self.cache = None
         if self.cached:
             self.cache = DynamicCache(config=model.config)
-            ids = torch.tensor([list(prefix_ids[:-1])], device=_device_of(model))
+            ids = torch.tensor([list(prefix_ids[:-1])], device=device_of(model))
             with torch.inference_mode():
                 model(input_ids=ids, cache=self.cache, use_cache=True, logits_to_keep=1)
 
@@ -263,7 +251,7 @@ def _mean_kl(
     student, teacher: PromptedTeacher, rows: Sequence[AlignedRows], batch_size, pad_id, bf16=False
 ) -> float:
     """Token-weighted mean KL over `rows`, longest first, in fixed batches."""
-    device = _device_of(student)
+    device = device_of(student)
     was_training = student.training
     student.eval()
     autocast = bf16_autocast(bf16, device)
@@ -287,6 +275,41 @@ def examples_hash(examples: Sequence[DistillationExample], *, prompt: str, mode:
     return digest.hexdigest()
 
 
+class DistillationObjective(Objective):
+    """KL(prompted teacher || student) on aligned rows; the held-out KL before and during."""
+
+    label = "distillation"
+    noun = "conversations"
+    loss_name = "kl"
+    eval_key = "eval_kl"
+    baseline_key = "eval_kl_before"  # the untrained student's distance, for comparison
+    logger = logger
+
+    def __init__(self, student, teacher: PromptedTeacher, rows, held_out, config, pad_id: int):
+        self.student, self.teacher, self.rows, self.held_out_rows = student, teacher, rows, held_out
+        self.held_out, self.config, self.pad_id = bool(held_out), config, pad_id
+        self.bf16 = resolve_bf16(config.bf16, device_of(teacher.model))
+
+    def collate(self, indices):
+        return collate_rows([self.rows[i] for i in indices], self.pad_id)
+
+    def loss(self, model, batch, autocast):
+        return _batch_kl(model, self.teacher, batch, autocast), None
+
+    def evaluate(self):
+        return {"eval_kl": self.baseline()}
+
+    def baseline(self):
+        return _mean_kl(
+            self.student,
+            self.teacher,
+            self.held_out_rows,
+            self.config.batch_size,
+            self.pad_id,
+            self.bf16,
+        )
+
+
 def train_distillation(
     student,
     teacher_model,
@@ -308,117 +331,34 @@ def train_distillation(
     Both start as the same base LM; the teacher is frozen. Called again with the same
     `checkpoint_dir`, it resumes from the newest checkpoint there.
     """
-    # --- where we run, and what each model reads --------------------------------------------
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    where = placement(device)
     torch.manual_seed(config.seed)
     rendering = ConversationTokens(
         tokenizer, prompt=prompt, mode=mode, max_length=config.max_length
     )
     rows = [rendering(example) for example in train]
     held_out = [rendering(example) for example in eval_set or []]
-    pad_id = _pad_id(tokenizer)
     _check_window(teacher_model, len(rendering.prefix_ids) - 1, rows + held_out, config)
-    teacher = PromptedTeacher(teacher_model.to(device), rendering.prefix_ids)
-    student.to(device).train()
-    attention = _set_attention(student, config, device)
-
-    # --- batches: conversations of similar length together ----------------------------------
+    teacher = PromptedTeacher(teacher_model.to(where.device), rendering.prefix_ids)
+    objective = DistillationObjective(student, teacher, rows, held_out, config, _pad_id(tokenizer))
+    # Batches of conversations of similar length.
     sampler = LengthGroupedBatchSampler(
         [len(row.student_ids) for row in rows], config.batch_size, seed=config.seed
     )
-    steps_per_epoch = len(sampler) // config.grad_accum
-    if steps_per_epoch < 1:
-        raise ValueError(
-            f"{len(rows)} conversations make {len(sampler)} batches of {config.batch_size}: "
-            f"too few for grad_accum {config.grad_accum}"
-        )
-    micro_per_epoch = steps_per_epoch * config.grad_accum  # the tail of an epoch is dropped
-    total = config.max_steps or config.epochs * steps_per_epoch
-
-    params = [p for p in student.parameters() if p.requires_grad]
-    optimizer = make_optimizer(params, config, device)
-    scheduler = make_scheduler(optimizer, config, total)
-    # bf16 "auto": only where the device computes it natively; an explicit request where it
-    # is emulated runs, far slower, with a warning (the service also puts it in the run's log).
-    bf16 = resolve_bf16(config.bf16, device)
-    if warning := bf16_warning(config.bf16, device):
-        logger.warning("distillation: %s", warning)
-    autocast = bf16_autocast(bf16, device)
-
-    def evaluate() -> float:
-        return _mean_kl(student, teacher, held_out, config.batch_size, pad_id, bf16)
-
-    # --- resume from the newest checkpoint (a worker restart calls us again) ----------------
-    data_hash = examples_hash(train, prompt=prompt, mode=mode)
-    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    step, history, last_checkpoint = resume_state(
-        checkpoint_dir if resume else None, student, optimizer, scheduler, config, data_hash
+    result = run_steps(
+        student,
+        objective,
+        config,
+        sampler,
+        where=where,
+        data_hash=examples_hash(train, prompt=prompt, mode=mode),
+        on_step=on_step,
+        should_stop=should_stop,
+        checkpoint_dir=checkpoint_dir,
+        resume=resume,
     )
-    # The untrained student's distance, for comparison at the end (kept in the first step's log).
-    kl_before = evaluate() if held_out and step == 0 else None
-
-    def save(metrics: dict) -> str:
-        return str(
-            save_checkpoint(
-                checkpoint_dir,
-                model=student,
-                optimizer=optimizer,
-                scheduler=scheduler,
-                step=step,
-                config=config,
-                metrics=metrics,
-                history=history,
-                data_hash=data_hash,
-            )
-        )
-
-    # --- the loop ---------------------------------------------------------------------------
-    status, metrics = "completed", dict(history[-1]) if history else {}
-    cached_epoch, batches = -1, []
-    while step < total:
-        if should_stop is not None and should_stop():
-            status = "cancelled"
-            break
-        student.train()
-        kl_sum = 0.0
-        for micro in range(config.grad_accum):
-            # The position in the data follows from the step alone, so a resume picks up here.
-            epoch, offset = divmod(step * config.grad_accum + micro, micro_per_epoch)
-            if epoch != cached_epoch:
-                cached_epoch, batches = epoch, sampler.batches(epoch)[:micro_per_epoch]
-            chunk = [rows[i] for i in batches[offset]]
-            batch = {k: v.to(device) for k, v in collate_rows(chunk, pad_id).items()}
-            kl = _batch_kl(student, teacher, batch, autocast)
-            (kl / config.grad_accum).backward()
-            kl_sum += kl.item() / config.grad_accum
-        step += 1
-        metrics = {
-            "step": step,
-            "kl": kl_sum,
-            **optimizer_step(params, optimizer, scheduler, config),
-        }
-        if kl_before is not None and step == 1:
-            metrics["eval_kl_before"] = kl_before
-        if held_out and config.eval_every and step % config.eval_every == 0:
-            metrics["eval_kl"] = evaluate()
-        history.append(metrics)
-        if on_step is not None:
-            on_step(step, total, metrics)
-        if checkpoint_dir and config.checkpoint_every and step % config.checkpoint_every == 0:
-            last_checkpoint = save(metrics)
-
-    # --- the end: a final eval and checkpoint, unless this step already had them ------------
-    if held_out and status == "completed" and "eval_kl" not in metrics:
-        metrics = {**metrics, "eval_kl": evaluate()}
-        if history:
-            history[-1] = metrics
-    if history and "eval_kl_before" in history[0]:
-        metrics = {**metrics, "eval_kl_before": history[0]["eval_kl_before"]}
-    if needs_final_checkpoint(checkpoint_dir, step, last_checkpoint):
-        last_checkpoint = save(metrics)
-    _restore_attention(student, attention)
     student.eval()
-    return TrainResult(status, step, total, metrics, history, last_checkpoint)
+    return result
 
 
 def _check_window(model, cached: int, rows: Sequence[AlignedRows], config) -> None:

@@ -257,10 +257,10 @@ def pair_outcomes(model, tokenizer, rankings, config, *, device=None) -> list[bo
 
     from assistant.hardware import bf16_autocast
 
-    from .loop import _collator, _loss_and_rewards
+    from .loop import loss_and_rewards, ranking_collator
 
     device = torch.device(device or next(model.parameters()).device)
-    collate = _collator(model, tokenizer, config)
+    collate = ranking_collator(model, tokenizer, config)
     was_training = model.training
     model.eval()
     autocast = bf16_autocast(config.bf16, device)
@@ -271,7 +271,7 @@ def pair_outcomes(model, tokenizer, rankings, config, *, device=None) -> list[bo
                 chunk = rankings[start : start + config.batch_size]
                 batch = {key: value.to(device) for key, value in collate(chunk).items()}
                 with autocast:
-                    _, rewards = _loss_and_rewards(model, batch, config.loss)
+                    _, rewards = loss_and_rewards(model, batch, config.loss)
                 rewards = rewards.float().cpu().tolist()
                 offset = 0
                 for ranking in chunk:

@@ -11,9 +11,10 @@ import torch
 
 from assistant.pm import PMScorer, PreferenceModel, load_pm, save_pm
 from tests.tinymodels import tiny_causal_lm, tiny_encoder, tiny_tokenizer
+from training.checkpoints import latest_checkpoint
 from training.config import PMPConfig, PreferenceTrainingConfig
 from training.data import Ranking
-from training.loop import latest_checkpoint, train_preference_model
+from training.loop import train_preference_model
 
 FILLER = ["think", "sea", "here", "light", "waves", "poem", "short", "answer", "safer", "try"]
 MARKER = "help"  # one token in the tiny tokenizer
