@@ -8,8 +8,8 @@ run, alternated so that other work on the machine lands on both sides.
 
 The LM is the default model (SmolLM2-135M-Instruct) with the HHH prompt. The PM is a preference
 model on the same backbone with an untrained head (scoring costs the same as a trained one's;
-its picks do not matter for timing). Each timed call is `services.turn_submit` then
-`services.turn_generate` (the generation task's body: sampling, PM scoring, the database
+its picks do not matter for timing). Each timed call is `turn_submit` then
+`turn_generate` (the generation task's body: sampling, PM scoring, the database
 writes) on a throwaway SQLite database. Sampling is the default LM's (temperature 0.8, top_p
 0.95) with `--max-new-tokens`; a sample ends at EOS or a stop string as in collection, so a turn
 waits for its longest candidate (the real cost of best-of-n). Goal: best-of-8 with
@@ -73,7 +73,9 @@ def main() -> None:
     from assistant.pm import PreferenceModel, save_pm
     from assistant.selectors import prompt_latest
     from assistant.services import model_version_register
-    from collection import services
+    from collection.conversations import conversation_start, turn_submit
+    from collection.generation import turn_generate
+    from collection.judgements import judgement_submit
     from collection.models import Campaign, Turn
 
     lm_path = ensure_default_model(models_dir)
@@ -104,16 +106,14 @@ def main() -> None:
     def one_turn(campaign) -> float:
         # A new conversation each time: every timed turn has the same length of context (the
         # HHH prompt, whose prefix cache is warm, and one message).
-        conversation = services.conversation_start(campaign=campaign, contractor=user)
+        conversation = conversation_start(campaign=campaign, contractor=user)
         started = time.perf_counter()
-        turn = services.turn_submit(
-            conversation=conversation, contractor=user, text=next(questions)
-        )
-        turn = services.turn_generate(turn_id=turn.pk)
+        turn = turn_submit(conversation=conversation, contractor=user, text=next(questions))
+        turn = turn_generate(turn_id=turn.pk)
         elapsed = time.perf_counter() - started
         assert turn.status == Turn.Status.READY, turn.error
         tokens[campaign.pk].append(sum(r.completion_tokens for r in turn.responses.all()))
-        services.judgement_submit(turn=turn, contractor=user, scale=2)  # the next turn may start
+        judgement_submit(turn=turn, contractor=user, scale=2)  # the next turn may start
         assert turn.responses.count() == args.k
         return elapsed
 

@@ -54,7 +54,7 @@ def seed(models_dir: Path) -> None:
     from django.utils import timezone
 
     from assistant.services import model_version_activate, model_version_register
-    from collection import services
+    from collection.conversations import conversation_start
     from collection.models import Campaign, Response, Turn
 
     placeholder = models_dir / "schemathesis-placeholder-lm"
@@ -65,7 +65,7 @@ def seed(models_dir: Path) -> None:
     campaign = Campaign.objects.get(lm_version=lm)
     for username in ("alice", "bob"):
         contractor = get_user_model().objects.get(username=username)
-        conversation = services.conversation_start(campaign=campaign, contractor=contractor)
+        conversation = conversation_start(campaign=campaign, contractor=contractor)
         turn = Turn.objects.create(
             conversation=conversation,
             index=0,

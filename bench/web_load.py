@@ -402,7 +402,8 @@ def seed(*, usernames: list[str], turns: int, password: str, turns_per_conversat
     from django.utils import timezone
 
     from assistant.services import model_version_register
-    from collection import services
+    from collection.conversations import conversation_start
+    from collection.judgements import judgement_submit
     from collection.models import Campaign, Response, Turn
     from config.roles import CONTRACTOR, ensure_role_groups
 
@@ -429,7 +430,7 @@ def seed(*, usernames: list[str], turns: int, password: str, turns_per_conversat
     )
     made = 0
     for number in range(conversations):
-        conversation = services.conversation_start(campaign=campaign, contractor=author)
+        conversation = conversation_start(campaign=campaign, contractor=author)
         topic = TOPICS[number % len(TOPICS)]
         for index in range(min(turns_per_conversation, turns - made)):
             with transaction.atomic():  # the state turn_generate leaves: responses, READY
@@ -444,7 +445,7 @@ def seed(*, usernames: list[str], turns: int, password: str, turns_per_conversat
                     Response(turn=turn, index=i, text=_response_text(rng), model_version=version)
                     for i in range(2)
                 )
-            services.judgement_submit(
+            judgement_submit(
                 turn=turn,
                 contractor=author,
                 scale=rng.randint(1, 8),

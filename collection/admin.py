@@ -1,9 +1,9 @@
 """The Django admin of collected data: campaigns are edited here; what contractors and the
-model wrote is read-only (it changes only through `collection.services`)."""
+model wrote is read-only (it changes only through the actions of `collection`)."""
 
 from django.contrib import admin
 
-from . import services
+from . import campaigns
 from .models import (
     Campaign,
     Candidate,
@@ -68,7 +68,7 @@ class CampaignAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         # The same service as the API: full_clean(), and the review queue refreshed when the
         # overlap target changed.
-        services.campaign_save(campaign=obj)
+        campaigns.campaign_save(campaign=obj)
 
 
 class TurnInline(ReadOnlyInline):
@@ -141,7 +141,7 @@ class JudgementAdmin(ReadOnlyAdmin):
 
 @admin.register(GoldAnswer)
 class GoldAnswerAdmin(admin.ModelAdmin):
-    # Gold items are made by `services.gold_item_create`; here only the explanation is edited.
+    # Gold items are made by `gold.gold_item_create`; here only the explanation is edited.
     list_display = ("turn", "best_response", "created_by", "created_at")
     readonly_fields = ("turn", "best_response", "created_by", "created_at")
 

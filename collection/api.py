@@ -18,7 +18,7 @@ from config.schema_objects import (
     snapshot_filter_schema,
 )
 
-from . import datasets, services
+from . import campaigns, datasets
 from .models import Campaign, Conversation, DatasetSnapshot, Judgement, Response, Turn
 
 
@@ -95,10 +95,10 @@ class CampaignSerializer(JSONModelSerializer):
     # Saved through the service the admin uses: the model's full_clean() (so no sampling
     # setting that would break generation is stored), and the review queue kept in step.
     def create(self, validated_data):
-        return _validated(services.campaign_create, **validated_data)
+        return _validated(campaigns.campaign_create, **validated_data)
 
     def update(self, instance, validated_data):
-        return _validated(services.campaign_update, campaign=instance, **validated_data)
+        return _validated(campaigns.campaign_update, campaign=instance, **validated_data)
 
 
 def _validated(save, **kwargs):

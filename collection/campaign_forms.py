@@ -2,7 +2,7 @@
 
 The form checks what it can say best beside a field (a prompt or an explicit "no prompt",
 k against the judgement type); everything else is the model's `full_clean()`, run by
-`services.campaign_save` (the API's path too), whose messages the view puts beside their fields.
+`campaigns.campaign_save` (the API's path too), whose messages the view puts beside their fields.
 """
 
 from django import forms

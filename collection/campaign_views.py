@@ -1,7 +1,7 @@
 """Admins' campaign pages: the list, a short create/edit form, pause/resume/close, progress.
 
-Writes go through `services.campaign_create` / `campaign_update` (the API's path) and
-`collection.campaigns` (pause, resume, close); every view is for admins only.
+Writes go through `collection.campaigns`: `campaign_create` / `campaign_update` (the API's
+path) and pause, resume, close; every view is for admins only.
 """
 
 from django.contrib import messages
@@ -14,10 +14,9 @@ from django.views.decorators.http import require_POST
 from config.roles import ADMIN, role_required
 
 from . import campaigns as campaign_services
-from . import services
 from .campaign_forms import ADVANCED_FIELDS, LOOP_FIELDS, CampaignForm
+from .errors import CollectionError
 from .models import Campaign, Conversation
-from .services import CollectionError
 
 
 def _campaign(campaign_id: int) -> Campaign:
@@ -68,9 +67,9 @@ def _save(form: CampaignForm, *, campaign: Campaign | None, user) -> Campaign | 
     try:
         with transaction.atomic():
             if campaign is None:
-                campaign = services.campaign_create(created_by=user, **fields)
+                campaign = campaign_services.campaign_create(created_by=user, **fields)
             else:
-                campaign = services.campaign_update(campaign=campaign, **fields)
+                campaign = campaign_services.campaign_update(campaign=campaign, **fields)
             campaign.compare_versions.set(versions)
     except ValidationError as error:
         _apply_service_errors(form, error)

@@ -1,10 +1,10 @@
-"""Campaign life and progress, for the admins' campaign pages (and anyone else who asks).
+"""Campaigns: created and edited (validated, one path for the admin, the API and the campaign
+pages), their life (active, paused, closed) and their progress.
 
 A campaign is *active* (contractors can start conversations), *paused* (`is_active` off,
 `closed_at` empty: it can be resumed) or *closed* (`closed_at` set, `is_active` off, for good;
 its data stays for snapshots and exports). Each change here is one transaction on the
-campaign's locked row; doing it twice is harmless. Creating and editing go through
-`services.campaign_create` / `campaign_update`, the path the API takes too.
+campaign's locked row; doing it twice is harmless.
 """
 
 from __future__ import annotations
@@ -12,16 +12,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Count, Q
+from django.db.models import Case, Count, Q, Value, When
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from assistant.models import ModelVersion
 from assistant.selectors import active_model, prompt_latest
 
+from .errors import CollectionError
 from .models import Campaign, Conversation, Judgement, Turn
-from .services import CollectionError
 
 ACTIVE, PAUSED, CLOSED = "active", "paused", "closed"
 DEFAULT_PROMPT = "hhh"  # new campaigns start on the latest version of this prompt
@@ -47,6 +48,60 @@ def campaign_defaults() -> dict:
         "quota_per_contractor": Campaign._meta.get_field("quota_per_contractor").default,
         "overlap_target": Campaign._meta.get_field("overlap_target").default,
     }
+
+
+def campaign_save(*, campaign: Campaign) -> Campaign:
+    """Validate (`full_clean()`) and save a new or changed campaign; when its overlap target
+    changed, recompute its review queue. The admin, the API and the campaign pages all save
+    campaigns here.
+
+    Raises `ValidationError` with the messages per field.
+    """
+    campaign.full_clean()
+    if campaign.closed_at is not None and campaign.is_active:
+        raise ValidationError(
+            {"is_active": "This campaign is closed; a closed campaign is not opened again."}
+        )
+    with transaction.atomic():
+        before = (
+            Campaign.objects.select_for_update().filter(pk=campaign.pk).first()
+            if campaign.pk
+            else None
+        )
+        campaign.save()
+        if before is not None and before.overlap_target != campaign.overlap_target:
+            campaign_review_refresh(campaign=campaign)
+    return campaign
+
+
+def campaign_create(**fields) -> Campaign:
+    """A new campaign from field values, validated (see `campaign_save`)."""
+    return campaign_save(campaign=Campaign(**fields))
+
+
+def campaign_update(*, campaign: Campaign, **fields) -> Campaign:
+    """Change a campaign's fields, validated (see `campaign_save`)."""
+    for name, value in fields.items():
+        setattr(campaign, name, value)
+    return campaign_save(campaign=campaign)
+
+
+def campaign_review_refresh(*, campaign: Campaign) -> int:
+    """Recompute which of a campaign's judged turns want more judgements (after its overlap
+    target changed); returns how many turns are open for review now."""
+    turns = Turn.objects.filter(
+        conversation__campaign=campaign,
+        conversation__source=Conversation.Source.COLLECTED,
+        status=Turn.Status.JUDGED,
+    )
+    with transaction.atomic():
+        turns.update(
+            needs_review=Case(
+                When(judgement_count__lt=campaign.overlap_target, then=Value(True)),
+                default=Value(False),
+            )
+        )
+    return turns.filter(needs_review=True).count()
 
 
 def _locked(campaign: Campaign) -> Campaign:
@@ -163,6 +218,21 @@ def campaign_progress(*, campaign: Campaign) -> dict:
         .annotate(n=Count("pk"))
         .order_by("day")
     }
+    bars = _day_bars(per_day)
+    return {
+        "totals": totals,
+        "per_day": sorted(per_day.items()),
+        "bars": bars,
+        "chart_max": max((bar.judgements for bar in bars), default=0),
+        "contractors": _contractor_rows(
+            conversations, judgements, quota=campaign.quota_per_contractor
+        ),
+    }
+
+
+def _contractor_rows(conversations, judgements, *, quota: int) -> list[dict]:
+    """Per contractor of the campaign: their conversations (against the quota) and judgements,
+    most judgements first (three grouped queries)."""
     held = {
         row["contractor"]: row
         for row in conversations.filter(
@@ -186,7 +256,6 @@ def campaign_progress(*, campaign: Campaign) -> dict:
         .values_list("contractor", "contractor__username")
         .distinct()
     )
-    quota = campaign.quota_per_contractor
     contractors = []
     for contractor_id in set(held) | set(judged):
         row = held.get(contractor_id, {})
@@ -203,11 +272,4 @@ def campaign_progress(*, campaign: Campaign) -> dict:
             }
         )
     contractors.sort(key=lambda row: (-row["judgements"], row["username"]))
-    bars = _day_bars(per_day)
-    return {
-        "totals": totals,
-        "per_day": sorted(per_day.items()),
-        "bars": bars,
-        "chart_max": max((bar.judgements for bar in bars), default=0),
-        "contractors": contractors,
-    }
+    return contractors

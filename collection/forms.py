@@ -4,8 +4,8 @@ from django import forms
 from django.conf import settings
 from django.core.validators import ProhibitNullCharactersValidator
 
+from .judgements import NOTE_MAX_CHARS
 from .models import FLAGS, SCALE_LABELS, Campaign, Judgement, Turn
-from .services import NOTE_MAX_CHARS
 
 
 class AnyTextField(forms.CharField):
@@ -21,7 +21,7 @@ class AnyTextField(forms.CharField):
 
 
 class MessageForm(forms.Form):
-    # The services check length and emptiness and say why in words meant for the contractor;
+    # `turn_submit` checks length and emptiness and say why in words meant for the contractor;
     # maxlength only stops the browser from accepting more than the limit.
     text = AnyTextField(
         required=False,

@@ -306,7 +306,7 @@ class Turn(models.Model):
     # for a queued turn without a live one, and fails a turn whose worker went silent.
     celery_task_id = models.CharField(max_length=64, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
-    # Kept by `services.judgement_submit` under the turn's row lock: its judgements so far, and
+    # Kept by `judgements.judgement_submit` under the turn's row lock: its judgements so far, and
     # whether it still wants more for the campaign's overlap target. The review queue reads
     # these through a small partial index instead of counting judgements on every page.
     judgement_count = models.PositiveIntegerField(default=0)

@@ -291,7 +291,7 @@ def fresh_agreement(scorer, *, since=None, limit: int = 200) -> dict:
     latest `limit` collected judgements made after `since` (those it did not train on): ties,
     gold items and imported judgements left out. One packed `score_groups` call over their
     turns. Returns {"n", "agree", "rate", "low", "high", "since", "limit"} (95 % Wilson)."""
-    from .services import conversation_messages
+    from .generation import conversation_messages
 
     judgements = (
         Judgement.objects.filter(tie=False, turn__gold__isnull=True)

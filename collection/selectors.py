@@ -42,7 +42,7 @@ def review_queue(*, contractor):
     """Turns this contractor may judge from the review queue (unordered; see `review_next`).
 
     A turn qualifies when it is a gold item or still wants judgements for its campaign's
-    overlap target (`Turn.needs_review`, kept by `services.judgement_submit`), its campaign is
+    overlap target (`Turn.needs_review`, kept by `judgements.judgement_submit`), its campaign is
     active, and this contractor neither wrote it nor judged it yet.
     """
     return _reviewable(contractor).filter(Q(needs_review=True) | Q(gold__isnull=False))

@@ -1,15 +1,15 @@
-"""Collection tasks: thin, idempotent, they call services."""
+"""Collection tasks: thin and idempotent; each calls one action of `collection`."""
 
 from celery import shared_task
 from django.conf import settings
 
-from . import services
+from . import generation
 
 
 @shared_task(name="collection.generate_responses", acks_late=True)
 def generate_responses(turn_id: int) -> str:
     """Sample the k responses of a queued turn (runs on the `generation` queue)."""
-    turn = services.turn_generate(turn_id=turn_id)
+    turn = generation.turn_generate(turn_id=turn_id)
     return "skipped: already claimed" if turn is None else turn.status
 
 

@@ -1,7 +1,8 @@
 """Contractor pages: open campaigns, conversations with the model, judging, the review queue.
 
 Every conversation or turn is looked up through a helper that enforces ownership (404 for
-anyone else's), and every write goes through `collection.services`.
+anyone else's), and every write goes through the actions of `collection.conversations`,
+`collection.judgements` and `collection.gold`.
 """
 
 import statistics
@@ -23,8 +24,9 @@ from django.views.decorators.http import require_POST
 
 from config.roles import ADMIN, CONTRACTOR, RESEARCHER, role_required
 
+from . import conversations, gold, judgements, selectors
 from . import datasets as dataset_services
-from . import selectors, services
+from .errors import CollectionError
 from .forms import GoldItemForm, JudgementForm, MessageForm, QualityFilterForm
 from .models import (
     Campaign,
@@ -35,7 +37,6 @@ from .models import (
     Response,
     Turn,
 )
-from .services import CollectionError
 
 
 def _get_conversation_for_user(request, conversation_id: int) -> Conversation:
@@ -63,7 +64,7 @@ def _judge(request, form: JudgementForm, turn: Turn, shown_at) -> bool:
         elapsed = (timezone.now() - shown_at).total_seconds() if shown_at else 0
         measured = max(0, int(elapsed * 1000))
     try:
-        services.judgement_submit(
+        judgements.judgement_submit(
             turn=turn,
             contractor=request.user,
             scale=form.cleaned_data.get("scale"),
@@ -154,7 +155,7 @@ def dashboard(request):
 def conversation_start(request, campaign_id: int):
     campaign = get_object_or_404(Campaign, pk=campaign_id, is_active=True, lm_version__isnull=False)
     try:
-        conversation = services.conversation_start(campaign=campaign, contractor=request.user)
+        conversation = conversations.conversation_start(campaign=campaign, contractor=request.user)
     except CollectionError as error:
         messages.error(request, str(error))
         return redirect("collection:dashboard")
@@ -204,7 +205,7 @@ def message_submit(request, conversation_id: int):
     form = MessageForm(request.POST, campaign=conversation.campaign)
     if form.is_valid():
         try:
-            services.turn_submit(
+            conversations.turn_submit(
                 conversation=conversation,
                 contractor=request.user,
                 text=form.cleaned_data["text"],
@@ -236,7 +237,7 @@ def conversation_end(request, conversation_id: int):
             "turn_count": conversation.turns.count(),
         }
         return render(request, "collection/conversation_end.html", context)
-    services.conversation_end(conversation=conversation, contractor=request.user)
+    conversations.conversation_end(conversation=conversation, contractor=request.user)
     messages.success(request, f"Conversation {conversation.pk} ended. Thank you!")
     return redirect("collection:dashboard")
 
@@ -267,7 +268,8 @@ def turn_detail(request, turn_id: int):
 @role_required(CONTRACTOR)
 @require_POST
 def turn_judge(request, turn_id: int):
-    """Judge one's own turn; a second submit finds the first judgement (the services' rule)."""
+    """Judge one's own turn; a second submit finds the first judgement (`judgement_submit`'s
+    rule)."""
     turn = _get_turn_for_user(request, turn_id)
     form = JudgementForm(request.POST, turn=turn)
     if form.is_valid() and _judge(request, form, turn, shown_at=turn.ready_at):
@@ -291,7 +293,7 @@ def turn_revise(request, turn_id: int):
     status = 200
     if request.method == "POST" and form.is_valid():
         try:
-            services.judgement_revise(
+            judgements.judgement_revise(
                 turn=turn,
                 contractor=request.user,
                 scale=form.cleaned_data.get("scale"),
@@ -330,7 +332,7 @@ def turn_revise(request, turn_id: int):
 def turn_retry(request, turn_id: int):
     """Ask the model again for a turn whose generation failed; the message is kept."""
     turn = _get_turn_for_user(request, turn_id)
-    services.turn_retry(turn=turn, contractor=request.user)
+    conversations.turn_retry(turn=turn, contractor=request.user)
     return redirect("collection:conversation", turn.conversation_id)
 
 
@@ -384,7 +386,7 @@ def gold_items(request):
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
-            services.gold_item_create(
+            gold.gold_item_create(
                 campaign=data["campaign"],
                 admin=request.user,
                 human_text=data["human_text"],

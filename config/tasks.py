@@ -24,8 +24,8 @@ def sweep_stranded_work() -> dict:
     runs and import jobs queued without a live task are sent again, turns whose worker went
     silent are failed (retryable), jobs whose worker's lease expired are taken back (or ended,
     when cancelled)."""
+    from collection.generation import turns_sweep
     from collection.imports import import_jobs_sweep
-    from collection.services import turns_sweep
     from evals.services import eval_runs_sweep
     from training.services import training_runs_sweep
 

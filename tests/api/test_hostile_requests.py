@@ -190,12 +190,12 @@ def test_the_judge_form_says_why_it_refuses_a_field(client, alice, lm, field, va
     ],
 )
 def test_the_judgement_service_refuses_them_too_naming_the_field(alice, lm, extras, field):
-    from collection import services
-    from collection.services import CollectionError
+    from collection.errors import CollectionError
+    from collection.judgements import judgement_submit
 
     turn = ready_turn(Campaign.objects.create(name="c", lm_version=lm), alice)
     with pytest.raises(CollectionError) as refused:
-        services.judgement_submit(turn=turn, contractor=alice, scale=2, **extras)
+        judgement_submit(turn=turn, contractor=alice, scale=2, **extras)
     assert refused.value.field == field
     assert not turn.judgements.exists()
 
@@ -203,16 +203,17 @@ def test_the_judgement_service_refuses_them_too_naming_the_field(alice, lm, extr
 def test_a_reviewer_is_refused_once_the_overlap_target_is_met_but_gold_stays_open(
     alice, bob, adam, lm
 ):
-    from collection import services
-    from collection.services import CollectionError
+    from collection.errors import CollectionError
+    from collection.gold import gold_item_create
+    from collection.judgements import judgement_submit
 
     campaign = Campaign.objects.create(name="c", lm_version=lm, overlap_target=1)
     turn = ready_turn(campaign, alice)
-    services.judgement_submit(turn=turn, contractor=alice, scale=2)
+    judgement_submit(turn=turn, contractor=alice, scale=2)
     with pytest.raises(CollectionError, match="all the judgements it needs"):
-        services.judgement_submit(turn=turn, contractor=bob, scale=7)
-    gold = services.gold_item_create(
+        judgement_submit(turn=turn, contractor=bob, scale=7)
+    gold = gold_item_create(
         campaign=campaign, admin=adam, human_text="2+2?", responses=["4", "5"], best_index=0
     )
-    services.judgement_submit(turn=gold, contractor=alice, scale=1)
-    assert services.judgement_submit(turn=gold, contractor=bob, scale=1).origin == "review"
+    judgement_submit(turn=gold, contractor=alice, scale=1)
+    assert judgement_submit(turn=gold, contractor=bob, scale=1).origin == "review"

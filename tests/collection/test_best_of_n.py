@@ -8,7 +8,11 @@ from django.urls import reverse
 
 from assistant import runtime
 from assistant.services import model_version_activate, model_version_register
-from collection import pm_loop, services
+from collection import pm_loop
+from collection.campaigns import campaign_save
+from collection.conversations import conversation_start, turn_submit
+from collection.generation import conversation_messages, turn_generate
+from collection.judgements import judgement_submit
 from collection.models import (
     Campaign,
     Candidate,
@@ -67,9 +71,9 @@ def test_ranks_gaps_and_wilson():
 
 
 def generated_turn(campaign, contractor, text="Hello, can you help me?") -> Turn:
-    conversation = services.conversation_start(campaign=campaign, contractor=contractor)
-    turn = services.turn_submit(conversation=conversation, contractor=contractor, text=text)
-    return services.turn_generate(turn_id=turn.pk)
+    conversation = conversation_start(campaign=campaign, contractor=contractor)
+    turn = turn_submit(conversation=conversation, contractor=contractor, text=text)
+    return turn_generate(turn_id=turn.pk)
 
 
 @pytest.mark.django_db
@@ -92,21 +96,21 @@ def test_a_best_of_4_turn_shows_the_pms_best_2_and_keeps_the_other_2(
     assert turn.pm_uncertainty == pytest.approx(abs(shown[0].pm_score - shown[1].pm_score))
     # The scores are the PM's own: scoring the shown texts again gives the same numbers.
     again = pm_loop.score_turn_candidates(
-        active_pm, services.conversation_messages(turn), [r.text for r in shown]
+        active_pm, conversation_messages(turn), [r.text for r in shown]
     )
     assert again == pytest.approx([r.pm_score for r in shown], abs=1e-4)
 
     # The contractor prefers the PM's second pick: the agreement row says "disagrees".
     second = next(r for r in shown if r.pm_rank == 2)
     scale = 1 if second.index == 0 else 8  # 1: A much better; 8: B much better
-    judgement = services.judgement_submit(turn=turn, contractor=alice, scale=scale)
+    judgement = judgement_submit(turn=turn, contractor=alice, scale=scale)
     agreement = PMAgreement.objects.get(judgement=judgement)
     assert agreement.agrees is False and agreement.pm_version_id == active_pm.pk
     assert agreement.chosen_response_id == second.pk
     assert agreement.predicted_response_id == next(r.pk for r in shown if r.pm_rank == 1)
     assert agreement.margin == pytest.approx(turn.pm_uncertainty)
     # A repeated submit records nothing twice.
-    services.judgement_submit(turn=turn, contractor=alice, scale=scale)
+    judgement_submit(turn=turn, contractor=alice, scale=scale)
     assert PMAgreement.objects.count() == 1
 
 
@@ -118,13 +122,13 @@ def test_plain_turns_are_scored_blind_when_a_pm_is_active_and_not_without_one(
     turn = generated_turn(campaign, alice)
     assert turn.status == Turn.Status.READY
     assert all(r.pm_score is None for r in turn.responses.all())  # no PM: nothing scored
-    judgement = services.judgement_submit(turn=turn, contractor=alice, scale=2)
+    judgement = judgement_submit(turn=turn, contractor=alice, scale=2)
     assert not PMAgreement.objects.filter(judgement=judgement).exists()
 
     pm = model_version_register(kind="pm", name="tiny pm", path=str(tiny_pm_path))
     model_version_activate(version=pm)
-    turn = services.turn_generate(
-        turn_id=services.turn_submit(
+    turn = turn_generate(
+        turn_id=turn_submit(
             conversation=turn.conversation, contractor=alice, text="And another thing?"
         ).pk
     )
@@ -132,9 +136,7 @@ def test_plain_turns_are_scored_blind_when_a_pm_is_active_and_not_without_one(
     assert [r.pm_version_id for r in shown] == [pm.pk, pm.pk]
     assert sorted(r.pm_rank for r in shown) == [1, 2] and not turn.candidates.exists()
     best = next(r for r in shown if r.pm_rank == 1)
-    judgement = services.judgement_submit(
-        turn=turn, contractor=alice, scale=2 if best.index == 0 else 7
-    )
+    judgement = judgement_submit(turn=turn, contractor=alice, scale=2 if best.index == 0 else 7)
     assert PMAgreement.objects.get(judgement=judgement).agrees is True
     runtime.unload_all()
 
@@ -156,10 +158,10 @@ def test_best_of_n_is_validated(make_campaign):
     for value, message in [(2, r"between k \(3\) and 32"), (33, r"between k \(3\) and 32")]:
         campaign.best_of_n = value
         with pytest.raises(ValidationError, match=message):
-            services.campaign_save(campaign=campaign)
+            campaign_save(campaign=campaign)
     campaign.best_of_n, campaign.sampling_variants = 4, [{"name": "hot", "temperature": 1.2}]
     with pytest.raises(ValidationError, match="one condition"):
-        services.campaign_save(campaign=campaign)
+        campaign_save(campaign=campaign)
 
 
 @pytest.mark.django_db
@@ -171,7 +173,7 @@ def test_review_by_pm_uncertainty_takes_the_closest_call_first(
     campaign = make_campaign(overlap_target=2, review_order="pm_uncertainty")
     turns = []
     for gap in (0.8, 0.05, None, 0.3):
-        conversation = services.conversation_start(campaign=campaign, contractor=alice)
+        conversation = conversation_start(campaign=campaign, contractor=alice)
         turn = Turn.objects.create(
             conversation=conversation,
             index=0,
@@ -210,18 +212,16 @@ def test_the_drift_alarm_fires_when_recent_agreement_falls_below_held_out(
     loop.drift_window, loop.drift_margin = 6, 0.1
     loop.save()
     campaign = make_campaign(max_turns=8)
-    conversation = services.conversation_start(campaign=campaign, contractor=alice)
+    conversation = conversation_start(campaign=campaign, contractor=alice)
     turn = None
     agrees_in_order = [True, True, False, False, True, False]  # 3 of 6 = 0.5 < 0.8 - 0.1
     for i, agrees in enumerate(agrees_in_order):
-        turn = services.turn_generate(
-            turn_id=services.turn_submit(
-                conversation=conversation, contractor=alice, text=f"message {i}"
-            ).pk
+        turn = turn_generate(
+            turn_id=turn_submit(conversation=conversation, contractor=alice, text=f"message {i}").pk
         )
         best = next(r for r in turn.responses.all() if r.pm_rank == 1)
         pick = best.index if agrees else 1 - best.index
-        services.judgement_submit(turn=turn, contractor=alice, scale=2 if pick == 0 else 7)
+        judgement_submit(turn=turn, contractor=alice, scale=2 if pick == 0 else 7)
         state = pm_loop.drift()
         assert state.alarm is (i == 5), (i, state)  # only once the window is full
     assert state.rate == 0.5 and state.held_out_accuracy == 0.8
@@ -323,19 +323,17 @@ def test_fresh_agreement_scores_the_latest_judgements_a_pm_did_not_train_on(
     from assistant import runtime as loaded
 
     campaign = make_campaign(max_turns=6)
-    conversation = services.conversation_start(campaign=campaign, contractor=alice)
+    conversation = conversation_start(campaign=campaign, contractor=alice)
     expected, cut = [], None
     for i, agrees in enumerate([True, False, True, True, False]):
         if i == 2:
             cut = timezone.now()  # "the snapshot": judgements before it were trained on
-        turn = services.turn_generate(
-            turn_id=services.turn_submit(
-                conversation=conversation, contractor=alice, text=f"fresh {i}"
-            ).pk
+        turn = turn_generate(
+            turn_id=turn_submit(conversation=conversation, contractor=alice, text=f"fresh {i}").pk
         )
         best = next(r for r in turn.responses.all() if r.pm_rank == 1)
         pick = best.index if agrees else 1 - best.index
-        services.judgement_submit(turn=turn, contractor=alice, scale=2 if pick == 0 else 7)
+        judgement_submit(turn=turn, contractor=alice, scale=2 if pick == 0 else 7)
         if i >= 2:
             expected.append(agrees)
     scorer = loaded.pm_scorer(active_pm)

@@ -8,7 +8,8 @@ and judged with keys alone.
 
 import pytest
 
-from collection import services
+from collection.conversations import conversation_start
+from collection.generation import turn_generate
 from collection.models import Conversation, Judgement, Turn
 from tests.browser import chromium_page, sign_in
 
@@ -121,10 +122,10 @@ def test_without_javascript_a_ranking_is_made_with_one_select_per_place(
     live_server, alice, make_campaign
 ):
     campaign = make_campaign(name="Rank three", judgement_type="ranking", k=3)
-    conversation = services.conversation_start(campaign=campaign, contractor=alice)
+    conversation = conversation_start(campaign=campaign, contractor=alice)
     # Generated here, in this process: this test needs no worker.
     turn = Turn.objects.create(conversation=conversation, index=0, human_text="Hi!")
-    a, b, c = services.turn_generate(turn_id=turn.pk).responses.order_by("index")
+    a, b, c = turn_generate(turn_id=turn.pk).responses.order_by("index")
     with chromium_page(java_script_enabled=False) as page:
         sign_in(page, live_server.url, "alice", "pw-alice")
         page.wait_for_url(live_server.url + "/collect/")

@@ -7,7 +7,7 @@ No worker: the responses are written here, so the page shows them at once.
 
 import pytest
 
-from collection import services
+from collection.conversations import conversation_start
 from collection.models import Conversation, Judgement, Response, Turn
 from tests.browser import chromium_page, sign_in
 
@@ -24,7 +24,7 @@ def test_tie_both_bad_revise_and_end_with_the_keyboard_and_the_confirmation(
         instructions="Pick the **more helpful** one.\n\n<script>alert(1)</script>",
         max_turns=3,
     )
-    conversation = services.conversation_start(campaign=campaign, contractor=alice)
+    conversation = conversation_start(campaign=campaign, contractor=alice)
     turn = Turn.objects.create(
         conversation=conversation, index=0, human_text="Hi!", status=Turn.Status.READY
     )

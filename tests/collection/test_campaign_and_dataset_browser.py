@@ -5,7 +5,8 @@ downloads an export and finds a contractor's conversation by searching. No /admi
 import pytest
 
 from assistant.services import model_version_register, prompt_template_create
-from collection import services
+from collection.campaigns import campaign_create
+from collection.judgements import judgement_submit
 from collection.models import Campaign, Conversation, DatasetSnapshot, ImportJob, Response, Turn
 from tests.browser import chromium_page, sign_in
 from tests.training.test_runs import toy_trl_file
@@ -44,7 +45,7 @@ def test_admin_and_researcher_pages_in_a_browser(
         page.click("button:has-text('Sign out')")
 
         # A conversation alice held, to be found by searching.
-        chat = services.campaign_create(name="Chat", lm_version=lm)
+        chat = campaign_create(name="Chat", lm_version=lm)
         conversation = Conversation.objects.create(campaign=chat, contractor=alice)
         turn = Turn.objects.create(
             conversation=conversation,
@@ -55,7 +56,7 @@ def test_admin_and_researcher_pages_in_a_browser(
         Response.objects.bulk_create(
             [Response(turn=turn, index=i, text=t, model_version=lm) for i, t in enumerate("AB")]
         )
-        services.judgement_submit(turn=turn, contractor=alice, scale=2)
+        judgement_submit(turn=turn, contractor=alice, scale=2)
 
         sign_in(page, live_server.url, "rita", "pw-rita")
         page.click("nav >> text=Datasets")

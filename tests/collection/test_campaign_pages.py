@@ -9,9 +9,12 @@ from django.urls import reverse
 from django.utils import timezone
 
 from assistant.services import model_version_register, prompt_template_create
-from collection import campaigns, services
+from collection import campaigns
+from collection.campaigns import campaign_create, campaign_update
+from collection.conversations import conversation_start
+from collection.errors import CollectionError
+from collection.judgements import judgement_submit
 from collection.models import Campaign, Conversation, Judgement, Response, Turn
-from collection.services import CollectionError
 
 pytestmark = pytest.mark.django_db
 
@@ -117,7 +120,7 @@ def test_refusals_of_the_form_and_of_the_service_show_beside_their_fields(client
 
 
 def test_editing_goes_through_the_service_and_refreshes_the_review_queue(client, adam, lm, hhh2):
-    campaign = services.campaign_create(name="c", lm_version=lm, prompt=hhh2, overlap_target=1)
+    campaign = campaign_create(name="c", lm_version=lm, prompt=hhh2, overlap_target=1)
     client.force_login(adam)
     url = reverse("collection:campaign_edit", args=[campaign.pk])
     form = client.get(url).context["form"]
@@ -148,7 +151,7 @@ def test_editing_goes_through_the_service_and_refreshes_the_review_queue(client,
 
 
 def _campaign(lm, **fields):
-    return services.campaign_create(name=fields.pop("name", "c"), lm_version=lm, **fields)
+    return campaign_create(name=fields.pop("name", "c"), lm_version=lm, **fields)
 
 
 def test_pause_resume_and_close_with_a_confirmation(client, adam, alice, lm):
@@ -201,18 +204,18 @@ def test_the_services_refuse_closed_and_paused_campaigns_whatever_the_caller(ali
     campaign = _campaign(lm)
     campaigns.campaign_close(campaign=campaign)
     with pytest.raises(CollectionError, match="closed"):
-        services.conversation_start(campaign=campaign, contractor=alice)
+        conversation_start(campaign=campaign, contractor=alice)
     # A row made active again behind the services' back still refuses new conversations…
     Campaign.objects.filter(pk=campaign.pk).update(is_active=True)
     with pytest.raises(CollectionError, match="closed"):
-        services.conversation_start(campaign=campaign, contractor=alice)
+        conversation_start(campaign=campaign, contractor=alice)
     # …and the API's path (campaign_update) cannot reopen a closed campaign.
     campaign.refresh_from_db()
     with pytest.raises(ValidationError, match="closed"):
-        services.campaign_update(campaign=campaign, is_active=True)
+        campaign_update(campaign=campaign, is_active=True)
     paused = campaigns.campaign_pause(campaign=_campaign(lm, name="p"))
     with pytest.raises(CollectionError, match="paused"):
-        services.conversation_start(campaign=paused, contractor=alice)
+        conversation_start(campaign=paused, contractor=alice)
     with pytest.raises(CollectionError, match="closed"):
         campaigns.campaign_pause(campaign=campaign)
 
@@ -230,7 +233,7 @@ def _judged_turn(campaign, contractor, *, index=0, conversation=None, days_ago=0
             for i in (0, 1)
         ]
     )
-    judgement = services.judgement_submit(turn=turn, contractor=contractor, scale=scale)
+    judgement = judgement_submit(turn=turn, contractor=contractor, scale=scale)
     Judgement.objects.filter(pk=judgement.pk).update(
         created_at=timezone.now() - timedelta(days=days_ago)
     )

@@ -8,8 +8,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from assistant.services import model_version_register
-from collection import dataset_views, services
+from collection import dataset_views
 from collection.datasets import dataset_import_create
+from collection.judgements import judgement_submit
 from collection.models import Campaign, Conversation, DatasetSnapshot, Judgement, Response, Turn
 from tests.training.test_runs import toy_trl_file
 
@@ -36,7 +37,7 @@ def _turn(campaign, contractor, text, responses=("Sure: here it is.", "No."), in
 
 
 def _judge(turn, contractor, scale=2, flags=()):
-    return services.judgement_submit(turn=turn, contractor=contractor, scale=scale, flags=flags)
+    return judgement_submit(turn=turn, contractor=contractor, scale=scale, flags=flags)
 
 
 def _post(client, **fields):
@@ -201,7 +202,7 @@ def test_the_read_only_view_shows_every_turn_with_its_judgements(client, rita, a
     campaign = Campaign.objects.create(name="c", lm_version=lm, overlap_target=2)
     turn = _turn(campaign, alice, "Is <b>this</b> bold?", responses=("<script>x()</script>", "B"))
     _judge(turn, alice, scale=1)
-    services.judgement_submit(turn=turn, contractor=bob, scale=6, note="B reads better")
+    judgement_submit(turn=turn, contractor=bob, scale=6, note="B reads better")
     client.force_login(rita)
     response = client.get(reverse("collection:conversation_read", args=[turn.conversation_id]))
     page = response.content.decode()

@@ -12,7 +12,8 @@ import pytest
 from django.db import connection
 from django.urls import reverse
 
-from collection import datasets, services
+from collection import datasets
+from collection.conversations import conversation_start
 from collection.models import Conversation, Response, Turn
 from config import dbtext
 from evals.models import EvalRun
@@ -44,7 +45,7 @@ def test_clean_text_replaces_and_counts_each_kind():
 
 
 def test_a_contractor_message_with_a_nul_byte_is_kept(client, alice, make_campaign):
-    conversation = services.conversation_start(campaign=make_campaign(), contractor=alice)
+    conversation = conversation_start(campaign=make_campaign(), contractor=alice)
     client.force_login(alice)
     before = dbtext.REPLACED["nul"]
     response = client.post(
@@ -58,7 +59,7 @@ def test_a_contractor_message_with_a_nul_byte_is_kept(client, alice, make_campai
 
 
 def test_a_model_response_with_a_nul_byte_is_stored(alice, make_campaign, tiny_lm):
-    conversation = services.conversation_start(campaign=make_campaign(), contractor=alice)
+    conversation = conversation_start(campaign=make_campaign(), contractor=alice)
     turn = Turn.objects.create(conversation=conversation, index=0, human_text="Hello")
     # The path turn_generate takes: bulk_create of the sampled texts, then the turn's update.
     Response.objects.bulk_create(

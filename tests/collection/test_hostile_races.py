@@ -11,9 +11,11 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 
 from assistant.models import ModelVersion
-from collection import services
+from collection.conversations import turn_submit
+from collection.errors import CollectionError
+from collection.gold import gold_item_create
+from collection.judgements import judgement_submit
 from collection.models import Campaign, Conversation, Judgement, Response, Turn
-from collection.services import CollectionError
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),  # each thread sees what the others committed
@@ -73,9 +75,7 @@ def test_40_messages_at_once_from_one_contractor_store_at_most_the_per_minute_li
     )
 
     outcomes = at_once(
-        lambda i: services.turn_submit(
-            conversation=conversations[i], contractor=alice, text=f"message {i}"
-        )
+        lambda i: turn_submit(conversation=conversations[i], contractor=alice, text=f"message {i}")
     )
 
     stored = Turn.objects.filter(conversation__contractor=alice).count()
@@ -92,15 +92,13 @@ def test_40_reviewers_at_once_never_exceed_the_overlap_target(alice, lm):
     Response.objects.bulk_create(
         Response(turn=turn, index=i, text=f"answer {i}", model_version=lm) for i in range(2)
     )
-    services.judgement_submit(turn=turn, contractor=alice, scale=2)  # 1 of 2: open for review
+    judgement_submit(turn=turn, contractor=alice, scale=2)  # 1 of 2: open for review
     # Made without passwords: hashing 40 would take longer than the test.
     reviewers = get_user_model().objects.bulk_create(
         get_user_model()(username=f"reviewer{i}") for i in range(AT_ONCE)
     )
 
-    outcomes = at_once(
-        lambda i: services.judgement_submit(turn=turn, contractor=reviewers[i], scale=7)
-    )
+    outcomes = at_once(lambda i: judgement_submit(turn=turn, contractor=reviewers[i], scale=7))
 
     assert Judgement.objects.filter(turn=turn, origin=Judgement.Origin.REVIEW).count() == 1
     assert refusals(outcomes, "all the judgements it needs") == AT_ONCE - 1
@@ -110,16 +108,14 @@ def test_40_reviewers_at_once_never_exceed_the_overlap_target(alice, lm):
 
 def test_gold_items_stay_open_to_every_reviewer_at_once(adam, lm):
     campaign = Campaign.objects.create(name="c", lm_version=lm, overlap_target=1)
-    gold = services.gold_item_create(
+    gold = gold_item_create(
         campaign=campaign, admin=adam, human_text="2+2?", responses=["4", "5"], best_index=0
     )
     reviewers = get_user_model().objects.bulk_create(
         get_user_model()(username=f"reviewer{i}") for i in range(AT_ONCE)
     )
 
-    outcomes = at_once(
-        lambda i: services.judgement_submit(turn=gold, contractor=reviewers[i], scale=1)
-    )
+    outcomes = at_once(lambda i: judgement_submit(turn=gold, contractor=reviewers[i], scale=1))
 
     assert not [o for o in outcomes if isinstance(o, Exception)]
     gold.refresh_from_db()

@@ -10,9 +10,12 @@ from django.contrib.staticfiles import finders
 from django.core.cache import cache
 from django.urls import reverse
 
-from collection import datasets, quality, services, views
+from collection import datasets, quality, views
+from collection.conversations import conversation_start
+from collection.errors import CollectionError
+from collection.gold import gold_item_create
+from collection.judgements import judgement_revise, judgement_submit
 from collection.models import Campaign, Conversation, Judgement, Response, Turn
-from collection.services import CollectionError
 from collection.templatetags.collection_text import markdown
 from evals.selectors import arm_games
 from training.snapshots import snapshot_rankings
@@ -63,7 +66,7 @@ def ids(turn):
 
 @pytest.fixture
 def conversation(lm, alice):
-    return services.conversation_start(campaign=make_campaign(lm), contractor=alice)
+    return conversation_start(campaign=make_campaign(lm), contractor=alice)
 
 
 # --- The tie point and "both are bad" -------------------------------------------------------
@@ -72,7 +75,7 @@ def conversation(lm, alice):
 def test_a_tie_is_stored_as_no_preference_and_continues_with_a(conversation, alice):
     turn = ready_turn(conversation)
     a, b = ids(turn)
-    judgement = services.judgement_submit(turn=turn, contractor=alice, tie=True, both_bad=True)
+    judgement = judgement_submit(turn=turn, contractor=alice, tie=True, both_bad=True)
     assert (judgement.tie, judgement.both_bad) == (True, True)
     assert judgement.scale is None and judgement.strength is None
     assert judgement.ranking == judgement.submitted_ranking == [a, b]  # display order
@@ -81,14 +84,14 @@ def test_a_tie_is_stored_as_no_preference_and_continues_with_a(conversation, ali
 
 
 def test_a_red_teamers_tie_is_not_reversed_and_both_bad_goes_with_a_preference(lm, alice):
-    red = services.conversation_start(campaign=make_campaign(lm, mode="red_team"), contractor=alice)
+    red = conversation_start(campaign=make_campaign(lm, mode="red_team"), contractor=alice)
     turn = ready_turn(red)
     a, b = ids(turn)
-    tie = services.judgement_submit(turn=turn, contractor=alice, tie=True)
+    tie = judgement_submit(turn=turn, contractor=alice, tie=True)
     assert tie.ranking == tie.submitted_ranking == [a, b]
     second = ready_turn(red)
     a2, b2 = ids(second)
-    picked = services.judgement_submit(turn=second, contractor=alice, scale=2, both_bad=True)
+    picked = judgement_submit(turn=second, contractor=alice, scale=2, both_bad=True)
     assert picked.submitted_ranking == [a2, b2] and picked.ranking == [b2, a2]  # harmless first
     assert (picked.tie, picked.both_bad, picked.scale, picked.strength) == (False, True, 2, 3)
 
@@ -96,15 +99,15 @@ def test_a_red_teamers_tie_is_not_reversed_and_both_bad_goes_with_a_preference(l
 def test_a_tie_is_refused_on_a_ranked_turn_and_with_a_scale_point(lm, alice, conversation):
     turn = ready_turn(conversation)
     with pytest.raises(CollectionError, match="not both") as refused:
-        services.judgement_submit(turn=turn, contractor=alice, tie=True, scale=3)
+        judgement_submit(turn=turn, contractor=alice, tie=True, scale=3)
     assert refused.value.field == "scale"
-    ranked = services.conversation_start(
+    ranked = conversation_start(
         campaign=make_campaign(lm, judgement_type="ranking", k=3), contractor=alice
     )
     three = ready_turn(ranked, ("x", "y", "z"))
     with pytest.raises(CollectionError, match="rank the responses instead"):
-        services.judgement_submit(turn=three, contractor=alice, tie=True)
-    judgement = services.judgement_submit(
+        judgement_submit(turn=three, contractor=alice, tie=True)
+    judgement = judgement_submit(
         turn=three, contractor=alice, ranking=ids(three)[::-1], both_bad=True
     )
     assert judgement.both_bad and not judgement.tie
@@ -137,7 +140,7 @@ def test_the_page_offers_the_tie_between_4_and_5_and_the_both_bad_box(client, al
 
 
 def test_red_team_pages_call_the_tie_about_as_harmful(client, lm, alice):
-    red = services.conversation_start(campaign=make_campaign(lm, mode="red_team"), contractor=alice)
+    red = conversation_start(campaign=make_campaign(lm, mode="red_team"), contractor=alice)
     ready_turn(red)
     client.force_login(alice)
     page = client.get(reverse("collection:conversation", args=[red.pk])).content.decode()
@@ -155,14 +158,14 @@ def tie_snapshot(lm, alice, bob, conversation):
     campaign.overlap_target = 2
     campaign.save()
     first = ready_turn(conversation)
-    services.judgement_submit(turn=first, contractor=alice, tie=True, both_bad=True)
-    services.judgement_submit(turn=first, contractor=bob, scale=7)
+    judgement_submit(turn=first, contractor=alice, tie=True, both_bad=True)
+    judgement_submit(turn=first, contractor=bob, scale=7)
     second = ready_turn(conversation, ("Yes.", "No."))
-    services.judgement_submit(turn=second, contractor=alice, scale=1)
-    other = services.conversation_start(campaign=campaign, contractor=alice)
+    judgement_submit(turn=second, contractor=alice, scale=1)
+    other = conversation_start(campaign=campaign, contractor=alice)
     third = ready_turn(other, ("One.", "Two."))
-    services.judgement_submit(turn=third, contractor=alice, tie=True)
-    services.judgement_submit(turn=third, contractor=bob, tie=True)
+    judgement_submit(turn=third, contractor=alice, tie=True)
+    judgement_submit(turn=third, contractor=bob, tie=True)
     return datasets.snapshot_create(filter={}), first, second, third
 
 
@@ -219,20 +222,20 @@ def test_training_and_elo_treat_no_tie_as_a_preference(tie_snapshot, lm):
     other = ModelVersion.objects.create(kind="lm", name="other", path="/models/other")
     turn = ready_turn(Conversation.objects.get(pk=third.conversation_id), ("p", "q"))
     Response.objects.filter(turn=turn, index=1).update(model_version=other)
-    services.judgement_submit(turn=turn, contractor=turn.conversation.contractor, tie=True)
+    judgement_submit(turn=turn, contractor=turn.conversation.contractor, tie=True)
     assert arm_games().outcomes == []
 
 
 def test_a_tie_on_a_gold_item_is_not_its_answer(lm, alice, adam):
     campaign = make_campaign(lm)
-    gold = services.gold_item_create(
+    gold = gold_item_create(
         campaign=campaign,
         admin=adam,
         human_text="Capital?",
         responses=["Paris", "Rome"],
         best_index=0,
     )
-    services.judgement_submit(turn=gold, contractor=alice, tie=True)
+    judgement_submit(turn=gold, contractor=alice, tie=True)
     (stats,) = quality.contractor_stats(campaign=campaign)
     assert (stats["gold_judged"], stats["gold_correct"]) == (1, 0)
 
@@ -297,33 +300,33 @@ def test_a_judgement_changes_until_the_next_message_and_not_after(
     judgement.refresh_from_db()
     assert judgement.scale == 7
     with pytest.raises(CollectionError, match="next message"):
-        services.judgement_revise(turn=turn, contractor=alice, scale=1)
+        judgement_revise(turn=turn, contractor=alice, scale=1)
 
 
 def test_a_ranked_judgement_changes_too(lm, alice):
-    ranked = services.conversation_start(
+    ranked = conversation_start(
         campaign=make_campaign(lm, judgement_type="ranking", k=3), contractor=alice
     )
     turn = ready_turn(ranked, ("x", "y", "z"))
     x, y, z = ids(turn)
-    services.judgement_submit(turn=turn, contractor=alice, ranking=[x, y, z])
-    revised = services.judgement_revise(turn=turn, contractor=alice, ranking=[z, x, y])
+    judgement_submit(turn=turn, contractor=alice, ranking=[x, y, z])
+    revised = judgement_revise(turn=turn, contractor=alice, ranking=[z, x, y])
     assert revised.submitted_ranking == revised.ranking == [z, x, y] and revised.revised_at
     turn.refresh_from_db()
     assert turn.chosen_response_id == z
     with pytest.raises(CollectionError, match="Rank all 3"):
-        services.judgement_revise(turn=turn, contractor=alice, ranking=[z, z, y])
+        judgement_revise(turn=turn, contractor=alice, ranking=[z, z, y])
 
 
 def test_nobody_else_sees_or_changes_a_contractors_judgement(client, alice, bob, conversation):
     turn = ready_turn(conversation)
-    services.judgement_submit(turn=turn, contractor=alice, scale=3, note="mine")
+    judgement_submit(turn=turn, contractor=alice, scale=3, note="mine")
     url = reverse("collection:revise", args=[turn.pk])
     client.force_login(bob)
     assert client.get(url).status_code == 404
     assert client.post(url, {"scale": "8"}).status_code == 404
     with pytest.raises(PermissionError):
-        services.judgement_revise(turn=turn, contractor=bob, scale=8)
+        judgement_revise(turn=turn, contractor=bob, scale=8)
     judgement = Judgement.objects.get()
     assert (judgement.scale, judgement.note, judgement.revised_at) == (3, "mine", None)
 
@@ -332,10 +335,10 @@ def test_review_judgements_are_final(client, alice, bob, conversation):
     conversation.campaign.overlap_target = 2
     conversation.campaign.save()
     turn = ready_turn(conversation)
-    services.judgement_submit(turn=turn, contractor=alice, scale=3)
-    services.judgement_submit(turn=turn, contractor=bob, scale=6)  # bob reviews it
+    judgement_submit(turn=turn, contractor=alice, scale=3)
+    judgement_submit(turn=turn, contractor=bob, scale=6)  # bob reviews it
     with pytest.raises(PermissionError):
-        services.judgement_revise(turn=turn, contractor=bob, scale=1)
+        judgement_revise(turn=turn, contractor=bob, scale=1)
     client.force_login(bob)
     assert (
         client.post(reverse("collection:revise", args=[turn.pk]), {"scale": "1"}).status_code == 404
@@ -345,7 +348,7 @@ def test_review_judgements_are_final(client, alice, bob, conversation):
 
 def test_a_judgement_in_a_snapshot_no_longer_changes(client, alice, conversation):
     turn = ready_turn(conversation)
-    services.judgement_submit(turn=turn, contractor=alice, scale=3)
+    judgement_submit(turn=turn, contractor=alice, scale=3)
     snapshot = datasets.snapshot_create(filter={})
     client.force_login(alice)
     refused = client.post(reverse("collection:revise", args=[turn.pk]), {"scale": "6"})
@@ -360,7 +363,7 @@ def test_there_is_nothing_to_change_before_judging(client, alice, conversation):
     client.force_login(alice)
     assert client.get(reverse("collection:revise", args=[turn.pk])).status_code == 404
     with pytest.raises(CollectionError, match="judge them first"):
-        services.judgement_revise(turn=turn, contractor=alice, scale=1)
+        judgement_revise(turn=turn, contractor=alice, scale=1)
 
 
 # --- Ending a conversation asks once ----------------------------------------------------------
@@ -425,9 +428,9 @@ def test_markdown_renders_text_and_escapes_every_tag():
 
 def test_every_contractor_page_renders_the_instructions_safely(client, lm, alice, bob):
     campaign = make_campaign(lm, instructions=HOSTILE, overlap_target=2)
-    conversation = services.conversation_start(campaign=campaign, contractor=alice)
+    conversation = conversation_start(campaign=campaign, contractor=alice)
     turn = ready_turn(conversation)
-    services.judgement_submit(turn=turn, contractor=alice, scale=2)
+    judgement_submit(turn=turn, contractor=alice, scale=2)
     pages = []
     client.force_login(alice)
     pages.append(client.get(reverse("collection:dashboard")))
@@ -453,7 +456,7 @@ def test_a_response_cut_by_the_token_limit_says_so(client, alice, conversation):
     a_part, b_part = page.split("Response B", 1)
     assert "(cut at the token limit)" in a_part.split("Response A", 1)[1]
     assert "(cut at the token limit)" not in b_part
-    services.judgement_submit(turn=turn, contractor=alice, scale=1)  # continues with the cut one
+    judgement_submit(turn=turn, contractor=alice, scale=1)  # continues with the cut one
     page = client.get(reverse("collection:conversation", args=[conversation.pk])).content.decode()
     assert 'A long answer that <span class="cut">… (cut at the token limit)</span>' in page
 
@@ -462,7 +465,7 @@ def test_the_waiting_page_says_how_long_the_model_usually_takes(
     client, lm, alice, conversation, django_assert_num_queries
 ):
     cache.clear()
-    earlier = services.conversation_start(campaign=conversation.campaign, contractor=alice)
+    earlier = conversation_start(campaign=conversation.campaign, contractor=alice)
     for seconds in (2.0, 4.0, 30.0):
         turn = ready_turn(earlier, ("a", "b"))
         Response.objects.filter(turn=turn, index=1).update(latency_s=seconds)
@@ -490,16 +493,12 @@ def test_the_usual_time_reads_only_recent_responses_of_the_campaigns_lm(
     old = ready_turn(conversation, ("a", "b"))
     Response.objects.filter(turn=old).update(latency_s=100.0)
     other = ModelVersion.objects.create(kind="lm", name="other", path="/models/other")
-    elsewhere = services.conversation_start(
-        campaign=make_campaign(other, name="other"), contractor=alice
-    )
+    elsewhere = conversation_start(campaign=make_campaign(other, name="other"), contractor=alice)
     recent = ready_turn(elsewhere, ("c", "d"), lm=other)
     Response.objects.filter(turn=recent).update(latency_s=50.0)
-    mine = ready_turn(services.conversation_start(campaign=conversation.campaign, contractor=alice))
+    mine = ready_turn(conversation_start(campaign=conversation.campaign, contractor=alice))
     Response.objects.filter(turn=mine).update(latency_s=3.0)
-    gold_like = ready_turn(
-        services.conversation_start(campaign=conversation.campaign, contractor=alice)
-    )
+    gold_like = ready_turn(conversation_start(campaign=conversation.campaign, contractor=alice))
     Response.objects.filter(turn=gold_like).update(latency_s=0)  # not generated
     monkeypatch.setattr(views, "GENERATION_WINDOW", 6)  # the 6 newest responses only
     usual = views.usual_generation(conversation.campaign)
@@ -539,11 +538,11 @@ def test_a_revision_updates_the_pms_agreement_record(alice, conversation):
     a, b = ids(turn)
     Response.objects.filter(pk=a).update(pm_score=2.0, pm_version=pm)
     Response.objects.filter(pk=b).update(pm_score=1.0, pm_version=pm)
-    judgement = services.judgement_submit(turn=turn, contractor=alice, scale=1)
+    judgement = judgement_submit(turn=turn, contractor=alice, scale=1)
     assert PMAgreement.objects.get(judgement=judgement).agrees
-    services.judgement_revise(turn=turn, contractor=alice, scale=8)
+    judgement_revise(turn=turn, contractor=alice, scale=8)
     assert not PMAgreement.objects.get(judgement=judgement).agrees
-    services.judgement_revise(turn=turn, contractor=alice, tie=True)
+    judgement_revise(turn=turn, contractor=alice, tie=True)
     assert not PMAgreement.objects.filter(judgement=judgement).exists()  # a tie predicts nothing
 
 
@@ -551,13 +550,13 @@ def test_the_api_shows_tie_both_bad_and_revised_at_read_only(alice, rita, adam, 
     from rest_framework.test import APIClient
 
     turn = ready_turn(conversation)
-    judgement = services.judgement_submit(turn=turn, contractor=alice, tie=True, both_bad=True)
+    judgement = judgement_submit(turn=turn, contractor=alice, tie=True, both_bad=True)
     api = APIClient()
     api.force_authenticate(rita)
     (row,) = api.get("/api/judgements/").json()["results"]
     assert (row["tie"], row["both_bad"], row["scale"], row["strength"]) == (True, True, None, None)
     assert row["revised_at"] is None
-    services.judgement_revise(turn=turn, contractor=alice, scale=5)
+    judgement_revise(turn=turn, contractor=alice, scale=5)
     row = api.get(f"/api/judgements/{judgement.pk}/").json()
     assert (row["tie"], row["scale"], row["strength"]) == (False, 5, 1) and row["revised_at"]
     api.force_authenticate(adam)  # even an admin cannot write judgements through the API
@@ -569,11 +568,9 @@ def test_the_api_shows_tie_both_bad_and_revised_at_read_only(alice, rita, adam, 
 
 
 def test_the_last_turn_of_an_ended_conversation_can_still_be_changed(client, lm, alice):
-    conversation = services.conversation_start(
-        campaign=make_campaign(lm, max_turns=1), contractor=alice
-    )
+    conversation = conversation_start(campaign=make_campaign(lm, max_turns=1), contractor=alice)
     turn = ready_turn(conversation)
-    services.judgement_submit(turn=turn, contractor=alice, scale=2)
+    judgement_submit(turn=turn, contractor=alice, scale=2)
     conversation.refresh_from_db()
     assert conversation.status == Conversation.Status.ENDED  # its last turn is judged
     client.force_login(alice)
@@ -588,7 +585,7 @@ def test_the_judged_fragment_offers_the_change_only_before_the_next_message(
     client, alice, conversation
 ):
     turn = ready_turn(conversation)
-    services.judgement_submit(turn=turn, contractor=alice, scale=2)
+    judgement_submit(turn=turn, contractor=alice, scale=2)
     client.force_login(alice)
     url, revise = (
         reverse("collection:turn", args=[turn.pk]),

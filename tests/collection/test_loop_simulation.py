@@ -16,9 +16,12 @@ import pytest
 
 from assistant import runtime
 from assistant.services import model_version_register
-from collection import services
 from collection.agreement import consensus_ranking
+from collection.conversations import conversation_start, turn_submit
 from collection.datasets import snapshot_create
+from collection.generation import turn_generate
+from collection.gold import gold_item_create
+from collection.judgements import judgement_submit
 from collection.models import Campaign, Judgement, PMAgreement, Turn
 from collection.pm_loop import wilson
 from collection.reliability import contractor_reliability
@@ -50,9 +53,7 @@ class Contractor:
     def judge(self, turn: Turn) -> Judgement:
         texts = list(turn.responses.order_by("index").values_list("text", flat=True))
         pick = self.pick(texts)
-        return services.judgement_submit(
-            turn=turn, contractor=self.user, scale=2 if pick == 0 else 7
-        )
+        return judgement_submit(turn=turn, contractor=self.user, scale=2 if pick == 0 else 7)
 
 
 def truth(turn: Turn) -> int | None:
@@ -69,12 +70,12 @@ def hold_conversations(campaign, contractors, *, conversations: int, turns: int,
     made = []
     for c in range(conversations):
         author = contractors[c % len(contractors)]
-        conversation = services.conversation_start(campaign=campaign, contractor=author.user)
+        conversation = conversation_start(campaign=campaign, contractor=author.user)
         for t in range(turns):
-            turn = services.turn_submit(
+            turn = turn_submit(
                 conversation=conversation, contractor=author.user, text=f"Question {seed}.{c}.{t}?"
             )
-            turn = services.turn_generate(turn_id=turn.pk)
+            turn = turn_generate(turn_id=turn.pk)
             assert turn.status == Turn.Status.READY, turn.error
             author.judge(turn)
             made.append((turn, author))
@@ -123,7 +124,7 @@ def test_the_loop_learns_the_contractors_preference_and_weighs_the_random_one_do
     for g in range(12):
         good, bad = clean[g % 2], garbled[g % 2]
         best = gold_rng.randrange(2)
-        gold = services.gold_item_create(
+        gold = gold_item_create(
             campaign=round1, admin=adam, human_text=f"Gold question {g}?",
             responses=[good, bad] if best == 0 else [bad, good], best_index=best,
         )  # fmt: skip

@@ -11,9 +11,12 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from assistant.services import model_version_register
-from collection import services
+from collection.conversations import conversation_start, turn_submit
+from collection.errors import CollectionError
+from collection.generation import assign_arms, turn_generate
+from collection.gold import gold_item_create
+from collection.judgements import judgement_submit
 from collection.models import Campaign, Judgement, Turn
-from collection.services import CollectionError, assign_arms
 
 pytestmark = pytest.mark.django_db
 
@@ -39,17 +42,17 @@ def campaign(tiny, **fields):
 
 def generate(conversation, who, text, capture, **kwargs):
     with capture(execute=False):
-        turn = services.turn_submit(conversation=conversation, contractor=who, text=text, **kwargs)
-    return services.turn_generate(turn_id=turn.pk)
+        turn = turn_submit(conversation=conversation, contractor=who, text=text, **kwargs)
+    return turn_generate(turn_id=turn.pk)
 
 
 def test_a_mixed_campaign_judges_each_turn_the_way_the_contractor_picked(
     tiny, alice, django_capture_on_commit_callbacks
 ):
     mixed = campaign(tiny, judgement_type="mixed", k=3)
-    convo = services.conversation_start(campaign=mixed, contractor=alice)
+    convo = conversation_start(campaign=mixed, contractor=alice)
     with pytest.raises(CollectionError, match="Choose how to judge"):
-        services.turn_submit(conversation=convo, contractor=alice, text="Hi")
+        turn_submit(conversation=convo, contractor=alice, text="Hi")
 
     pair = generate(
         convo, alice, "Hi", django_capture_on_commit_callbacks, judgement_type="pairwise"
@@ -57,11 +60,9 @@ def test_a_mixed_campaign_judges_each_turn_the_way_the_contractor_picked(
     assert pair.judgement_type == "pairwise" and pair.offered_k == 2
     assert pair.responses.count() == 2
     with pytest.raises(CollectionError, match="scale"):
-        services.judgement_submit(
-            turn=pair, contractor=alice, ranking=[r.pk for r in pair.responses.all()]
-        )
+        judgement_submit(turn=pair, contractor=alice, ranking=[r.pk for r in pair.responses.all()])
     a, b = pair.responses.order_by("index")
-    judged = services.judgement_submit(turn=pair, contractor=alice, scale=7)
+    judged = judgement_submit(turn=pair, contractor=alice, scale=7)
     assert judged.ranking == [b.pk, a.pk] and judged.scale == 7 and judged.strength == 3
 
     ranked = generate(
@@ -70,22 +71,18 @@ def test_a_mixed_campaign_judges_each_turn_the_way_the_contractor_picked(
     assert ranked.judgement_type == "ranking" and ranked.responses.count() == 3
     x, y, z = ranked.responses.order_by("index")
     with pytest.raises(CollectionError, match="Rank all 3"):
-        services.judgement_submit(turn=ranked, contractor=alice, scale=2)
-    judged = services.judgement_submit(turn=ranked, contractor=alice, ranking=[z.pk, x.pk, y.pk])
+        judgement_submit(turn=ranked, contractor=alice, scale=2)
+    judged = judgement_submit(turn=ranked, contractor=alice, ranking=[z.pk, x.pk, y.pk])
     assert judged.ranking == [z.pk, x.pk, y.pk] and judged.scale is None and judged.strength is None
     assert Judgement.objects.filter(turn__conversation=convo).count() == 2
 
 
 def test_a_campaign_of_one_judgement_type_refuses_another(tiny, alice):
     pairwise = campaign(tiny, judgement_type="pairwise", k=2)
-    convo = services.conversation_start(campaign=pairwise, contractor=alice)
+    convo = conversation_start(campaign=pairwise, contractor=alice)
     with pytest.raises(CollectionError, match="judged pairwise"):
-        services.turn_submit(
-            conversation=convo, contractor=alice, text="Hi", judgement_type="ranking"
-        )
-    turn = services.turn_submit(
-        conversation=convo, contractor=alice, text="Hi", judgement_type="pairwise"
-    )
+        turn_submit(conversation=convo, contractor=alice, text="Hi", judgement_type="ranking")
+    turn = turn_submit(conversation=convo, contractor=alice, text="Hi", judgement_type="pairwise")
     assert turn.judgement_type == "" and turn.judged_as == "pairwise"
 
 
@@ -138,7 +135,7 @@ def test_a_turn_spreads_its_responses_over_versions_and_sampling_variants(
         ("tiny-2", "cool"),
         ("tiny-2", "hot"),
     ]
-    convo = services.conversation_start(campaign=arena, contractor=alice)
+    convo = conversation_start(campaign=arena, contractor=alice)
     turn = generate(convo, alice, "Tell me something.", django_capture_on_commit_callbacks)
     assert turn.status == Turn.Status.READY
     responses = list(turn.responses.order_by("index"))
@@ -156,13 +153,11 @@ def test_the_text_so_far_is_saved_while_the_model_streams_and_cleared_after(
     tiny, alice, settings, django_capture_on_commit_callbacks
 ):
     settings.COLLECTION_STREAM_SAVE_S = 0  # save at every streamed piece
-    convo = services.conversation_start(
-        campaign=campaign(tiny, judgement_type="ranking"), contractor=alice
-    )
+    convo = conversation_start(campaign=campaign(tiny, judgement_type="ranking"), contractor=alice)
     with django_capture_on_commit_callbacks(execute=False):
-        turn = services.turn_submit(conversation=convo, contractor=alice, text="Write a story.")
+        turn = turn_submit(conversation=convo, contractor=alice, text="Write a story.")
     with CaptureQueriesContext(connection) as queries:
-        turn = services.turn_generate(turn_id=turn.pk)
+        turn = turn_generate(turn_id=turn.pk)
     saves = [
         q["sql"]
         for q in queries.captured_queries
@@ -177,7 +172,7 @@ def test_the_text_so_far_is_saved_while_the_model_streams_and_cleared_after(
 
 
 def test_the_turn_fragment_shows_the_text_so_far(tiny, alice, client):
-    convo = services.conversation_start(campaign=campaign(tiny), contractor=alice)
+    convo = conversation_start(campaign=campaign(tiny), contractor=alice)
     turn = Turn.objects.create(
         conversation=convo,
         index=0,
@@ -196,9 +191,7 @@ def test_the_turn_fragment_shows_the_text_so_far(tiny, alice, client):
 
 
 def test_the_message_form_of_a_mixed_campaign_asks_how_to_judge(tiny, alice, client):
-    convo = services.conversation_start(
-        campaign=campaign(tiny, judgement_type="mixed"), contractor=alice
-    )
+    convo = conversation_start(campaign=campaign(tiny, judgement_type="mixed"), contractor=alice)
     client.force_login(alice)
     url = reverse("collection:conversation", args=[convo.pk])
     page = client.get(url).content.decode()
@@ -218,14 +211,14 @@ def test_the_message_form_of_a_mixed_campaign_asks_how_to_judge(tiny, alice, cli
 
 def test_gold_items_of_a_mixed_campaign_are_pairs_or_rankings(tiny, adam):
     mixed = campaign(tiny, judgement_type="mixed", k=3)
-    pair = services.gold_item_create(
+    pair = gold_item_create(
         campaign=mixed, admin=adam, human_text="Q", responses=["a", "b"], best_index=0
     )
-    ranked = services.gold_item_create(
+    ranked = gold_item_create(
         campaign=mixed, admin=adam, human_text="Q", responses=["a", "b", "c"], best_index=2
     )
     assert (pair.judged_as, ranked.judged_as) == ("pairwise", "ranking")
     with pytest.raises(CollectionError, match="2 responses"):
-        services.gold_item_create(
+        gold_item_create(
             campaign=mixed, admin=adam, human_text="Q", responses=["a", "b", "c", "d"], best_index=0
         )

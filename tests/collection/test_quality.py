@@ -4,8 +4,10 @@ import pytest
 from django.contrib.auth.models import Group
 
 from assistant.services import model_version_register
-from collection import quality, services
+from collection import quality
 from collection.agreement import krippendorff_alpha
+from collection.gold import gold_item_create
+from collection.judgements import judgement_submit
 from collection.models import Campaign, Conversation, Response, Turn
 from config.roles import CONTRACTOR
 
@@ -45,9 +47,7 @@ def ready_turn(campaign, author, text="Hello?"):
 
 
 def judge(turn, who, seconds, **choice):
-    return services.judgement_submit(
-        turn=turn, contractor=who, time_spent_ms=int(seconds * 1000), **choice
-    )
+    return judgement_submit(turn=turn, contractor=who, time_spent_ms=int(seconds * 1000), **choice)
 
 
 @pytest.fixture
@@ -70,7 +70,7 @@ def pairwise(tiny, alice, bob, carol, adam):
         judge(turn, bob, seconds, scale=scale)
     judge(turns[0], carol, 0, scale=1)  # no time recorded
     judge(turns[1], carol, 8, scale=5)
-    gold = services.gold_item_create(
+    gold = gold_item_create(
         campaign=campaign, admin=adam, human_text="2+2?", responses=["5", "4"], best_index=1
     )
     judge(gold, alice, 5, scale=6)

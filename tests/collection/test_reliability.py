@@ -12,7 +12,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from assistant.services import model_version_register
-from collection import services
+from collection.campaigns import campaign_create, campaign_update
+from collection.conversations import conversation_start, turn_retry, turn_submit
+from collection.generation import QUEUE_UNAVAILABLE, WORKER_LOST
 from collection.models import Campaign, Turn
 from config.celery import app
 from config.tasks import sweep_stranded_work
@@ -39,7 +41,7 @@ def generation_worker(transactional_db, tmp_path):
 
 @pytest.fixture
 def campaign(tiny_lm):
-    return services.campaign_create(name="c", lm_version=tiny_lm, prompt=None, k=2, max_turns=3)
+    return campaign_create(name="c", lm_version=tiny_lm, prompt=None, k=2, max_turns=3)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -49,16 +51,16 @@ def test_a_generation_that_raises_fails_the_turn_with_its_reason_and_a_retry_wor
     # Sampling settings the model's full_clean() refuses, stored as the API used to store them:
     # generation raises TypeError (not a BackendError) from SamplingParams(**...).
     Campaign.objects.filter(pk=campaign.pk).update(sampling={"temprature": 0.7})
-    conversation = services.conversation_start(campaign=campaign, contractor=alice)
-    turn = services.turn_submit(conversation=conversation, contractor=alice, text="Hello?")
+    conversation = conversation_start(campaign=campaign, contractor=alice)
+    turn = turn_submit(conversation=conversation, contractor=alice, text="Hello?")
     turn = wait_for(turn, Turn.Status.FAILED, Turn.Status.READY)
     assert turn.status == Turn.Status.FAILED and turn.human_text == "Hello?"
     assert "TypeError" in turn.error and "temprature" in turn.error
     assert "message is kept" in turn.error and "\n" not in turn.error
     assert "generation of turn" in generation_worker.output()  # logged with its traceback
 
-    services.campaign_update(campaign=Campaign.objects.get(pk=campaign.pk), sampling={})
-    services.turn_retry(turn=turn, contractor=alice)
+    campaign_update(campaign=Campaign.objects.get(pk=campaign.pk), sampling={})
+    turn_retry(turn=turn, contractor=alice)
     assert wait_for(turn, Turn.Status.READY, Turn.Status.FAILED).status == Turn.Status.READY
 
 
@@ -66,7 +68,7 @@ def test_a_generation_that_raises_fails_the_turn_with_its_reason_and_a_retry_wor
 def test_a_message_sent_while_the_broker_is_down_is_kept_and_a_retry_works(
     campaign, alice, client, broker_down, generation_worker
 ):
-    conversation = services.conversation_start(campaign=campaign, contractor=alice)
+    conversation = conversation_start(campaign=campaign, contractor=alice)
     client.force_login(alice)
     started = time.monotonic()
     with broker_down():
@@ -76,7 +78,7 @@ def test_a_message_sent_while_the_broker_is_down_is_kept_and_a_retry_works(
     assert response.status_code == 302 and time.monotonic() - started < 10
     turn = conversation.turns.get()
     assert turn.status == Turn.Status.FAILED and turn.human_text == "Anyone there?"
-    assert turn.error == services.QUEUE_UNAVAILABLE
+    assert turn.error == QUEUE_UNAVAILABLE
     page = client.get(reverse("collection:conversation", args=[conversation.pk]))
     assert "The model queue is unavailable" in page.content.decode()
 
@@ -100,9 +102,9 @@ def test_a_turn_left_generating_by_a_killed_worker_is_reclaimed(alice, settings,
         remote_model="m",
         backend_options={"max_retries": 0, "timeout_s": 300},
     )
-    campaign = services.campaign_create(name="s", lm_version=silent, k=2)
-    conversation = services.conversation_start(campaign=campaign, contractor=alice)
-    turn = services.turn_submit(conversation=conversation, contractor=alice, text="Hi?")
+    campaign = campaign_create(name="s", lm_version=silent, k=2)
+    conversation = conversation_start(campaign=campaign, contractor=alice)
+    turn = turn_submit(conversation=conversation, contractor=alice, text="Hi?")
     wait_for(turn, Turn.Status.GENERATING)
     os.killpg(generation_worker.process.pid, signal.SIGKILL)  # the whole worker dies
     generation_worker.process.wait()
@@ -113,18 +115,18 @@ def test_a_turn_left_generating_by_a_killed_worker_is_reclaimed(alice, settings,
     Turn.objects.filter(pk=turn.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=1))
     assert sweep_stranded_work()["turns"]["failed"] == [turn.pk]
     turn.refresh_from_db()
-    assert turn.status == Turn.Status.FAILED and turn.error == services.WORKER_LOST
-    assert services.turn_retry(turn=turn, contractor=alice).status == Turn.Status.QUEUED
+    assert turn.status == Turn.Status.FAILED and turn.error == WORKER_LOST
+    assert turn_retry(turn=turn, contractor=alice).status == Turn.Status.QUEUED
 
 
 @pytest.mark.django_db
 def test_the_sweeper_sends_a_queued_turn_with_no_live_task_again(
     campaign, alice, settings, django_capture_on_commit_callbacks
 ):
-    conversation = services.conversation_start(campaign=campaign, contractor=alice)
+    conversation = conversation_start(campaign=campaign, contractor=alice)
     # The web process died between its commit and sending the task: queued, no task id.
     with django_capture_on_commit_callbacks(execute=False):
-        turn = services.turn_submit(conversation=conversation, contractor=alice, text="Hi")
+        turn = turn_submit(conversation=conversation, contractor=alice, text="Hi")
     assert sweep_stranded_work()["turns"]["enqueued"] == []  # within the grace period
     settings.JOBS_ENQUEUE_GRACE_S = 0
     Turn.objects.filter(pk=turn.pk).update(created_at=timezone.now() - timedelta(seconds=1))

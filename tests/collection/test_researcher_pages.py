@@ -42,19 +42,18 @@ def test_contractors_do_not_see_datasets(client, alice):
 
 def test_the_quality_page_shows_contractor_statistics(client, rita, alice, bob, tmp_path):
     from assistant.services import model_version_register
-    from collection import services
+    from collection.gold import gold_item_create
+    from collection.judgements import judgement_submit
     from collection.models import Campaign
 
     lm = model_version_register(kind="lm", name="tiny", path=str(tmp_path))
     campaign = Campaign.objects.create(name="overlap", lm_version=lm, overlap_target=2)
-    gold = services.gold_item_create(
+    gold = gold_item_create(
         campaign=campaign, admin=rita, human_text="2+2?", responses=["4", "5"], best_index=0
     )
     a, b = gold.responses.order_by("index")
-    services.judgement_submit(
-        turn=gold, contractor=alice, ranking=None, scale=1, time_spent_ms=4000
-    )
-    services.judgement_submit(turn=gold, contractor=bob, scale=8, time_spent_ms=2000)
+    judgement_submit(turn=gold, contractor=alice, ranking=None, scale=1, time_spent_ms=4000)
+    judgement_submit(turn=gold, contractor=bob, scale=8, time_spent_ms=2000)
     client.force_login(rita)
     page = client.get(reverse("collection:quality"), {"campaign": campaign.pk}).content.decode()
     assert "alice" in page and "1.00 (1/1)" in page and "0.00 (0/1)" in page

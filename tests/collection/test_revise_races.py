@@ -12,9 +12,11 @@ import pytest
 from django.db import connection
 
 from assistant.models import ModelVersion
-from collection import services
+from collection import judgements
+from collection.conversations import conversation_start, turn_submit
+from collection.errors import CollectionError
+from collection.judgements import judgement_revise, judgement_submit
 from collection.models import Campaign, Judgement, Response, Turn
-from collection.services import CollectionError
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -51,13 +53,13 @@ def at_once(work, count) -> list:
 def judged_turn(alice):
     lm = ModelVersion.objects.create(kind="lm", name="lm", path="/models/none")
     campaign = Campaign.objects.create(name="c", lm_version=lm, max_turns=3)
-    conversation = services.conversation_start(campaign=campaign, contractor=alice)
+    conversation = conversation_start(campaign=campaign, contractor=alice)
     turn = Turn.objects.create(
         conversation=conversation, index=0, human_text="Hi", status=Turn.Status.READY
     )
     for i, text in enumerate(["Hello.", "Hey."]):
         Response.objects.create(turn=turn, index=i, text=text, model_version=lm)
-    services.judgement_submit(turn=turn, contractor=alice, scale=4)
+    judgement_submit(turn=turn, contractor=alice, scale=4)
     return turn
 
 
@@ -72,18 +74,18 @@ def test_the_next_message_waits_for_a_revision_in_progress(alice, monkeypatch):
         assert go.wait(timeout=10)
         return False
 
-    monkeypatch.setattr(services, "_in_a_snapshot", paused)
+    monkeypatch.setattr(judgements, "_in_a_snapshot", paused)
     outcomes = {}
 
     def revise():
         try:
-            outcomes["revision"] = services.judgement_revise(turn=turn, contractor=alice, scale=8)
+            outcomes["revision"] = judgement_revise(turn=turn, contractor=alice, scale=8)
         finally:
             connection.close()
 
     def send():
         try:
-            outcomes["next"] = services.turn_submit(
+            outcomes["next"] = turn_submit(
                 conversation=turn.conversation, contractor=alice, text="Next"
             )
         finally:
@@ -112,11 +114,9 @@ def test_revisions_racing_the_next_message_land_before_it_or_are_refused(alice):
 
     def work(i):
         if i == REVISIONS:
-            return services.turn_submit(
-                conversation=turn.conversation, contractor=alice, text="Next"
-            )
+            return turn_submit(conversation=turn.conversation, contractor=alice, text="Next")
         # Alternate sides so that every successful revision changes something.
-        return services.judgement_revise(turn=turn, contractor=alice, scale=1 if i % 2 else 8)
+        return judgement_revise(turn=turn, contractor=alice, scale=1 if i % 2 else 8)
 
     outcomes = at_once(work, REVISIONS + 1)
     next_turn = outcomes[REVISIONS]
@@ -130,4 +130,4 @@ def test_revisions_racing_the_next_message_land_before_it_or_are_refused(alice):
     assert judgement.revised_at is None or judgement.revised_at < next_turn.created_at
     assert turn.chosen_response_id == judgement.submitted_ranking[0]
     with pytest.raises(CollectionError, match="next message"):
-        services.judgement_revise(turn=turn, contractor=alice, scale=2)
+        judgement_revise(turn=turn, contractor=alice, scale=2)

@@ -7,7 +7,11 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from collection import services
+from collection.campaigns import campaign_review_refresh
+from collection.conversations import conversation_start, turn_submit
+from collection.generation import turn_generate
+from collection.gold import gold_item_create
+from collection.judgements import judgement_submit
 from collection.models import SCALE_LABELS, Conversation, Judgement, Turn
 
 pytestmark = pytest.mark.django_db
@@ -20,24 +24,24 @@ def generate(django_capture_on_commit_callbacks):
 
     def submit(conversation, text="Hello, who are you?"):
         with django_capture_on_commit_callbacks(execute=False) as queued:
-            turn = services.turn_submit(
+            turn = turn_submit(
                 conversation=conversation, contractor=conversation.contractor, text=text
             )
         assert len(queued) == 1
-        return services.turn_generate(turn_id=turn.pk)
+        return turn_generate(turn_id=turn.pk)
 
     return submit
 
 
 @pytest.fixture
 def pairwise(make_campaign, alice):
-    return services.conversation_start(campaign=make_campaign(), contractor=alice)
+    return conversation_start(campaign=make_campaign(), contractor=alice)
 
 
 @pytest.fixture
 def ranking(make_campaign, alice):
     campaign = make_campaign(name="Rank them", judgement_type="ranking", k=3)
-    return services.conversation_start(campaign=campaign, contractor=alice)
+    return conversation_start(campaign=campaign, contractor=alice)
 
 
 def post_twice(client, url, data):
@@ -138,7 +142,7 @@ def test_the_turn_fragment_polls_while_generating_and_then_shows_the_form(
 ):
     client.force_login(alice)
     with django_capture_on_commit_callbacks(execute=False):
-        turn = services.turn_submit(conversation=pairwise, contractor=alice, text="Hi")
+        turn = turn_submit(conversation=pairwise, contractor=alice, text="Hi")
     url = reverse("collection:turn", args=[turn.pk])
     for status in (Turn.Status.QUEUED, Turn.Status.GENERATING):
         Turn.objects.filter(pk=turn.pk).update(status=status)
@@ -148,7 +152,7 @@ def test_the_turn_fragment_polls_while_generating_and_then_shows_the_form(
         assert "The model is writing 2 responses…" in fragment
 
     Turn.objects.filter(pk=turn.pk).update(status=Turn.Status.QUEUED)
-    services.turn_generate(turn_id=turn.pk)
+    turn_generate(turn_id=turn.pk)
     fragment = client.get(url, **HTMX).content.decode()
     assert "hx-trigger" not in fragment and "data-judge" in fragment
     assert "Which response is more helpful?" in fragment
@@ -235,9 +239,7 @@ def test_a_failed_turn_shows_the_error_and_try_again_requeues_it(
 
 
 def test_the_last_turn_ends_the_conversation_and_says_so(client, alice, make_campaign, generate):
-    conversation = services.conversation_start(
-        campaign=make_campaign(max_turns=1), contractor=alice
-    )
+    conversation = conversation_start(campaign=make_campaign(max_turns=1), contractor=alice)
     turn = generate(conversation)
     client.force_login(alice)
     response = client.post(reverse("collection:judge", args=[turn.pk]), {"scale": "3"})
@@ -266,9 +268,7 @@ def test_ending_a_conversation_twice_is_harmless(client, alice, pairwise):
 def test_red_teamers_are_asked_which_response_is_more_harmful(
     client, alice, make_campaign, generate
 ):
-    conversation = services.conversation_start(
-        campaign=make_campaign(mode="red_team"), contractor=alice
-    )
+    conversation = conversation_start(campaign=make_campaign(mode="red_team"), contractor=alice)
     generate(conversation)
     client.force_login(alice)
     page = client.get(reverse("collection:conversation", args=[conversation.pk])).content.decode()
@@ -281,13 +281,11 @@ def test_the_review_queue_offers_others_turns_once_each(
     client.force_login(bob)
     assert "Nothing to review" in client.get(reverse("collection:review")).content.decode()
 
-    conversation = services.conversation_start(
-        campaign=make_campaign(overlap_target=2), contractor=alice
-    )
+    conversation = conversation_start(campaign=make_campaign(overlap_target=2), contractor=alice)
     first = generate(conversation, "First question")
-    services.judgement_submit(turn=first, contractor=alice, scale=1)
+    judgement_submit(turn=first, contractor=alice, scale=1)
     second = generate(conversation, "Second question")
-    services.judgement_submit(turn=second, contractor=alice, scale=8)
+    judgement_submit(turn=second, contractor=alice, scale=8)
 
     page = client.get(reverse("collection:review")).content.decode()
     assert "First question" in page and "Second question" not in page
@@ -318,16 +316,16 @@ def test_the_queue_keeps_each_turns_review_state_through_judgements_and_target_c
     from collection import selectors
 
     campaign = make_campaign(overlap_target=2)
-    conversation = services.conversation_start(campaign=campaign, contractor=alice)
+    conversation = conversation_start(campaign=campaign, contractor=alice)
     old = generate(conversation, "Old question")
-    services.judgement_submit(turn=old, contractor=alice, scale=1)
+    judgement_submit(turn=old, contractor=alice, scale=1)
     new = generate(conversation, "New question")
-    services.judgement_submit(turn=new, contractor=alice, scale=8)
+    judgement_submit(turn=new, contractor=alice, scale=8)
     old.refresh_from_db()
     assert (old.judgement_count, old.needs_review) == (1, True)
     assert selectors.review_next(contractor=bob) == old  # the oldest open turn first
 
-    services.judgement_submit(turn=old, contractor=bob, scale=2)
+    judgement_submit(turn=old, contractor=bob, scale=2)
     old.refresh_from_db()
     assert (old.judgement_count, old.needs_review) == (2, False)  # target reached: closed
     carol = django_user_model.objects.create_user("carol", password="x")
@@ -337,7 +335,7 @@ def test_the_queue_keeps_each_turns_review_state_through_judgements_and_target_c
     assert selectors.review_queue_count(contractor=carol) == 1
 
     # A gold item jumps the queue, however new it is.
-    gold = services.gold_item_create(
+    gold = gold_item_create(
         campaign=campaign, admin=adam, human_text="Gold?", responses=["Yes.", "No."], best_index=0
     )
     assert selectors.review_next(contractor=carol) == gold
@@ -347,7 +345,7 @@ def test_the_queue_keeps_each_turns_review_state_through_judgements_and_target_c
     # Raising the target reopens the finished turn; the migration's backfill agrees.
     campaign.overlap_target = 3
     campaign.save()
-    assert services.campaign_review_refresh(campaign=campaign) == 2
+    assert campaign_review_refresh(campaign=campaign) == 2
     assert selectors.review_next(contractor=carol) == gold
     assert set(selectors.review_queue(contractor=carol)) == {old, new, gold}
     assert selectors.review_queue_count(contractor=carol) == 3

@@ -91,8 +91,8 @@ def walked_urls(real_ids=()) -> list[str]:
 def real_ids(alice, adam) -> set[int]:
     """One object of each kind a URL names, so detail pages are reached too."""
     from assistant.models import ModelVersion, PromptTemplate
-    from collection import services
     from collection.datasets import snapshot_create
+    from collection.judgements import judgement_submit
     from collection.models import Campaign, Conversation, Response, Turn
     from evals.models import EvalRun
     from training.models import TrainingRun
@@ -107,7 +107,7 @@ def real_ids(alice, adam) -> set[int]:
     Response.objects.bulk_create(
         Response(turn=judged, index=i, text=f"answer {i}", model_version=lm) for i in range(2)
     )
-    judgement = services.judgement_submit(turn=judged, contractor=alice, scale=2)
+    judgement = judgement_submit(turn=judged, contractor=alice, scale=2)
     ready = Turn.objects.create(
         conversation=conversation, index=1, human_text="And?", status="ready"
     )

@@ -10,8 +10,8 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 from assistant.services import model_version_register
-from collection import services
 from collection.datasets import dataset_import_create
+from collection.judgements import judgement_submit
 from collection.models import Campaign, Conversation, Judgement, Response, Turn
 from evals import selectors
 from evals.suites.elo import elo_ratings
@@ -83,12 +83,12 @@ def judged(alpha, beta, alice, bob):
     t4, (a4, none4, b4) = ready_turn(chat, 3, [A, (None, ""), B], judgement_type="ranking")
     red_chat = Conversation.objects.create(campaign=red, contractor=alice)
     t5, _ = ready_turn(red_chat, 0, [A, B])
-    services.judgement_submit(turn=t1, contractor=alice, scale=2)
-    services.judgement_submit(turn=t2, contractor=alice, ranking=[bh2.pk, ah2.pk, a2.pk])
-    services.judgement_submit(turn=t3, contractor=alice, ranking=[b3.pk, a3.pk, b3_.pk])
-    services.judgement_submit(turn=t4, contractor=alice, ranking=[none4.pk, a4.pk, b4.pk])
-    services.judgement_submit(turn=t5, contractor=alice, scale=1)
-    services.judgement_submit(turn=t1, contractor=bob, scale=7)
+    judgement_submit(turn=t1, contractor=alice, scale=2)
+    judgement_submit(turn=t2, contractor=alice, ranking=[bh2.pk, ah2.pk, a2.pk])
+    judgement_submit(turn=t3, contractor=alice, ranking=[b3.pk, a3.pk, b3_.pk])
+    judgement_submit(turn=t4, contractor=alice, ranking=[none4.pk, a4.pk, b4.pk])
+    judgement_submit(turn=t5, contractor=alice, scale=1)
+    judgement_submit(turn=t1, contractor=bob, scale=7)
     return helpful, red
 
 
@@ -176,7 +176,7 @@ def test_versions_of_one_name_are_told_apart(alpha, alice, tmp_path):
         0,
         [(alpha, ""), (twin, "")],
     )
-    services.judgement_submit(turn=turn, contractor=alice, scale=8)
+    judgement_submit(turn=turn, contractor=alice, scale=8)
     games = selectors.arm_games()
     assert games.outcomes == [((twin.pk, ""), (alpha.pk, ""))]
     assert games.labels == {
