@@ -1,0 +1,37 @@
+"""The collection app's models, one module per concern; `from collection.models import X`
+reaches every one of them (Django loads them from here)."""
+
+from .campaigns import Campaign, ReviewOrder, SelectionRule
+from .conversations import (
+    FLAGS,
+    SCALE_LABELS,
+    Candidate,
+    Conversation,
+    GoldAnswer,
+    Judgement,
+    Response,
+    Sample,
+    Turn,
+)
+from .datasets import DatasetImport, DatasetSnapshot, ImportJob
+from .loop import LoopSettings, PMAgreement
+
+__all__ = [
+    "FLAGS",
+    "SCALE_LABELS",
+    "Campaign",
+    "Candidate",
+    "Conversation",
+    "DatasetImport",
+    "DatasetSnapshot",
+    "GoldAnswer",
+    "ImportJob",
+    "Judgement",
+    "LoopSettings",
+    "PMAgreement",
+    "Response",
+    "ReviewOrder",
+    "Sample",
+    "SelectionRule",
+    "Turn",
+]
