@@ -1,31 +1,43 @@
 """A backend for any OpenAI-compatible HTTP server: vLLM, llama.cpp server, TGI, Ollama.
 
-Standard library only (`http.client`), one connection per request, so a web process needs no
-extra dependency and a backend object can be shared between threads. Every failure (refused
-connection, timeout, 5xx after the retries, a 4xx, malformed JSON) becomes a `BackendError` whose
-message names the server and what happened.
+The `openai` package does the HTTP: connections, timeouts (`timeout_s` for each wait on the
+server, `connect_timeout_s` to connect), JSON, server-sent events and the typed errors this module
+turns into `BackendError`s whose message names the server and what happened. Redirects are not
+followed and proxy variables are ignored, so a request goes to the host `server_url_check`
+judged, as before.
 
-Token counts come from the response's `usage`. Servers report one total for all n choices, so
-with n > 1 each sample gets the number of log-probability entries of its choice (one per token,
-exact) when the server returned them, else the total split in proportion to text length
-(`extra["completion_tokens_estimated"] = True`). `prompt_tokens` is the shared prompt's count.
+What stays ours, measured against openai 3.57 and the fake server of
+tests/assistant/test_openai_backend.py:
+- The retry loop (the client runs with `max_retries=0`). The package also retries a read timeout
+  (a server sleeping 5 s, timeout 0.3 s, max_retries=2: 3 requests and 2.4 s instead of one
+  request and 0.3 s; a slow server stays slow), its delay is 0.5 s × 2^k with no public setting
+  (a 500 twice retried waited 1.5 s; `backoff_s` would be ignored) and its error does not say how
+  many attempts were made, which our message reports.
+- Importing the package takes about 1 s of CPU; the registry imports this module only when an
+  "openai" backend is used.
+- Fallbacks the package cannot know: a server that refuses or ignores n > 1 (llama.cpp, Ollama),
+  one that refuses `stream_options`, vLLM's `{"object": "error"}` chunks and `stop_reason`.
+
+`openai_samples` turns the choices of an answer into `Sample`s (token counts, finish reasons).
 """
 
 from __future__ import annotations
 
 import bisect
-import http.client
 import json
 import re
 import time
 from collections.abc import Generator, Iterator
-from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
+
+import httpx2
+import openai
 
 from assistant.prompting import render_completion
 
 from .base import Backend, BackendError, Context, Sample, SamplingParams, StreamEvent
+from .openai_samples import Choice, samples_of
 
 Mode = Literal["chat", "completion"]
 
@@ -48,27 +60,6 @@ class _Retryable(Exception):
         super().__init__(problem)
         self.problem = problem
         self.retry_after = retry_after
-
-
-@dataclass
-class _Choice:
-    """One choice of a response, filled from a whole answer or from streamed chunks."""
-
-    text: str = ""
-    finish: str | None = None
-    stop_reason: object = None  # vLLM: the stop string or token id that ended it
-    logprob: float = 0.0
-    logprob_tokens: int = 0
-    logprob_missing: bool = False
-    started: bool = False  # a first (non-empty) piece of text has arrived
-
-    def add(self, text: str, logprobs: list[float] | None) -> None:
-        self.text += text
-        if logprobs is None:
-            self.logprob_missing = self.logprob_missing or bool(text)
-        else:
-            self.logprob += sum(logprobs)
-            self.logprob_tokens += len(logprobs)
 
 
 class OpenAIBackend(Backend):
@@ -111,10 +102,17 @@ class OpenAIBackend(Backend):
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self._api_key = api_key
-        self._https = parts.scheme == "https"
-        self._host = parts.hostname
-        self._port = parts.port
-        self._path = parts.path.rstrip("/")
+        timeout = httpx2.Timeout(timeout_s, connect=connect_timeout_s)
+        self._client = openai.OpenAI(
+            base_url=self.base_url,
+            # Never $OPENAI_API_KEY (it is not this server's); without a key, `_attempt` omits
+            # the Authorization header that the package insists on otherwise.
+            api_key=api_key or "no-key",
+            max_retries=0,  # retried by `_post` (see the module docstring)
+            timeout=timeout,
+            default_headers={"User-Agent": "alignlab"},
+            http_client=httpx2.Client(timeout=timeout, follow_redirects=False, trust_env=False),
+        )
         # Learned from the server's answers, so later calls skip a request that would fail.
         self._n_supported = True
         self._stream_usage_supported = True
@@ -217,13 +215,13 @@ class OpenAIBackend(Backend):
             raise BackendError(f"model server {self.base_url} answered without any choices")
         choices = []
         for c in raw:
-            choice = _Choice(finish=c.get("finish_reason"), stop_reason=c.get("stop_reason"))
+            choice = Choice(finish=c.get("finish_reason"), stop_reason=c.get("stop_reason"))
             choice.add(self._strip_reply_space(self._text(c, streamed=False)), self._logprobs(c))
             choices.append(choice)
         # Non-streamed answers arrive whole; llama.cpp alone reports its prompt-processing time.
         timings = answer.get("timings") or {}
         first_token_s = timings["prompt_ms"] / 1000 if "prompt_ms" in timings else None
-        return _samples(
+        return samples_of(
             choices, answer.get("usage"), latency_s=latency, first_token_s=first_token_s
         )
 
@@ -234,68 +232,60 @@ class OpenAIBackend(Backend):
         body = self._body(context, params, count, seed_offset=first_index)
         body["stream"] = True
         started = time.monotonic()
-        conn, response = self._open_stream(body)
-        choices: dict[int, _Choice] = {}
+        stream = self._open_stream(body)
+        choices: dict[int, Choice] = {}
         usage = None
         first_token_s = None
-        finished = False
-        try:
-            for data in self._events(response):
-                if data.strip() == "[DONE]":
-                    finished = True
-                    break
-                chunk = self._parse(data, what="a streamed chunk")
-                if chunk.get("error") or chunk.get("object") == "error":
-                    raise BackendError(
-                        f"model server {self.base_url} reported an error mid-stream: "
-                        f"{_error_detail(chunk)}"
-                    )
-                usage = chunk.get("usage") or usage
-                for c in chunk.get("choices") or []:
-                    local = c.get("index", 0)
-                    if local >= count:
-                        continue
-                    choice = choices.setdefault(local, _Choice())
-                    text = self._text(c, streamed=True)
-                    if text and not choice.started:
-                        choice.started = True
-                        first_token_s = first_token_s or time.monotonic() - started
-                        text = self._strip_reply_space(text)
-                    choice.add(text, self._logprobs(c))
-                    if c.get("finish_reason"):
-                        choice.finish = c["finish_reason"]
-                        choice.stop_reason = c.get("stop_reason")
-                    if text:
-                        yield StreamEvent(index=first_index + local, delta=text)
-        finally:
-            conn.close()
-        if not choices or not finished and any(c.finish is None for c in choices.values()):
+        for chunk in self._chunks(stream):
+            if chunk.get("object") == "error":  # vLLM's mid-stream error
+                raise BackendError(
+                    f"model server {self.base_url} reported an error mid-stream: "
+                    f"{_error_detail(chunk)}"
+                )
+            usage = chunk.get("usage") or usage
+            for c in chunk.get("choices") or []:
+                local = c.get("index", 0)
+                if local >= count:
+                    continue
+                choice = choices.setdefault(local, Choice())
+                text = self._text(c, streamed=True)
+                if text and not choice.started:
+                    choice.started = True
+                    first_token_s = first_token_s or time.monotonic() - started
+                    text = self._strip_reply_space(text)
+                choice.add(text, self._logprobs(c))
+                if c.get("finish_reason"):
+                    choice.finish = c["finish_reason"]
+                    choice.stop_reason = c.get("stop_reason")
+                if text:
+                    yield StreamEvent(index=first_index + local, delta=text)
+        # The package hides whether [DONE] came, so a stream is complete when every choice has
+        # its finish reason.
+        if not choices or any(c.finish is None for c in choices.values()):
             raise BackendError(
                 f"model server {self.base_url} ended the stream before the answer was complete"
             )
         ordered = [choices[i] for i in sorted(choices)]
-        samples = _samples(
+        samples = samples_of(
             ordered, usage, latency_s=time.monotonic() - started, first_token_s=first_token_s
         )
         for i, sample in zip(sorted(choices), samples, strict=True):
             yield StreamEvent(index=first_index + i, delta="", sample=sample)
         return len(choices)
 
-    def _open_stream(
-        self, body: dict
-    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    def _open_stream(self, body: dict) -> openai.Stream:
         # Usage comes in a last chunk only when asked for; a server that doesn't know the option
         # says so with a 400 and we ask again without it (counting tokens from the logprobs).
         if self._stream_usage_supported:
             body["stream_options"] = {"include_usage": True}
             try:
-                return self._post(self._endpoint, body, accept="text/event-stream")
+                return self._post(self._endpoint, body).parse()
             except _Rejected as exc:
                 if exc.status != 400 or "stream_options" not in exc.detail:
                     raise
                 self._stream_usage_supported = False
                 del body["stream_options"]
-        return self._post(self._endpoint, body, accept="text/event-stream")
+        return self._post(self._endpoint, body).parse()
 
     @property
     def _endpoint(self) -> str:
@@ -350,25 +340,16 @@ class OpenAIBackend(Backend):
     # --- HTTP ----------------------------------------------------------------------------------
 
     def _post_json(self, path: str, body: dict) -> dict:
-        conn, response = self._post(path, body)
-        try:
-            return self._parse(self._read(response, path), what="an answer")
-        finally:
-            conn.close()
+        return self._parse(self._post(path, body).http_response.text, what="an answer")
 
-    def _post(
-        self, path: str, body: dict, accept: str = "application/json"
-    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
-        """POST `body`, retrying what a retry can fix; returns the open 200 response."""
-        payload = json.dumps(body).encode()
-        headers = {"Content-Type": "application/json", "Accept": accept, "User-Agent": "alignlab"}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
+    def _post(self, path: str, body: dict):
+        """POST `body` through the openai client, retrying what a retry can fix; returns the raw
+        200 response (`.parse()` gives the stream of a streamed request)."""
         attempts = self.max_retries + 1
         backoff = self.backoff_s
         for attempt in range(1, attempts + 1):
             try:
-                return self._attempt(path, payload, headers)
+                return self._attempt(path, body)
             except _Retryable as exc:
                 problem = exc.problem
                 if attempt < attempts:
@@ -377,97 +358,71 @@ class OpenAIBackend(Backend):
         tries = f"gave up after {attempts} attempts" if attempts > 1 else "no retries configured"
         raise BackendError(f"model server {self.base_url} {problem} (POST {path}; {tries})")
 
-    def _attempt(
-        self, path: str, payload: bytes, headers: dict
-    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
-        """One POST: the open 200 response, or `_Retryable`, `_Rejected` or `BackendError`."""
-        conn = self._connection()
+    def _attempt(self, path: str, body: dict):
+        """One POST: the raw 200 response, or `_Retryable`, `_Rejected` or `BackendError`."""
+        chat = path == "/chat/completions"
+        resource = self._client.chat.completions if chat else self._client.completions
         try:
-            try:
-                conn.connect()
-                conn.sock.settimeout(self.timeout_s)  # from here on, the wait for each read
-            except TimeoutError:
+            headers = {} if self._api_key else {"Authorization": openai.omit}
+            return resource.with_raw_response.create(**body, extra_headers=headers)
+        except openai.APIStatusError as exc:
+            response = exc.response
+            detail = _error_detail(exc.body if exc.body is not None else "")
+            status = f"{response.status_code} {response.reason_phrase}".strip()
+            if response.status_code == 429 or response.status_code >= 500:
+                retry_after = _retry_after(response.headers.get("Retry-After"))
+                raise _Retryable(f"answered {status}: {detail}", retry_after=retry_after) from None
+            raise _Rejected(
+                f"model server {self.base_url} rejected POST {path}: {status}: {detail}",
+                status=response.status_code,
+                detail=detail,
+            ) from None
+        except openai.APITimeoutError as exc:
+            if isinstance(exc.__cause__, httpx2.ConnectTimeout):
                 raise _Retryable(
                     f"did not accept a connection within {self.connect_timeout_s} s"
                 ) from None
-            except OSError as exc:
-                raise _Retryable(f"could not be reached ({_describe(exc)})") from None
-            try:
-                conn.request("POST", self._path + path, body=payload, headers=headers)
-                response = conn.getresponse()
-            except TimeoutError:
-                # Not retried: the server is alive but slow, and would likely be slow again.
-                raise BackendError(
-                    f"model server {self.base_url} timed out after {self.timeout_s} s (POST {path})"
-                ) from None
-            except ConnectionError as exc:  # includes a server that hung up without answering
-                raise _Retryable(f"dropped the connection ({_describe(exc)})") from None
-            except (http.client.HTTPException, OSError) as exc:
-                raise BackendError(
-                    f"model server {self.base_url} sent a malformed HTTP answer to POST {path} "
-                    f"({_describe(exc)})"
-                ) from exc
-            if response.status == 200:
-                return conn, response
-            detail = _error_detail(self._read(response, path, tolerant=True))
-            status = f"{response.status} {response.reason}".strip()
-            if response.status == 429 or response.status >= 500:
-                retry_after = _retry_after(response.getheader("Retry-After"))
-                raise _Retryable(f"answered {status}: {detail}", retry_after=retry_after)
-            raise _Rejected(
-                f"model server {self.base_url} rejected POST {path}: {status}: {detail}",
-                status=response.status,
-                detail=detail,
-            )
-        except BaseException:
-            conn.close()
-            raise
-
-    def _connection(self) -> http.client.HTTPConnection:
-        cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-        return cls(self._host, self._port, timeout=self.connect_timeout_s)
-
-    def _read(self, response: http.client.HTTPResponse, path: str, tolerant: bool = False) -> str:
-        try:
-            return response.read().decode("utf-8", errors="replace")
-        except TimeoutError:
+            # Not retried: the server is alive but slow, and would likely be slow again.
             raise BackendError(
                 f"model server {self.base_url} timed out after {self.timeout_s} s (POST {path})"
             ) from None
-        except (http.client.HTTPException, OSError) as exc:
-            if tolerant:
-                return ""
+        except openai.APIConnectionError as exc:
+            cause = exc.__cause__ or exc
+            if isinstance(cause, httpx2.ConnectError):
+                raise _Retryable(f"could not be reached ({_describe(cause)})") from None
+            if isinstance(cause, httpx2.NetworkError | httpx2.RemoteProtocolError):
+                # includes a server that hung up without answering
+                raise _Retryable(f"dropped the connection ({_describe(cause)})") from None
             raise BackendError(
-                f"model server {self.base_url} broke off its answer to POST {path} "
-                f"({_describe(exc)})"
+                f"model server {self.base_url} sent a malformed HTTP answer to POST {path} "
+                f"({_describe(cause)})"
             ) from exc
 
-    def _events(self, response: http.client.HTTPResponse) -> Iterator[str]:
-        """The `data` of each server-sent event (several data lines join with newlines)."""
-        data: list[str] = []
-        while True:
-            try:
-                line = response.readline()
-            except TimeoutError:
-                raise BackendError(
-                    f"model server {self.base_url} sent nothing for {self.timeout_s} s mid-stream"
-                ) from None
-            except (http.client.HTTPException, OSError) as exc:
-                raise BackendError(
-                    f"model server {self.base_url} broke off the stream ({_describe(exc)})"
-                ) from exc
-            if not line:
-                if data:
-                    yield "\n".join(data)
-                return
-            line = line.decode("utf-8", errors="replace").rstrip("\r\n")
-            if not line:
-                if data:
-                    yield "\n".join(data)
-                    data = []
-            elif line.startswith("data:"):
-                data.append(line[5:].removeprefix(" "))
-            # Comments (":"), "event:", "id:" and "retry:" lines carry nothing we use.
+    def _chunks(self, stream) -> Iterator[dict]:
+        """Each streamed chunk as the server sent it, until [DONE] or the end of the stream."""
+        try:
+            for chunk in stream:
+                yield chunk.to_dict()
+        except openai.APITimeoutError:
+            raise BackendError(
+                f"model server {self.base_url} sent nothing for {self.timeout_s} s mid-stream"
+            ) from None
+        except openai.APIConnectionError as exc:
+            raise BackendError(
+                f"model server {self.base_url} broke off the stream ({_describe(exc.__cause__)})"
+            ) from exc
+        except openai.APIError as exc:  # a chunk with an "error" member
+            detail = _error_detail(exc.body if isinstance(exc.body, dict) else exc.message)
+            raise BackendError(
+                f"model server {self.base_url} reported an error mid-stream: {detail}"
+            ) from None
+        except ValueError as exc:  # a data line that is not JSON
+            raise BackendError(
+                f"model server {self.base_url} sent malformed JSON as a streamed chunk: "
+                f"{_excerpt(getattr(exc, 'doc', '') or str(exc))}"
+            ) from None
+        finally:
+            stream.close()
 
     def _parse(self, text: str, *, what: str) -> dict:
         try:
@@ -479,60 +434,6 @@ class OpenAIBackend(Backend):
                 f"model server {self.base_url} sent malformed JSON as {what}: {_excerpt(text)}"
             )
         return value
-
-
-def _samples(
-    choices: list[_Choice], usage: dict | None, *, latency_s: float, first_token_s: float | None
-) -> list[Sample]:
-    usage = usage or {}
-    total = usage.get("completion_tokens")
-    estimated = False
-    if len(choices) == 1 and total is not None:
-        counts = [total]
-    elif all(not c.logprob_missing for c in choices):
-        counts = [c.logprob_tokens for c in choices]  # one logprob entry per token: exact
-    elif total is not None:
-        counts, estimated = _split(total, [len(c.text) for c in choices]), True
-    else:
-        counts = [c.logprob_tokens for c in choices]
-    samples = []
-    for choice, count in zip(choices, counts, strict=True):
-        extra: dict = {}
-        if choice.logprob_missing:
-            extra["logprob_missing"] = True
-        if estimated:
-            extra["completion_tokens_estimated"] = True
-        if not usage:
-            extra["usage_missing"] = True
-        if choice.finish not in ("stop", "length"):
-            extra["finish_reason"] = choice.finish  # e.g. "content_filter"; reported as "stop"
-        if choice.stop_reason is not None:
-            extra["stop_reason"] = choice.stop_reason
-        samples.append(
-            Sample(
-                text=choice.text,
-                prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                completion_tokens=int(count),
-                logprob=0.0 if choice.logprob_missing else choice.logprob,
-                finish_reason="length" if choice.finish == "length" else "stop",
-                latency_s=latency_s,
-                first_token_s=first_token_s,
-                extra=extra,
-            )
-        )
-    return samples
-
-
-def _split(total: int, weights: list[int]) -> list[int]:
-    """Integers summing to `total` in proportion to `weights` (largest remainders round up)."""
-    if sum(weights) == 0:
-        weights = [1] * len(weights)
-    shares = [total * w / sum(weights) for w in weights]
-    counts = [int(s) for s in shares]
-    by_remainder = sorted(range(len(shares)), key=lambda i: counts[i] - shares[i])
-    for i in by_remainder[: total - sum(counts)]:
-        counts[i] += 1
-    return counts
 
 
 def _check_n(n: int) -> None:
@@ -568,9 +469,14 @@ def _retry_after(header: str | None) -> float:
         return 0.0  # an HTTP date: rare from model servers, and the backoff covers it
 
 
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
+def _describe(exc: BaseException | None) -> str:
+    cause = exc
+    while cause is not None:  # httpx wraps the socket's error
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        cause = cause.__cause__ or cause.__context__
+    if exc is None:
+        return "no details"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 

@@ -96,7 +96,8 @@ class FakeModelServer:
                 body = json.loads(self.rfile.read(length))
                 with server._lock:
                     server.requests.append(
-                        {"path": self.path, "body": body, "headers": dict(self.headers)}
+                        # Header names are case-insensitive (RFC 9110); httpx sends them lowercase.
+                        {"path": self.path, "body": body, "headers": self.headers}
                     )
                     count = len(server.requests)
                 try:
