@@ -120,6 +120,34 @@ def campaign_agreement(*, campaign: Campaign, min_common_turns: int = 5) -> dict
         by_turn[turn_id][contractor_id] = (top, scale)
     overlapping = {turn: judged for turn, judged in by_turn.items() if len(judged) >= 2}
 
+    alpha_top = alpha_scale = None
+    if overlapping:
+        alpha_top = agreement.krippendorff_alpha(
+            {turn: [top for top, _ in judged.values()] for turn, judged in overlapping.items()}
+        )
+        if campaign.judgement_type != Campaign.JudgementType.RANKING:  # its pairwise turns
+            scales = {
+                turn: [scale for _, scale in judged.values()]
+                for turn, judged in overlapping.items()
+            }
+            if any(sum(s is not None for s in labels) >= 2 for labels in scales.values()):
+                alpha_scale = agreement.krippendorff_alpha(scales, level="ordinal")
+    return {
+        "campaign_id": campaign.pk,
+        "judgement_type": campaign.judgement_type,
+        "overlapping_turns": len(overlapping),
+        "overlap_judgements": sum(len(judged) for judged in overlapping.values()),
+        "contractors": len({c for judged in overlapping.values() for c in judged}),
+        "alpha_top_choice": alpha_top,
+        "alpha_scale": alpha_scale,
+        "min_common_turns": min_common_turns,
+        "pairs": _contractor_pairs(overlapping, usernames, min_common_turns),
+    }
+
+
+def _contractor_pairs(overlapping: dict, usernames: dict, min_common_turns: int) -> list[dict]:
+    """Top-choice agreement of every two contractors with at least `min_common_turns` common
+    turns among `overlapping` ({turn: {contractor: (top, scale)}}), by their usernames."""
     common: dict[tuple[int, int], tuple[list, list]] = defaultdict(lambda: ([], []))
     for judged in overlapping.values():
         for a, b in combinations(sorted(judged), 2):
@@ -143,30 +171,7 @@ def campaign_agreement(*, campaign: Campaign, min_common_turns: int = 5) -> dict
             }
         )
     pairs.sort(key=lambda pair: (pair["username_a"], pair["username_b"]))
-
-    alpha_top = alpha_scale = None
-    if overlapping:
-        alpha_top = agreement.krippendorff_alpha(
-            {turn: [top for top, _ in judged.values()] for turn, judged in overlapping.items()}
-        )
-        if campaign.judgement_type != Campaign.JudgementType.RANKING:  # its pairwise turns
-            scales = {
-                turn: [scale for _, scale in judged.values()]
-                for turn, judged in overlapping.items()
-            }
-            if any(sum(s is not None for s in labels) >= 2 for labels in scales.values()):
-                alpha_scale = agreement.krippendorff_alpha(scales, level="ordinal")
-    return {
-        "campaign_id": campaign.pk,
-        "judgement_type": campaign.judgement_type,
-        "overlapping_turns": len(overlapping),
-        "overlap_judgements": sum(len(judged) for judged in overlapping.values()),
-        "contractors": len({c for judged in overlapping.values() for c in judged}),
-        "alpha_top_choice": alpha_top,
-        "alpha_scale": alpha_scale,
-        "min_common_turns": min_common_turns,
-        "pairs": pairs,
-    }
+    return pairs
 
 
 def turn_consensus(*, turn: Turn) -> dict:

@@ -82,12 +82,8 @@ def hold_conversations(campaign, contractors, *, conversations: int, turns: int,
     return made
 
 
-@pytest.mark.django_db
-@pytest.mark.timeout(300)
-def test_the_loop_learns_the_contractors_preference_and_weighs_the_random_one_down(
-    django_user_model, settings, tiny_lm_path, adam
-):
-    settings.COLLECTION_MESSAGES_PER_MINUTE = 10_000
+def make_contractors(django_user_model) -> tuple[list[Contractor], Contractor]:
+    """Four honest contractors (seeds 0 to 3) and a random one (seed 99)."""
     from django.contrib.auth.models import Group
 
     group, _ = Group.objects.get_or_create(name="contractor")
@@ -97,17 +93,12 @@ def test_the_loop_learns_the_contractors_preference_and_weighs_the_random_one_do
         user.groups.add(group)
         users.append(user)
     honest = [Contractor(u, honest=True, seed=i) for i, u in enumerate(users[:4])]
-    adversary = Contractor(users[4], honest=False, seed=99)
-    everyone = [*honest, adversary]
-    lm = model_version_register(
-        kind="lm",
-        name="tiny",
-        path=str(tiny_lm_path),
-        generation_defaults={"max_new_tokens": 12, "temperature": 1.0, "seed": 0},
-    )
+    return honest, Contractor(users[4], honest=False, seed=99)
 
-    # Round 1: plain sampling, each turn judged by its author and one reviewer; the random
-    # contractor reviews every other turn, and everyone answers 12 gold items.
+
+def round_one(lm, everyone, adversary, adam):
+    """Plain sampling, each turn judged by its author and one reviewer; the random contractor
+    reviews every other turn, and everyone answers 12 gold items. (campaign, judged turns)"""
     round1 = Campaign.objects.create(
         name="round 1", lm_version=lm, prompt=None, max_turns=4, overlap_target=2,
         quota_per_contractor=1000,
@@ -130,14 +121,12 @@ def test_the_loop_learns_the_contractors_preference_and_weighs_the_random_one_do
         )  # fmt: skip
         for contractor in everyone:
             contractor.judge(Turn.objects.get(pk=gold.pk))
+    return round1, judged
 
-    # Reliability: the random contractor weighs less than every honest one.
-    reliability = contractor_reliability(campaign=round1)
-    honest_weights = [reliability[c.user.pk].weight for c in honest]
-    assert reliability[adversary.user.pk].weight < min(honest_weights) - 0.1, reliability
-    assert reliability[adversary.user.pk].rate < min(reliability[c.user.pk].rate for c in honest)
 
-    # Weighted consensus recovers the known preference more often than unweighted.
+def consensus_right(judged, reliability) -> tuple[int, int, int]:
+    """(weighted right, unweighted right, decided): how often the consensus of a turn's
+    judgements, weighted by reliability or not, picks the known preference's response."""
     weighted_right = plain_right = decided = 0
     for turn, _ in judged:
         answer = truth(turn)
@@ -149,11 +138,11 @@ def test_the_loop_learns_the_contractors_preference_and_weighs_the_random_one_do
         weights = [reliability[contractor].weight for _, contractor in rows]
         plain_right += consensus_ranking(rankings)[0] == answer
         weighted_right += consensus_ranking(rankings, weights)[0] == answer
-    assert decided >= 100
-    assert weighted_right / decided >= 0.72, (weighted_right, plain_right, decided)
-    assert weighted_right - plain_right >= 0.06 * decided, (weighted_right, plain_right, decided)
+    return weighted_right, plain_right, decided
 
-    # A PM trained on round 1 through the training service (the tiny LM as its backbone).
+
+def train_pm(round1, lm):
+    """A PM trained on round 1 through the training service (the tiny LM as its backbone)."""
     snapshot = snapshot_create(filter={"campaigns": [round1.pk]}, name="round 1")
     run = training.training_run_create(
         kind="pm",
@@ -166,7 +155,38 @@ def test_the_loop_learns_the_contractors_preference_and_weighs_the_random_one_do
     )  # fmt: skip
     run = training.training_run_execute(run=training.training_run_claim(run_id=run.pk))
     assert run.status == "succeeded", run.error + run.log_tail
-    pm = run.result_version
+    return run.result_version
+
+
+@pytest.mark.django_db
+@pytest.mark.timeout(300)
+def test_the_loop_learns_the_contractors_preference_and_weighs_the_random_one_down(
+    django_user_model, settings, tiny_lm_path, adam
+):
+    settings.COLLECTION_MESSAGES_PER_MINUTE = 10_000
+    honest, adversary = make_contractors(django_user_model)
+    everyone = [*honest, adversary]
+    lm = model_version_register(
+        kind="lm",
+        name="tiny",
+        path=str(tiny_lm_path),
+        generation_defaults={"max_new_tokens": 12, "temperature": 1.0, "seed": 0},
+    )
+    round1, judged = round_one(lm, everyone, adversary, adam)
+
+    # Reliability: the random contractor weighs less than every honest one.
+    reliability = contractor_reliability(campaign=round1)
+    honest_weights = [reliability[c.user.pk].weight for c in honest]
+    assert reliability[adversary.user.pk].weight < min(honest_weights) - 0.1, reliability
+    assert reliability[adversary.user.pk].rate < min(reliability[c.user.pk].rate for c in honest)
+
+    # Weighted consensus recovers the known preference more often than unweighted.
+    weighted_right, plain_right, decided = consensus_right(judged, reliability)
+    assert decided >= 100
+    assert weighted_right / decided >= 0.72, (weighted_right, plain_right, decided)
+    assert weighted_right - plain_right >= 0.06 * decided, (weighted_right, plain_right, decided)
+
+    pm = train_pm(round1, lm)
 
     # Round 2: best-of-8, the PM's best against its worst; honest contractors judge.
     round2 = Campaign.objects.create(
