@@ -3,42 +3,32 @@
 from __future__ import annotations
 
 import sys
-import time
 
-from django.core.management.base import OutputWrapper
+from tqdm import tqdm
 
 
 class ProgressBar:
-    """A one-line progress bar on stderr: a callable taking (stage, done, total or None)."""
+    """A tqdm bar per stage: a callable taking (stage, done, total or None).
 
-    def __init__(self, stream=None, width: int = 30, every_s: float = 0.1):
-        # A command's self.stderr (OutputWrapper) adds a newline to each write unless told not to.
-        stream = stream or sys.stderr
-        self.stream = stream._out if isinstance(stream, OutputWrapper) else stream
-        self.width, self.every_s = width, every_s
-        self.started = time.monotonic()
-        self.drawn_at = 0.0
-        self.stage = None
+    `stream` is the command's own stderr stream (`options.get("stderr")`), not its
+    `OutputWrapper`, which ends every write with a newline and colours it as an error.
+    """
+
+    def __init__(self, stream=None, every_s: float = 0.1):
+        self.stream = stream or sys.stderr
+        self.every_s = every_s
+        self.bar: tqdm | None = None
 
     def __call__(self, stage: str, done: int, total: int | None) -> None:
-        now = time.monotonic()
-        finished = total is not None and done >= total
-        if stage == self.stage and not finished and now - self.drawn_at < self.every_s:
-            return
-        if self.stage is not None and stage != self.stage:
-            self.stream.write("\n")
-        self.stage, self.drawn_at = stage, now
-        elapsed = now - self.started
-        if total:
-            filled = int(self.width * min(done, total) / total)
-            bar = "#" * filled + "." * (self.width - filled)
-            line = f"{stage:>8} [{bar}] {done}/{total} {elapsed:5.1f}s"
-        else:
-            line = f"{stage:>8} {done} {elapsed:5.1f}s"
-        self.stream.write("\r" + line)
-        self.stream.flush()
+        if self.bar is None or self.bar.desc != stage:
+            self.close()
+            self.bar = tqdm(desc=stage, total=total, file=self.stream, mininterval=self.every_s)
+        elif total != self.bar.total:
+            self.bar.total = total
+            self.bar.refresh()
+        self.bar.update(done - self.bar.n)
 
     def close(self) -> None:
-        if self.stage is not None:
-            self.stream.write("\n")
-            self.stream.flush()
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

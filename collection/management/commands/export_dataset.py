@@ -23,7 +23,7 @@ class Command(BaseCommand):
         snapshot = DatasetSnapshot.objects.filter(pk=options["snapshot"]).first()
         if snapshot is None:
             raise CommandError(f"no snapshot {options['snapshot']}")
-        progress = ProgressBar(self.stderr)
+        progress = ProgressBar(options.get("stderr"))
         try:
             count = export_write(
                 snapshot=snapshot,

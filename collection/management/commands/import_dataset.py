@@ -25,7 +25,7 @@ class Command(BaseCommand):
             user = get_user_model().objects.filter(username=options["user"]).first()
             if user is None:
                 raise CommandError(f"no user named {options['user']!r}")
-        progress = ProgressBar(self.stderr)
+        progress = ProgressBar(options.get("stderr"))
         try:
             dataset_import = dataset_import_create(
                 path=options["file"],
