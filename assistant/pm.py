@@ -25,6 +25,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_N
 from assistant.backends.base import Sample
 from assistant.files import staged_folder
 from assistant.hardware import bf16_autocast, bf16_warning, check_bf16_request
+from assistant.transcripts import render, reply_split
 
 logger = logging.getLogger(__name__)
 
@@ -38,21 +39,8 @@ DEFAULT_MAX_LENGTH = 1024
 
 def format_for_pm(messages: Iterable, response: str) -> str:
     """Render `messages` + `response` as an HH-RLHF transcript ending in the response."""
-    roles = {"user": "Human", "human": "Human", "assistant": "Assistant"}
-    parts = []
-    for message in messages:
-        # Backends trade in `Message` objects; exports and APIs in plain dicts.
-        role, content = (
-            (message["role"], message["content"])
-            if isinstance(message, dict)
-            else (message.role, message.content)
-        )
-        if role not in roles:
-            raise ValueError(f"a PM transcript has no place for role {role!r}")
-        # Strip so a sampler's leading space or trailing newline does not move the score.
-        parts.append(f"\n\n{roles[role]}: {content.strip()}")
-    parts.append(f"\n\nAssistant: {response.strip()}")
-    return "".join(parts)
+    prefix, (rest,) = reply_split(render(messages, strip=True), [response])
+    return prefix + rest
 
 
 def add_eoc_token(tokenizer, eoc_token: str = EOC_TOKEN) -> int:
@@ -401,10 +389,7 @@ class PMScorer:
         """
         transcripts = []
         for messages, responses in groups:
-            messages = list(messages)
-            prefix = format_for_pm(messages, "").rstrip()
-            texts = [format_for_pm(messages, response) for response in responses]
-            transcripts.append((prefix, [text[len(prefix) :] for text in texts]))
+            transcripts.append(reply_split(render(messages, strip=True), responses))
         if not self.model.can_pack:
             flat = iter(self.score([prefix + s for prefix, ends in transcripts for s in ends]))
             return [[next(flat) for _ in suffixes] for _, suffixes in transcripts]

@@ -16,11 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from assistant.backends.base import ASSISTANT_TURN, HUMAN_TURN, Context, Message
+from assistant import transcripts
+from assistant.backends.base import Context, Message
 
 RenderMode = Literal["chat", "completion"]
-
-_TURN_HEADERS = {"user": HUMAN_TURN, "assistant": ASSISTANT_TURN}
 
 
 @dataclass(frozen=True)
@@ -67,8 +66,7 @@ def split_completion(context: Context) -> RenderedContext:
     # Trailing whitespace of a prompt file would otherwise pile up before "\n\nHuman:"; ending
     # the prefix on a non-space also keeps the tokenizer from merging across the split.
     prefix = context.prompt.rstrip() if context.prompt else ""
-    turns = "".join(f"{_TURN_HEADERS[m.role]} {m.content.strip()}" for m in context.messages)
-    suffix = turns + ASSISTANT_TURN
+    suffix = transcripts.render(context.messages, strip=True) + transcripts.ASSISTANT
     if not prefix:
         suffix = suffix.lstrip("\n")  # no prompt: the transcript starts at "Human:"
     return RenderedContext(prefix=prefix, suffix=suffix)

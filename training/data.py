@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch.utils.data import Dataset
 
-from assistant.pm import format_for_pm, packed_inputs, pm_inputs
+from assistant.pm import packed_inputs, pm_inputs
+from assistant.transcripts import render, reply_split
 
 STRENGTHS = (1, 2, 3, 4)  # collection's pairwise strength: 1 slightly … 4 much better
 
@@ -43,18 +44,22 @@ class Ranking:
         if self.strength is not None and self.strength not in STRENGTHS:
             raise ValueError(f"strength must be 1..4, not {self.strength!r}")
 
+    def split(self) -> tuple[str, list[str]]:
+        """(the transcript up to the "Assistant:" tag, each response's rest " …"): prefix + rest
+        is that response's transcript (`assistant.transcripts.reply_split`)."""
+        context = self.context_text
+        if context is None:
+            context = render(self.context, strip=True)
+        return reply_split(context, self.responses)
+
     def prefix(self) -> str:
         """The transcript before the response: the context and the "Assistant:" tag."""
-        return self.texts_for([""])[0].rstrip()
+        return self.split()[0]
 
     def texts(self) -> list[str]:
         """One transcript per response, each ending in that response."""
-        return self.texts_for(self.responses)
-
-    def texts_for(self, responses: Sequence[str]) -> list[str]:
-        if self.context_text is not None:
-            return [self.context_text + format_for_pm([], r) for r in responses]
-        return [format_for_pm(self.context, r) for r in responses]
+        prefix, rests = self.split()
+        return [prefix + rest for rest in rests]
 
 
 def rankings_hash(rankings: Sequence[Ranking]) -> str:
@@ -164,7 +169,7 @@ class RankingCollator:
         if self.pack:
             batch = packed_inputs(
                 self.tokenizer,
-                [_split_prefix(ranking) for ranking in rankings],
+                [ranking.split() for ranking in rankings],
                 eoc_token_id=self.eoc_token_id,
                 max_length=self.max_length,
             )
@@ -204,12 +209,3 @@ class RankingCollator:
             real = attention_mask[row].nonzero().squeeze(-1)
             mask[row, real[-min(count, len(real)) :]] = True
         return mask
-
-
-def _split_prefix(ranking: Ranking) -> tuple[str, list[str]]:
-    """(the transcript up to "Assistant:", each response's remainder " …") of one ranking."""
-    prefix = ranking.prefix()
-    texts = ranking.texts()
-    if not all(text.startswith(prefix) for text in texts):
-        raise ValueError(f"{ranking.source or 'a ranking'}: responses do not share one prefix")
-    return prefix, [text[len(prefix) :] for text in texts]

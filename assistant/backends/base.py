@@ -13,12 +13,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
+from assistant import transcripts
+
 Role = Literal["user", "assistant"]
 FinishReason = Literal["stop", "length", "eos"]
 
 # Raw-completion transcripts (the paper's format) end a response where the next human turn starts.
-HUMAN_TURN = "\n\nHuman:"
-ASSISTANT_TURN = "\n\nAssistant:"
+HUMAN_TURN = transcripts.HUMAN
+ASSISTANT_TURN = transcripts.ASSISTANT
 
 
 class BackendError(RuntimeError):

@@ -14,17 +14,16 @@ and a chat-template LM sees real turns instead of "Assistant:" written inside a 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from assistant import transcripts
 from assistant.backends.base import Backend, Context, Message
 from evals.stats import accuracy_with_ci
 from evals.suites import top_choice
 from evals.suites.scoring import score_groups
 
 HHH_CATEGORIES = {"helpful": 59, "honest": 61, "harmless": 58, "other": 43}
-_TURN = re.compile(r"\n+\s*(Human|Assistant):")
 
 
 @dataclass(frozen=True)
@@ -66,11 +65,7 @@ def hhh_first_per_category(items: list[HHHItem], n: int) -> list[HHHItem]:
 
 def hhh_messages(text: str) -> tuple[Message, ...]:
     """An HHH input as conversation turns: the text before any marker is the first human turn."""
-    parts = _TURN.split(text)
-    messages = [Message("user", parts[0].strip())]
-    for speaker, content in zip(parts[1::2], parts[2::2], strict=True):
-        messages.append(Message("user" if speaker == "Human" else "assistant", content.strip()))
-    return tuple(messages)
+    return tuple(Message(role, content.strip()) for role, content in transcripts.parse(text))
 
 
 def hhh_pm_eval(scorer, items: list[HHHItem]) -> dict:
