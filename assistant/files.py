@@ -1,4 +1,6 @@
-"""Folders written whole or not at all: model artifacts are read by other processes."""
+"""Files and folders written whole or not at all: other processes read them (model artifacts,
+frozen snapshot lists, export files), so each is written beside its target under a temporary
+name and then renamed into place."""
 
 from __future__ import annotations
 
@@ -39,3 +41,23 @@ def staged_folder(path: str | os.PathLike, *, replace: bool = True) -> Iterator[
             shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextmanager
+def staged_file(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary file name beside `path`; when the block ends without an error, the
+    file written there is flushed to disk and becomes `path` in one rename, so a reader sees
+    either the old file or the new one, never half of one. On an error it is deleted.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    staging = Path(name)
+    try:
+        yield staging
+        with staging.open("rb") as written:
+            os.fsync(written.fileno())
+        os.replace(staging, path)
+    finally:
+        staging.unlink(missing_ok=True)

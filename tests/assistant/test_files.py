@@ -2,7 +2,7 @@
 
 import pytest
 
-from assistant.files import staged_folder
+from assistant.files import staged_file, staged_folder
 
 
 def test_the_folder_appears_only_when_the_block_ends(tmp_path):
@@ -37,3 +37,18 @@ def test_an_existing_folder_is_replaced_whole_or_kept_when_asked(tmp_path):
         (staging / "weights").write_text("ours")
     assert (target / "weights").read_text() == "new"
     assert [p.name for p in tmp_path.iterdir()] == ["lm"]
+
+
+def test_a_file_appears_whole_or_the_old_one_stays(tmp_path):
+    target = tmp_path / "snapshots" / "1" / "judgements.json"
+    with staged_file(target) as staging:
+        staging.write_bytes(b"new")
+        assert not target.exists()  # a reader meanwhile finds nothing, not half a file
+    assert target.read_bytes() == b"new"
+    assert [p.name for p in target.parent.iterdir()] == ["judgements.json"]
+    with pytest.raises(RuntimeError, match="disk full"):
+        with staged_file(target) as staging:
+            staging.write_bytes(b"half")
+            raise RuntimeError("disk full")
+    assert target.read_bytes() == b"new"
+    assert [p.name for p in target.parent.iterdir()] == ["judgements.json"]
