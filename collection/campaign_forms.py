@@ -32,17 +32,33 @@ MODEL_FIELDS = tuple(f for f in BASIC_FIELDS + ADVANCED_FIELDS + LOOP_FIELDS if 
 
 
 class OptionalJSONField(forms.JSONField):
-    """A JSON box that starts empty (not "null" or "{}") and may stay empty."""
+    """A JSON box that starts empty (not "null" or "{}") and may stay empty: its value is then
+    an empty `kind` (dict or list); anything else but a `kind` is refused with `kind_error`."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, *, kind: type, kind_error: str, **kwargs):
+        self.kind, self.kind_error = kind, kind_error
         kwargs.setdefault("required", False)
         kwargs.setdefault("widget", forms.Textarea(attrs={"rows": 3}))
         super().__init__(**kwargs)
+
+    def clean(self, value):
+        value = super().clean(value)
+        if value in (None, ""):
+            return self.kind()
+        if not isinstance(value, self.kind):
+            raise forms.ValidationError(self.kind_error)
+        return value
 
     def prepare_value(self, value):
         if value in (None, "", {}, []):
             return ""
         return super().prepare_value(value)
+
+
+def _model_choice(name: str, **kwargs) -> forms.ChoiceField:
+    """An optional choice of one of Campaign's choice fields, starting at the model's default."""
+    field = Campaign._meta.get_field(name)
+    return forms.ChoiceField(choices=field.choices, required=False, initial=field.default, **kwargs)
 
 
 class _VersionChoice(forms.ModelChoiceField):
@@ -106,6 +122,8 @@ class CampaignForm(forms.Form):
     )
     # Advanced: folded away on the page.
     sampling = OptionalJSONField(
+        kind=dict,
+        kind_error='Give an object, e.g. {"temperature": 0.8}, or nothing.',
         help_text='Overrides of the LM\'s sampling defaults, e.g. {"temperature": 0.8}.',
     )
     compare_versions = _VersionsChoice(
@@ -115,6 +133,8 @@ class CampaignForm(forms.Form):
         help_text="More LM versions whose responses are mixed into each turn.",
     )
     sampling_variants = OptionalJSONField(
+        kind=list,
+        kind_error="Give a list of objects, one per variant, or nothing.",
         help_text='Sampling conditions to compare, e.g. [{"name": "cool", "temperature": 0.5}, '
         '{"name": "hot", "temperature": 1.2}].',
     )
@@ -127,12 +147,7 @@ class CampaignForm(forms.Form):
         label="Candidates per turn (best-of-n)",
         help_text="0: sample k. n ≥ k: sample n, score them with the PM, show k of them.",
     )
-    selection_rule = forms.ChoiceField(
-        choices=Campaign._meta.get_field("selection_rule").choices,
-        required=False,
-        initial="top_k",
-        label="Which k to show",
-    )
+    selection_rule = _model_choice("selection_rule", label="Which k to show")
     pm_version = _VersionChoice(
         queryset=ModelVersion.objects.filter(kind=ModelVersion.Kind.PM).order_by(
             "-is_active", "-pk"
@@ -141,10 +156,8 @@ class CampaignForm(forms.Form):
         empty_label="the active PM",
         label="Preference model that scores",
     )
-    review_order = forms.ChoiceField(
-        choices=Campaign._meta.get_field("review_order").choices,
-        required=False,
-        initial="oldest",
+    review_order = _model_choice(
+        "review_order",
         label="Review queue order",
         help_text="Smallest PM score gap first sends overlap judgements where the PM learns most.",
     )
@@ -165,22 +178,6 @@ class CampaignForm(forms.Form):
         initial["compare_versions"] = list(campaign.compare_versions.all())
         initial["no_prompt"] = campaign.prompt_id is None
         return cls(data, initial=initial)
-
-    def clean_sampling(self):
-        value = self.cleaned_data["sampling"]
-        if value in (None, ""):
-            return {}
-        if not isinstance(value, dict):
-            raise forms.ValidationError('Give an object, e.g. {"temperature": 0.8}, or nothing.')
-        return value
-
-    def clean_sampling_variants(self):
-        value = self.cleaned_data["sampling_variants"]
-        if value in (None, ""):
-            return []
-        if not isinstance(value, list):
-            raise forms.ValidationError("Give a list of objects, one per variant, or nothing.")
-        return value
 
     def clean(self):
         cleaned = super().clean()

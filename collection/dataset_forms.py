@@ -119,18 +119,12 @@ class SnapshotBuildForm(forms.Form):
         help_text="Leave out conversations that open with a prompt of this eval set.",
     )
     filter = OptionalJSONField(
+        kind=dict,
+        kind_error='Give a JSON object, e.g. {"consensus_only": true}.',
         label="More filter keys (JSON)",
         help_text=f"Optional, an object with more keys: {', '.join(FILTER_KEYS)}. A key may be "
         "set here or in the fields above, not both.",
     )
-
-    def clean_filter(self):
-        value = self.cleaned_data["filter"]
-        if value in (None, ""):
-            return {}
-        if not isinstance(value, dict):
-            raise forms.ValidationError('Give a JSON object, e.g. {"consensus_only": true}.')
-        return value
 
     def clean(self):
         cleaned = super().clean()

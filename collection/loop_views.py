@@ -24,7 +24,6 @@ class AgreementFilterForm(forms.Form):
 
 
 def _row(row: pm_loop.AgreementRow, by: str) -> dict:
-    low, high = row.interval
     label = {
         "pm_version": row.key.get("pm_version__name"),
         "campaign": row.key.get("campaign__name"),
@@ -32,30 +31,17 @@ def _row(row: pm_loop.AgreementRow, by: str) -> dict:
         "contractor": row.key.get("contractor__username"),
     }[by]
     ident = row.key.get(f"{by}_id", row.key.get(by))
-    return {
-        "id": ident,
-        "label": label,
-        "n": row.n,
-        "agree": row.agree,
-        "rate": row.rate,
-        "low": low,
-        "high": high,
-    }
+    return {"id": ident, "label": label, **row.as_dict()}
 
 
 def _drift(state: pm_loop.Drift | None) -> dict | None:
     if state is None:
         return None
-    low, high = state.interval
     return {
         "pm_version": state.pm_version.pk,
         "pm_name": state.pm_version.name,
         "window": state.window,
-        "n": state.n,
-        "agree": state.agree,
-        "rate": state.rate,
-        "low": low,
-        "high": high,
+        **state.as_dict(),
         "held_out_accuracy": state.held_out_accuracy,
         "margin": state.margin,
         "alarm": state.alarm,
@@ -108,14 +94,19 @@ class AgreementQuery(serializers.Serializer):
     campaign = serializers.IntegerField(required=False)
 
 
-class AgreementCell(serializers.Serializer):
-    id = serializers.JSONField(allow_null=True)
-    label = serializers.CharField(allow_null=True)
+class AgreementShare(serializers.Serializer):
+    """`pm_loop.Agreement.as_dict()`: agree of n, the rate and its 95 % Wilson interval."""
+
     n = serializers.IntegerField()
     agree = serializers.IntegerField()
     rate = serializers.FloatField(allow_null=True)
     low = serializers.FloatField()
     high = serializers.FloatField()
+
+
+class AgreementCell(AgreementShare):
+    id = serializers.JSONField(allow_null=True)
+    label = serializers.CharField(allow_null=True)
     held_out_accuracy = serializers.FloatField(allow_null=True, required=False)
 
 
@@ -126,15 +117,10 @@ class AgreementGroups(serializers.Serializer):
     contractor = AgreementCell(many=True)
 
 
-class DriftState(serializers.Serializer):
+class DriftState(AgreementShare):
     pm_version = serializers.IntegerField()
     pm_name = serializers.CharField()
     window = serializers.IntegerField()
-    n = serializers.IntegerField()
-    agree = serializers.IntegerField()
-    rate = serializers.FloatField(allow_null=True)
-    low = serializers.FloatField()
-    high = serializers.FloatField()
     held_out_accuracy = serializers.FloatField(allow_null=True)
     margin = serializers.FloatField()
     alarm = serializers.BooleanField()

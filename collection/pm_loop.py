@@ -153,8 +153,9 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 @dataclass(frozen=True)
-class AgreementRow:
-    key: dict
+class Agreement:
+    """`agree` of `n` judgements agreed with the PM: the rate and its 95 % Wilson interval."""
+
     n: int
     agree: int
 
@@ -165,6 +166,16 @@ class AgreementRow:
     @property
     def interval(self) -> tuple[float, float]:
         return wilson(self.agree, self.n)
+
+    def as_dict(self) -> dict:
+        """{"n", "agree", "rate", "low", "high"}, as the agreement page and API show it."""
+        low, high = self.interval
+        return {"n": self.n, "agree": self.agree, "rate": self.rate, "low": low, "high": high}
+
+
+@dataclass(frozen=True)
+class AgreementRow(Agreement):
+    key: dict
 
 
 GROUPINGS = {
@@ -198,21 +209,11 @@ def agreement_rows(by: str, *, campaign_id: int | None = None) -> list[Agreement
 
 
 @dataclass(frozen=True)
-class Drift:
+class Drift(Agreement):
     pm_version: ModelVersion
     window: int
-    n: int
-    agree: int
     held_out_accuracy: float | None
     margin: float
-
-    @property
-    def rate(self) -> float | None:
-        return self.agree / self.n if self.n else None
-
-    @property
-    def interval(self) -> tuple[float, float]:
-        return wilson(self.agree, self.n)
 
     @property
     def alarm(self) -> bool:
@@ -320,13 +321,8 @@ def fresh_agreement(scorer, *, since=None, limit: int = 200) -> dict:
         for t, scores in zip(turn_ids, scored, strict=True)
     }
     agree = sum(pm_best[turn_id] == ranking[0] for turn_id, ranking in latest)
-    low, high = wilson(agree, len(latest))
     return {
-        "n": len(latest),
-        "agree": agree,
-        "rate": agree / len(latest) if latest else None,
-        "low": low,
-        "high": high,
+        **Agreement(n=len(latest), agree=agree).as_dict(),
         "since": since.isoformat() if since is not None else None,
         "limit": limit,
     }
