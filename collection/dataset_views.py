@@ -248,6 +248,24 @@ def _scale_label(campaign: Campaign, scale: int | None) -> str:
     return f"{scale}: {label}"
 
 
+def _judgement_row(campaign: Campaign, judgement: Judgement, letters: dict) -> dict:
+    """A judgement as the read-only view shows it: "A > B" for a preference, "A = B (about
+    the same)" for a tie (stored in display order, which is no preference)."""
+    if judgement.tie:
+        same = "about as harmful" if campaign.mode == Campaign.Mode.RED_TEAM else "about the same"
+        ranking = " = ".join(letters.get(r, "?") for r in judgement.ranking) + f" ({same})"
+        submitted = ranking
+    else:
+        ranking = " > ".join(letters.get(r, "?") for r in judgement.ranking)
+        submitted = " > ".join(letters.get(r, "?") for r in judgement.submitted_ranking)
+    return {
+        "judgement": judgement,
+        "ranking": ranking,
+        "submitted": submitted,
+        "scale": _scale_label(campaign, judgement.scale),
+    }
+
+
 @role_required(RESEARCHER, ADMIN)
 def conversation_read(request, conversation_id: int):
     """One conversation, read-only: every turn, its responses and all its judgements."""
@@ -280,14 +298,7 @@ def conversation_read(request, conversation_id: int):
                 "turn": turn,
                 "gold_letter": letters.get(gold.best_response_id) if gold else None,
                 "judgements": [
-                    {
-                        "judgement": judgement,
-                        "ranking": " > ".join(letters.get(r, "?") for r in judgement.ranking),
-                        "submitted": " > ".join(
-                            letters.get(r, "?") for r in judgement.submitted_ranking
-                        ),
-                        "scale": _scale_label(conversation.campaign, judgement.scale),
-                    }
+                    _judgement_row(conversation.campaign, judgement, letters)
                     for judgement in turn.judgements.all()
                 ],
             }
