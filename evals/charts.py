@@ -2,6 +2,14 @@
 
 Every number that goes into an SVG is formatted as a float here, and every label is escaped,
 so the templates may mark the SVG safe.
+
+Why f-strings and not an SVG template per chart: rebuilt as Django templates (a small context
+computed here, numbers passed as text so the engine skips localizing them), the same charts came
+out identical but slower, at about the same size (381 + 37 template lines against 429).
+Render time, best of 5 × 100 (timeit, this 2-core machine shared with other jobs), f-strings →
+templates: a training run's two charts from 300 steps 1.2 → 2.7 ms, from 6 steps 0.3 → 1.6 ms;
+an Elo chart of 9 arms 0.18 → 2.0 ms; a reliability diagram of 10 bins 0.02 → 0.54 ms; the
+data-efficiency chart of 7 points 0.03 → 0.41 ms. The engine spends 5-10 µs on each variable.
 """
 
 from __future__ import annotations
@@ -352,7 +360,14 @@ def line_chart_svg(
         f'<text x="14" y="{(top + height - bottom) / 2:.0f}" font-size="11" text-anchor="middle" '
         f'transform="rotate(-90 14 {(top + height - bottom) / 2:.0f})">{escape(y_label)}</text>'
     )
-    legend_x = left + 8
+    parts += _lines_svg(series, x, y, dashed=dashed, legend_x=left + 8)
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _lines_svg(series: dict, x, y, *, dashed: frozenset[str], legend_x: float) -> list[str]:
+    """The polyline, dots and legend entry of each series of a line chart (x, y: scales)."""
+    parts = []
     for i, (name, values) in enumerate(series.items()):
         colour = LINE_COLOURS[i % len(LINE_COLOURS)]
         dash = ' stroke-dasharray="5 3"' if name in dashed else ""
@@ -373,8 +388,7 @@ def line_chart_svg(
             f'y2="{legend_y - 4}" stroke="{colour}" stroke-width="2"{dash}/>'
             f'<text x="{legend_x + 23}" y="{legend_y}" font-size="11">{escape(name)}</text>'
         )
-    parts.append("</svg>")
-    return "".join(parts)
+    return parts
 
 
 # What a training run's chart draws from its metric history: (key, legend) per panel.
