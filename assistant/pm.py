@@ -4,7 +4,7 @@ Plain torch/transformers, no Django. A PM scores a whole transcript ("\\n\\nHuma
 …", the HH-RLHF format) by the hidden state at a dedicated `<|endofcontext|>` token appended to
 every input (Askell et al. 2021). `save_pm` / `load_pm` write and rebuild a self-contained folder
 (weights, backbone config, tokenizer, meta.json) without touching the network; `PMScorer` does
-batched inference and best-of-n reranking.
+batched inference (collection's best-of-n scores a turn's candidates with `score_groups`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel
 from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
-from assistant.backends.base import Sample
 from assistant.files import staged_folder
 from assistant.hardware import bf16_autocast, bf16_warning, check_bf16_request
 from assistant.transcripts import render, reply_split
@@ -330,7 +329,8 @@ def load_pm(
 
 
 class PMScorer:
-    """Batched inference with a loaded PM: score transcripts, rerank sampled responses."""
+    """Batched inference with a loaded PM: score transcripts, or groups of responses that share
+    a context."""
 
     def __init__(
         self,
@@ -424,10 +424,3 @@ class PMScorer:
             else:
                 batches.append([i])
         return batches
-
-    def rerank(self, samples: Sequence[Sample], messages: Iterable) -> list[tuple[Sample, float]]:
-        """Score each sample as the reply to `messages`; return (sample, score) best first."""
-        messages = list(messages)
-        scores = self.score([format_for_pm(messages, sample.text) for sample in samples])
-        # sorted() is stable: ties keep the sampler's order.
-        return sorted(zip(samples, scores, strict=True), key=lambda pair: -pair[1])

@@ -217,7 +217,9 @@ def model_version_register(
 
 
 def model_version_activate(*, version: ModelVersion) -> ModelVersion:
-    """Make `version` the active model of its kind (the one collection and reranking use)."""
+    """Make `version` the active model of its kind (an LM: the one `chat` and a new campaign's
+    form start with; a PM: the one that scores collection's candidates, watched for drift and
+    compared with each newly trained PM)."""
     with transaction.atomic():
         # Lock the kind's rows so two activations can't both leave theirs active.
         list(ModelVersion.objects.select_for_update().filter(kind=version.kind))

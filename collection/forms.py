@@ -1,4 +1,6 @@
-"""Small forms of the contractor pages: a message, and a judgement of a turn's responses."""
+"""Forms of the pages in collection/views.py: a contractor's message and judgement of a turn's
+responses, an admin's gold item, and the quality page's campaign filter. (The campaign pages'
+form is in campaign_forms.py, the dataset pages' in dataset_forms.py.)"""
 
 from django import forms
 from django.conf import settings
@@ -167,22 +169,6 @@ def _initial(judgement: Judgement) -> dict:
     for position, pk in enumerate(judgement.submitted_ranking, start=1):
         initial[f"rank_{position}"] = pk
     return initial
-
-
-class SnapshotForm(forms.Form):
-    """A snapshot's filter, as JSON (the keys are listed on the page)."""
-
-    name = forms.CharField(max_length=200, required=False)
-    filter = forms.JSONField(
-        initial=dict,
-        help_text='e.g. {"campaigns": [1], "modes": ["helpful"], "consensus_only": true}',
-    )
-
-    def clean_filter(self):
-        value = self.cleaned_data["filter"]
-        if not isinstance(value, dict):
-            raise forms.ValidationError("The filter is a JSON object, e.g. {}.")
-        return value
 
 
 RESPONSE_SEPARATOR = "---"

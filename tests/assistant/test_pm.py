@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from assistant import pm
-from assistant.backends.base import Message, Sample
+from assistant.backends.base import Message
 from assistant.pm import (
     EOC_TOKEN,
     PMScorer,
@@ -173,28 +173,6 @@ def test_score_returns_input_order(pm_model):
     assert scorer.score(texts) == pytest.approx(one_by_one, abs=1e-5)
     assert scorer.score([]) == []
     assert PMScorer(model, tok, bf16=True).score(texts) == pytest.approx(one_by_one, abs=0.2)
-
-
-def test_rerank_sorts_best_first(pm_model):
-    model, tok = pm_model
-    scorer = PMScorer(model, tok)
-    samples = [
-        Sample(
-            text,
-            prompt_tokens=5,
-            completion_tokens=5,
-            logprob=-1.0,
-            finish_reason="stop",
-            latency_s=0.1,
-        )
-        for text in ("Paris.", "Lyon, I think.", "I can't help with that.", "It is Paris.")
-    ]
-    ranked = scorer.rerank(samples, CONVERSATION)
-    scores = [score for _, score in ranked]
-    assert scores == sorted(scores, reverse=True)
-    assert {id(sample) for sample, _ in ranked} == {id(sample) for sample in samples}
-    best, best_score = ranked[0]
-    assert best_score == pytest.approx(scorer.score([format_for_pm(CONVERSATION, best.text)])[0])
 
 
 def test_a_few_steps_on_a_pair_rank_better_above_worse(pm_model):
