@@ -18,15 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
-from transformers import (
-    AttentionInterface,
-    AttentionMaskInterface,
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    DynamicCache,
-)
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import sdpa_mask
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
 from assistant.backends.base import (
     Backend,
@@ -40,6 +32,8 @@ from assistant.backends.base import (
 from assistant.hardware import native_bf16
 from assistant.prompting import RenderedContext, RenderMode, fit_to_window, split_prefix
 
+from .shared_prefix import SHARED_PREFIX_ATTENTION, can_share_prefix
+
 # Prompt prefixes kept per backend; each costs ~23 KB per token for SmolLM2-135M in bf16.
 PREFIX_CACHE_SIZE = 4
 
@@ -51,12 +45,6 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 # Candidates sorted for top-p sampling before falling back to sorting the whole vocabulary.
 TOP_P_HEAD = 256
-
-# Attention that reads the prompt prefix's keys/values once for the whole batch (below).
-SHARED_PREFIX_ATTENTION = "alignlab_shared_prefix"
-# Architectures whose attention is plain causal softmax attention over the cache, so the
-# shared-prefix function computes exactly what their own does. Others copy the prefix per row.
-SHARED_PREFIX_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
 
 
 @dataclass
@@ -137,7 +125,7 @@ class TransformersBackend(Backend):
         self.tokenizer = AutoTokenizer.from_pretrained(folder, **extra)
         self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=self.dtype, **extra)
         self.model.to(self.device).eval()
-        self.shared_prefix = _can_share_prefix(self.model.config)
+        self.shared_prefix = can_share_prefix(self.model.config)
         if self.shared_prefix:
             self.model.set_attn_implementation(SHARED_PREFIX_ATTENTION)
         set_distinct_pad_token(self.tokenizer, self.model)
@@ -380,56 +368,6 @@ def set_distinct_pad_token(tokenizer, model=None, *, candidate: str | None = Non
     model.config.pad_token_id = tokenizer.pad_token_id
     if model.generation_config is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
-
-
-def _can_share_prefix(config) -> bool:
-    text = config.get_text_config()
-    sliding = getattr(text, "sliding_window", None) is not None and getattr(
-        text, "use_sliding_window", True
-    )
-    return text.model_type in SHARED_PREFIX_MODEL_TYPES and not sliding
-
-
-def _shared_prefix_attention(
-    module, query, key, value, attention_mask, *, scaling, dropout=0.0, shared_prefix=None, **kwargs
-):
-    """Causal attention over a prompt prefix held once for the batch, then each row's own keys.
-
-    Copying a 5k-token prefix into every row made each sample re-read it at every step, which
-    cost more than the model's weights; here one matmul per key/value head serves all rows.
-    Without `shared_prefix` it is plain SDPA.
-    """
-    if shared_prefix is None:
-        return sdpa_attention_forward(
-            module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
-        )
-    prefix_keys, prefix_values = shared_prefix[module.layer_idx]  # (1, kv_heads, prefix, dim)
-    batch, heads, length, dim = query.shape
-    kv_heads, prefix = prefix_keys.shape[1], prefix_keys.shape[2]
-    rows = heads // kv_heads * length  # queries per key/value head, per batch row
-    # Query head h reads key/value head h // group: group them as rows of one matrix.
-    grouped = query.reshape(batch, kv_heads, rows, dim)
-    stacked = grouped.transpose(0, 1).reshape(kv_heads, batch * rows, dim)
-    prefix_scores = (stacked @ prefix_keys[0].transpose(-1, -2)).reshape(
-        kv_heads, batch, rows, prefix
-    )
-    own_scores = grouped @ key.transpose(-1, -2)  # (batch, kv_heads, rows, own)
-    own = key.shape[-2]
-    # New token i sits at own position own - length + i and sees own positions up to it.
-    future = torch.arange(own, device=query.device)[None, :] > (
-        own - length + torch.arange(length, device=query.device)[:, None]
-    )
-    own_scores = own_scores.masked_fill(future.repeat(heads // kv_heads, 1), float("-inf"))
-    scores = torch.cat([prefix_scores.transpose(0, 1), own_scores], dim=-1).float() * scaling
-    probs = torch.softmax(scores, dim=-1).to(value.dtype)
-    prefix_probs = probs[..., :prefix].transpose(0, 1).reshape(kv_heads, batch * rows, prefix)
-    out = (prefix_probs @ prefix_values[0]).reshape(kv_heads, batch, rows, dim).transpose(0, 1)
-    out = out + probs[..., prefix:] @ value
-    return out.reshape(batch, heads, length, dim).transpose(1, 2).contiguous(), None
-
-
-AttentionInterface.register(SHARED_PREFIX_ATTENTION, _shared_prefix_attention)
-AttentionMaskInterface.register(SHARED_PREFIX_ATTENTION, sdpa_mask)
 
 
 def _auto_device() -> str:
