@@ -5,7 +5,7 @@ from django.conf import settings
 
 from assistant import jobs
 
-from . import services
+from . import retrain, services
 from .models import TrainingRun
 
 
@@ -26,5 +26,5 @@ def run_training(run_id: int) -> str:
 @shared_task(name="training.retrain_if_enough_new_data")
 def retrain_if_enough_new_data(min_new_judgements: int = 200) -> str:
     """The periodic retrain: snapshot and launch a PM run when enough new judgements exist."""
-    run = services.retrain_if_enough_new_data(min_new_judgements=min_new_judgements)
+    run = retrain.retrain_if_enough_new_data(min_new_judgements=min_new_judgements)
     return f"launched run {run.pk}" if run else "not enough new data"

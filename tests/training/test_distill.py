@@ -26,6 +26,7 @@ from training.distill import (
     train_distillation,
 )
 from training.models import TrainingRun
+from training.snapshots import snapshot_conversations
 
 PROMPT = (
     "Below are dialogues between people and an assistant that is helpful, honest and harmless."
@@ -429,7 +430,7 @@ def test_the_snapshot_gives_one_conversation_each_with_chosen_turns_and_the_best
     from collection.models import Turn
 
     snapshot = collected_snapshot(alice, sharp_backbone, conversations=12)
-    train, held_out = services._snapshot_conversations(snapshot)
+    train, held_out = snapshot_conversations(snapshot)
     assert len(train) + len(held_out) == 12
     for example in train + held_out:
         turn_id = int(example.source.rsplit(" ", 1)[1])
@@ -494,7 +495,7 @@ def test_a_distillation_run_registers_a_distilled_lm(alice, adam, sharp_backbone
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(version.path)
-    train, _ = services._snapshot_conversations(snapshot)
+    train, _ = snapshot_conversations(snapshot)
 
     def kl(model):
         return measure_kl(model, copy.deepcopy(base), tokenizer, train, prompt=PROMPT, mode="chat")

@@ -12,7 +12,7 @@ from assistant.services import model_version_register, prompt_template_create
 from collection.datasets import dataset_import_create, snapshot_create
 from config.celery import app
 from tests.tinymodels import save_tiny_lm
-from training import services
+from training import retrain, services
 from training.models import TrainingRun
 from training.tasks import run_training
 
@@ -294,7 +294,7 @@ def test_retrain_launches_only_with_enough_new_judgements(backbone, alice, setti
             ranking=[a.pk, b.pk],
             submitted_ranking=[a.pk, b.pk],
         )
-    assert services.retrain_if_enough_new_data(min_new_judgements=4) is None
-    run = services.retrain_if_enough_new_data(min_new_judgements=3)
+    assert retrain.retrain_if_enough_new_data(min_new_judgements=4) is None
+    run = retrain.retrain_if_enough_new_data(min_new_judgements=3)
     assert run.kind == "pm" and run.snapshot.counts["judgements"] == 3
-    assert services.retrain_if_enough_new_data(min_new_judgements=3) is None  # one at a time
+    assert retrain.retrain_if_enough_new_data(min_new_judgements=3) is None  # one at a time
