@@ -163,40 +163,52 @@ def decide(
             ),
         }
     if active is None:
-        # One-sided sign test against chance: P(X >= correct) under p = 1/2.
-        p_value = 1.0 - binomial_tail(correct - 1, n)
-        low, high = wilson(correct, n, alpha)
-        facts |= {
-            "test": "exact one-sided sign test against chance (accuracy 0.5)",
-            "p_value": p_value,
-            "interval": [low, high],
-            "interval_of": f"held-out accuracy, Wilson {100 * (1 - alpha):g}%",
-        }
-        if p_value < alpha:
-            return {
-                "decision": "promoted",
-                **facts,
-                "reason": (
-                    f"first PM: held-out accuracy {accuracy:.3f} on {n} comparisons "
-                    f"[{low:.3f}, {high:.3f}] is above chance (p = {p_value:.3g} < {alpha})"
-                ),
-            }
+        return _first_pm(correct, n, alpha, facts)
+    return _against_active(PairedCounts.from_outcomes(new, active), alpha, tolerance, facts)
+
+
+def _first_pm(correct: int, n: int, alpha: float, facts: dict) -> dict:
+    """No PM is active: promoted when the accuracy is above chance (a one-sided sign test)."""
+    accuracy = correct / n
+    # One-sided sign test against chance: P(X >= correct) under p = 1/2.
+    p_value = 1.0 - binomial_tail(correct - 1, n)
+    low, high = wilson(correct, n, alpha)
+    facts = facts | {
+        "test": "exact one-sided sign test against chance (accuracy 0.5)",
+        "p_value": p_value,
+        "interval": [low, high],
+        "interval_of": f"held-out accuracy, Wilson {100 * (1 - alpha):g}%",
+    }
+    if p_value < alpha:
         return {
-            "decision": "kept",
+            "decision": "promoted",
             **facts,
             "reason": (
-                f"first PM, but held-out accuracy {accuracy:.3f} on {n} comparisons "
-                f"[{low:.3f}, {high:.3f}] is not above chance (p = {p_value:.3g} ≥ {alpha})"
+                f"first PM: held-out accuracy {accuracy:.3f} on {n} comparisons "
+                f"[{low:.3f}, {high:.3f}] is above chance (p = {p_value:.3g} < {alpha})"
             ),
         }
-    counts = PairedCounts.from_outcomes(new, active)
+    return {
+        "decision": "kept",
+        **facts,
+        "reason": (
+            f"first PM, but held-out accuracy {accuracy:.3f} on {n} comparisons "
+            f"[{low:.3f}, {high:.3f}] is not above chance (p = {p_value:.3g} ≥ {alpha})"
+        ),
+    }
+
+
+def _against_active(counts: PairedCounts, alpha: float, tolerance: float, facts: dict) -> dict:
+    """The paired test against the active PM: better, worse, or a tie within the tolerance."""
+    n = counts.n
+    accuracy = (counts.both + counts.new_only) / n
     active_accuracy = (counts.both + counts.active_only) / n
     p_value = mcnemar_exact_p(counts.new_only, counts.active_only)
     low, high = newcombe_paired_interval(
         counts.both, counts.new_only, counts.active_only, counts.neither, alpha
     )
     difference = accuracy - active_accuracy
-    facts |= {
+    facts = facts | {
         "test": TEST_NAME,
         "active_accuracy": active_accuracy,
         "difference": difference,
@@ -214,19 +226,14 @@ def decide(
         f"(active right), p = {p_value:.3g}; difference {difference:+.3f} "
         f"[{low:+.3f}, {high:+.3f}]"
     )
-    if p_value < alpha and counts.new_only > counts.active_only:
-        return {
-            "decision": "promoted",
-            "outcome": "better",
-            **facts,
-            "reason": f"significantly better than the active PM: {numbers}",
-        }
     if p_value < alpha:
+        better = counts.new_only > counts.active_only
+        words = "better than" if better else "worse than"
         return {
-            "decision": "kept",
-            "outcome": "worse",
+            "decision": "promoted" if better else "kept",
+            "outcome": "better" if better else "worse",
             **facts,
-            "reason": f"significantly worse than the active PM: {numbers}",
+            "reason": f"significantly {words} the active PM: {numbers}",
         }
     if low >= -tolerance:
         return {
