@@ -23,10 +23,19 @@ from .models import Campaign, Conversation, DatasetSnapshot, Judgement, Response
 
 
 class StrictQueryMixin:
-    """Validate query parameters with `query_serializer`: unknown or bad ones are a 400."""
+    """Validate query parameters with `query_serializer`: unknown or bad ones are a 400.
+    `filtered` narrows a queryset by the given ones, each through its lookup in `lookups`."""
 
     query_serializer: type[serializers.Serializer]
     always_allowed = {"page", "format"}
+    lookups: dict[str, str] = {}
+
+    def filtered(self, queryset):
+        q = self.query()
+        for key, lookup in self.lookups.items():
+            if key in q:
+                queryset = queryset.filter(**{lookup: q[key]})
+        return queryset
 
     def query(self) -> dict:
         params = self.request.query_params
@@ -183,19 +192,17 @@ class ConversationViewSet(StrictQueryMixin, viewsets.ReadOnlyModelViewSet):
     serializer_class = ConversationSerializer
     permission_classes = [ResearcherReadAdminWrite]
     query_serializer = ConversationQuery
+    lookups = {
+        "campaign": "campaign_id",
+        "mode": "campaign__mode",
+        "contractor": "contractor_id",
+        "source": "source",
+    }
 
     def get_queryset(self):
-        q = self.query()
-        conversations = Conversation.objects.prefetch_related("turns__responses").order_by("-id")
-        for key, lookup in (
-            ("campaign", "campaign_id"),
-            ("mode", "campaign__mode"),
-            ("contractor", "contractor_id"),
-            ("source", "source"),
-        ):
-            if key in q:
-                conversations = conversations.filter(**{lookup: q[key]})
-        return conversations
+        return self.filtered(
+            Conversation.objects.prefetch_related("turns__responses").order_by("-id")
+        )
 
 
 class JudgementSerializer(serializers.ModelSerializer):
@@ -243,22 +250,21 @@ class JudgementViewSet(StrictQueryMixin, viewsets.ReadOnlyModelViewSet):
     serializer_class = JudgementSerializer
     permission_classes = [ResearcherReadAdminWrite]
     query_serializer = JudgementQuery
+    lookups = {
+        "campaign": "turn__conversation__campaign_id",
+        "mode": "turn__conversation__campaign__mode",
+        "contractor": "contractor_id",
+        "model_version": "turn__responses__model_version_id",
+        "date_from": "created_at__date__gte",
+        "date_to": "created_at__date__lte",
+    }
 
     def get_queryset(self):
-        q = self.query()
-        judgements = Judgement.objects.select_related("turn__conversation").order_by("-id")
-        filters = {
-            "campaign": "turn__conversation__campaign_id",
-            "mode": "turn__conversation__campaign__mode",
-            "contractor": "contractor_id",
-            "model_version": "turn__responses__model_version_id",
-            "date_from": "created_at__date__gte",
-            "date_to": "created_at__date__lte",
-        }
-        for key, lookup in filters.items():
-            if key in q:
-                judgements = judgements.filter(**{lookup: q[key]})
-        return judgements.distinct() if "model_version" in q else judgements
+        judgements = self.filtered(
+            Judgement.objects.select_related("turn__conversation").order_by("-id")
+        )
+        # One row per judgement, though a turn's responses may come from several versions.
+        return judgements.distinct() if "model_version" in self.query() else judgements
 
 
 MAX_UTC_OFFSET = timedelta(hours=15, minutes=59, seconds=59)  # PostgreSQL's timestamptz limit

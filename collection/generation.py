@@ -244,17 +244,9 @@ def _pm_scores(campaign, turn, candidates, *, required: bool):
 
 
 def _candidate(turn, prompt, sample, version, condition, params, *, rule, **pm) -> Candidate:
-    shown = _response(turn, 0, prompt, sample, version, condition, params)
     return Candidate(
         turn=turn,
-        text=shown.text,
-        model_version=version,
-        prompt=prompt,
-        sampling_params=shown.sampling_params,
-        condition=condition,
-        completion_tokens=shown.completion_tokens,
-        logprob=shown.logprob,
-        finish_reason=shown.finish_reason,
+        **_sample_fields(prompt, sample, version, condition, params),
         selection_rule=rule,
         **pm,
     )
@@ -290,21 +282,29 @@ def _response(turn, position, prompt, sample, version, condition, params) -> Res
     return Response(
         turn=turn,
         index=position,
-        text=sample.text.strip(),  # a sampled NUL byte is replaced where it is stored (dbtext)
-        model_version=version,
-        prompt=prompt,
-        sampling_params={
+        **_sample_fields(prompt, sample, version, condition, params),
+        prompt_tokens=sample.prompt_tokens,
+        latency_s=sample.latency_s,
+        dropped_turns=sample.dropped_turns,
+    )
+
+
+def _sample_fields(prompt, sample, version, condition, params) -> dict:
+    """The fields of `Sample` (what a response and a candidate both store) from a backend's
+    sample, without the PM's (set once the candidates are scored)."""
+    return {
+        "text": sample.text.strip(),  # a sampled NUL byte is replaced where it is stored (dbtext)
+        "model_version": version,
+        "prompt": prompt,
+        "sampling_params": {
             "temperature": params.temperature,
             "top_p": params.top_p,
             "max_new_tokens": params.max_new_tokens,
             "stop": list(params.stop),
             "seed": params.seed,
         },
-        condition=condition,
-        prompt_tokens=sample.prompt_tokens,
-        completion_tokens=sample.completion_tokens,
-        logprob=sample.logprob,
-        finish_reason=sample.finish_reason,
-        latency_s=sample.latency_s,
-        dropped_turns=sample.dropped_turns,
-    )
+        "condition": condition,
+        "completion_tokens": sample.completion_tokens,
+        "logprob": sample.logprob,
+        "finish_reason": sample.finish_reason,
+    }
