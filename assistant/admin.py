@@ -36,17 +36,7 @@ class ModelVersionForm(forms.ModelForm):
 
     class Meta:
         model = ModelVersion
-        fields = [  # the admin shows these, less its read-only ones
-            "kind",
-            "name",
-            "backend",
-            "path",
-            "url",
-            "remote_model",
-            "backend_options",
-            "generation_defaults",
-            "metadata",
-        ]
+        fields = services.MODEL_VERSION_FIELDS  # the admin shows these, less its read-only ones
 
     def clean(self):
         data = super().clean()
@@ -83,18 +73,8 @@ class ModelVersionAdmin(admin.ModelAdmin):
         if change:
             super().save_model(request, obj, form, change)
             return
-        saved = services.model_version_register(
-            kind=obj.kind,
-            name=obj.name,
-            backend=obj.backend,
-            path=obj.path,
-            url=obj.url,
-            remote_model=obj.remote_model,
-            backend_options=obj.backend_options,
-            generation_defaults=obj.generation_defaults,
-            metadata=obj.metadata,
-            confine_to_roots=True,
-        )
+        fields = {name: getattr(obj, name) for name in services.MODEL_VERSION_FIELDS}
+        saved = services.model_version_register(**fields, confine_to_roots=True)
         obj.pk = saved.pk
 
     @admin.action(description="Make active (one per kind)")

@@ -1,6 +1,5 @@
 """REST API of the assistant app: model versions (researchers read, admins register/activate)."""
 
-from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.decorators import action
@@ -46,12 +45,10 @@ class ModelVersionSerializer(JSONModelSerializer):
         extra_kwargs = {"name": {"min_length": 1}}  # said in the schema (the model refuses blank)
 
     def create(self, validated_data):
-        try:
-            # A web request names only folders inside the model roots (MODELS_DIR and
-            # ALIGNLAB_MODEL_ROOTS), so it can make the server open nothing else.
-            return services.model_version_register(**validated_data, confine_to_roots=True)
-        except DjangoValidationError as error:
-            raise serializers.ValidationError(error.message_dict) from None
+        # A web request names only folders inside the model roots (MODELS_DIR and
+        # ALIGNLAB_MODEL_ROOTS), so it can make the server open nothing else.
+        register = services.model_version_register
+        return self.saved(register, **validated_data, confine_to_roots=True)
 
 
 class ModelVersionViewSet(

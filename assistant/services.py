@@ -115,6 +115,21 @@ def server_url_check(url: str) -> None:
         )
 
 
+# What a person sets when registering a version (model_version_register's keywords, the admin's
+# form); origin and the training run are set by the code that registers.
+MODEL_VERSION_FIELDS = [
+    "kind",
+    "name",
+    "backend",
+    "path",
+    "url",
+    "remote_model",
+    "backend_options",
+    "generation_defaults",
+    "metadata",
+]
+
+
 def model_version_check(
     *,
     kind: str,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import models
 from drf_spectacular.utils import extend_schema_field
 from jsonschema import Draft4Validator
@@ -339,3 +340,13 @@ class JSONModelSerializer(serializers.ModelSerializer):
     }
     serializer_field_mapping[models.BooleanField] = JSONBooleanField
     serializer_related_field = JSONPrimaryKeyRelatedField
+
+    @staticmethod
+    def saved(save, **kwargs):
+        """`save(**kwargs)` (a service's create), its Django ValidationError as the API's 400."""
+        try:
+            return save(**kwargs)
+        except DjangoValidationError as error:
+            raise serializers.ValidationError(
+                error.message_dict if hasattr(error, "error_dict") else {"detail": error.messages}
+            ) from None

@@ -1,7 +1,6 @@
 """REST API of eval runs (researchers and admins list them and launch new ones) and of the Elo
 of LM versions from contractor judgements."""
 
-from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, viewsets
@@ -22,20 +21,6 @@ class EvalRunSerializer(JSONModelSerializer):
 
     class Meta:
         model = EvalRun
-        fields = [
-            "id",
-            "suite",
-            "model_version",
-            "snapshot",
-            "options",
-            "status",
-            "results",
-            "error",
-            "launched_by",
-            "created_at",
-            "started_at",
-            "finished_at",
-        ]
         read_only_fields = [
             "status",
             "results",
@@ -45,14 +30,11 @@ class EvalRunSerializer(JSONModelSerializer):
             "started_at",
             "finished_at",
         ]
+        fields = ["id", "suite", "model_version", "snapshot", "options", *read_only_fields]
 
     def create(self, validated_data):
-        try:
-            return services.eval_run_create(
-                launched_by=self.context["request"].user, **validated_data
-            )
-        except DjangoValidationError as error:
-            raise serializers.ValidationError(error.message_dict) from None
+        user = self.context["request"].user
+        return self.saved(services.eval_run_create, launched_by=user, **validated_data)
 
 
 class EvalRunViewSet(
