@@ -25,23 +25,8 @@ class ModelVersionSerializer(JSONModelSerializer):
 
     class Meta:
         model = ModelVersion
-        fields = [
-            "id",
-            "kind",
-            "name",
-            "backend",
-            "path",
-            "url",
-            "remote_model",
-            "backend_options",
-            "generation_defaults",
-            "origin",
-            "training_run_id",
-            "metadata",
-            "is_active",
-            "created_at",
-        ]
         read_only_fields = ["origin", "training_run_id", "is_active", "created_at"]
+        fields = ["id", *services.MODEL_VERSION_FIELDS, *read_only_fields]
         extra_kwargs = {"name": {"min_length": 1}}  # said in the schema (the model refuses blank)
 
     def create(self, validated_data):
