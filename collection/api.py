@@ -2,7 +2,6 @@
 
 from datetime import timedelta
 
-from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import StreamingHttpResponse
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
@@ -104,19 +103,10 @@ class CampaignSerializer(JSONModelSerializer):
     # Saved through the service the admin uses: the model's full_clean() (so no sampling
     # setting that would break generation is stored), and the review queue kept in step.
     def create(self, validated_data):
-        return _validated(campaigns.campaign_create, **validated_data)
+        return self.saved(campaigns.campaign_create, **validated_data)
 
     def update(self, instance, validated_data):
-        return _validated(campaigns.campaign_update, campaign=instance, **validated_data)
-
-
-def _validated(save, **kwargs):
-    try:
-        return save(**kwargs)
-    except DjangoValidationError as error:
-        raise serializers.ValidationError(
-            error.message_dict if hasattr(error, "error_dict") else {"detail": error.messages}
-        ) from None
+        return self.saved(campaigns.campaign_update, campaign=instance, **validated_data)
 
 
 class CampaignViewSet(viewsets.ModelViewSet):
