@@ -17,8 +17,10 @@ from config.schema_objects import (
     snapshot_filter_schema,
 )
 
-from . import campaigns, datasets
+from . import campaigns, exports, snapshots
+from .dataset_errors import DatasetError
 from .models import Campaign, Conversation, DatasetSnapshot, Judgement, Response, Turn
+from .splits import SPLITS
 
 
 class StrictQueryMixin:
@@ -289,25 +291,25 @@ class SnapshotSerializer(JSONModelSerializer):
 
     def create(self, validated_data):
         try:
-            return datasets.snapshot_create(
+            return snapshots.snapshot_create(
                 filter=validated_data["filter"],
                 name=validated_data.get("name", ""),
                 created_by=self.context["request"].user,
             )
-        except datasets.DatasetError as error:
+        except DatasetError as error:
             raise serializers.ValidationError({"filter": str(error)}) from None
 
 
 class DownloadQuery(serializers.Serializer):
     # Choices, so the schema lists them (enums) and anything else is a 400 naming the parameter.
     export = serializers.ChoiceField(
-        datasets.EXPORT_FORMATS, default="hh-rlhf", help_text="hh-rlhf, trl, ranked or raw"
+        exports.EXPORT_FORMATS, default="hh-rlhf", help_text="hh-rlhf, trl, ranked or raw"
     )
     file_format = serializers.ChoiceField(
-        datasets.FILE_FORMATS, default="jsonl", help_text="jsonl or parquet"
+        exports.FILE_FORMATS, default="jsonl", help_text="jsonl or parquet"
     )
     split = serializers.ChoiceField(
-        datasets.SPLITS, default="all", help_text="train, held_out or all"
+        SPLITS, default="all", help_text="train, held_out or all"
     )
     pairs = serializers.ChoiceField(
         ("all", "adjacent"), default="all", help_text="all or adjacent (hh-rlhf, trl)"
@@ -346,7 +348,7 @@ class SnapshotViewSet(
         query.is_valid(raise_exception=True)
         q = query.validated_data
         try:
-            blocks = datasets.stream_export(
+            blocks = exports.stream_export(
                 snapshot,
                 q["export"],
                 q["file_format"],
@@ -354,7 +356,7 @@ class SnapshotViewSet(
                 pairs=q["pairs"],
                 margin=q["margin"],
             )
-        except datasets.DatasetError as error:
+        except DatasetError as error:
             raise serializers.ValidationError({"detail": str(error)}) from None
         name = f"snapshot-{snapshot.pk}-{q['export']}-{q['split']}.{q['file_format']}"
         response = StreamingHttpResponse(blocks, content_type="application/octet-stream")

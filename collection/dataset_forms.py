@@ -9,8 +9,8 @@ from django.contrib.auth import get_user_model
 from config.roles import CONTRACTOR
 
 from .campaign_forms import OptionalJSONField
-from .datasets import EVAL_PROMPT_SETS, FILTER_KEYS
 from .models import FLAGS, Campaign, Conversation, DatasetImport
+from .snapshot_filters import EVAL_PROMPT_SETS, FILTER_KEYS
 
 
 class ImportUploadForm(forms.Form):

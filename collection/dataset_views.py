@@ -2,7 +2,7 @@
 exports, and a browser of the collected conversations with their judgements.
 
 Researchers and admins only (contractors get 403). Writes go through `collection.imports`
-(upload → ImportJob → worker) and `collection.datasets.snapshot_create`.
+(upload → ImportJob → worker) and `collection.snapshots.snapshot_create`.
 """
 
 from __future__ import annotations
@@ -25,9 +25,10 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
 from config.roles import ADMIN, RESEARCHER, role_required
 
-from . import datasets as dataset_services
 from . import imports
+from .dataset_errors import DatasetError
 from .dataset_forms import ConversationFilterForm, ImportUploadForm, SnapshotBuildForm
+from .exports import EXPORT_FORMATS
 from .models import (
     SCALE_LABELS,
     Campaign,
@@ -39,6 +40,7 @@ from .models import (
     Response,
     Turn,
 )
+from .snapshots import snapshot_create
 
 PAGE_SIZE = 25
 
@@ -71,7 +73,7 @@ def _datasets_page(request, *, snapshot_form=None, upload_form=None, upload_refu
                 :10
             ],
             "snapshots": DatasetSnapshot.objects.select_related("created_by")[:50],
-            "exports": dataset_services.EXPORT_FORMATS,
+            "exports": EXPORT_FORMATS,
             "imports": recent_imports,
         },
         status=status,
@@ -86,10 +88,10 @@ def datasets(request):
     form = SnapshotBuildForm(request.POST)
     if form.is_valid():
         try:
-            snapshot = dataset_services.snapshot_create(
+            snapshot = snapshot_create(
                 filter=form.filter_dict(), name=form.cleaned_data["name"], created_by=request.user
             )
-        except dataset_services.DatasetError as error:
+        except DatasetError as error:
             form.add_error(form.field_for_error(str(error)), str(error))
         else:
             label = snapshot.name or f"snapshot {snapshot.pk}"

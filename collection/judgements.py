@@ -208,8 +208,9 @@ def _in_a_snapshot(judgement: Judgement) -> bool:
     """Whether a snapshot froze this judgement. Only snapshots made since the judgement can
     have (usually none, so this reads no file); one whose list cannot be read counts as
     holding it. A snapshot still being made when the revision commits is not seen."""
-    from .datasets import DatasetError, snapshot_groups
+    from .dataset_errors import DatasetError
     from .models import DatasetSnapshot
+    from .snapshots import snapshot_groups
 
     for snapshot in DatasetSnapshot.objects.filter(created_at__gte=judgement.created_at):
         try:

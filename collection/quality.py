@@ -86,6 +86,15 @@ def contractor_stats(*, campaign: Campaign | None = None) -> list[dict]:
     return sorted(stats.values(), key=lambda entry: (entry["username"], entry["contractor_id"]))
 
 
+def contractor_gold_accuracy() -> dict[int, tuple[int, int]]:
+    """Per contractor: (correct, answered) on gold items, as the quality page counts them."""
+    return {
+        row["contractor_id"]: (row["gold_correct"], row["gold_judged"])
+        for row in contractor_stats()
+        if row["gold_judged"]
+    }
+
+
 def campaign_agreement(*, campaign: Campaign, min_common_turns: int = 5) -> dict:
     """Inter-contractor agreement in a campaign, over its non-gold turns judged by 2+ contractors.
 

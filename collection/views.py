@@ -24,8 +24,8 @@ from django.views.decorators.http import require_POST
 
 from config.roles import ADMIN, CONTRACTOR, RESEARCHER, role_required
 
-from . import conversations, gold, judgements, selectors
-from . import datasets as dataset_services
+from . import conversations, exports, gold, judgements, selectors
+from .dataset_errors import DatasetError
 from .errors import CollectionError
 from .forms import GoldItemForm, JudgementForm, MessageForm, QualityFilterForm
 from .models import (
@@ -418,8 +418,8 @@ def snapshot_download(request, snapshot_id: int):
     file_format = request.GET.get("file_format", "jsonl")
     split = request.GET.get("split", "all")
     try:
-        blocks = dataset_services.stream_export(snapshot, export, file_format, split=split)
-    except dataset_services.DatasetError as error:
+        blocks = exports.stream_export(snapshot, export, file_format, split=split)
+    except DatasetError as error:
         return HttpResponseBadRequest(str(error))
     response = StreamingHttpResponse(blocks, content_type="application/octet-stream")
     name = f"snapshot-{snapshot.pk}-{export}-{split}.{file_format}"

@@ -143,11 +143,11 @@ def sampling_schema() -> dict:
     return schema  # tests/api/test_schema_objects.py: its keys are SamplingParams' fields
 
 
-# --- Snapshot filters (collection.datasets.snapshot_filter_clean) -----------------------------
+# --- Snapshot filters (collection.snapshot_filters.snapshot_filter_clean) ---------------------
 
 
 def snapshot_filter_schema() -> dict:
-    from collection import datasets
+    from collection import snapshot_filters
     from collection.models import Campaign, Conversation
 
     moment = {
@@ -178,19 +178,22 @@ def snapshot_filter_schema() -> dict:
             "exclude_eval_prompts": {
                 "description": "A shipped eval set by name, or a list of prompts",
                 # The service's words for every bad value: nothing is opened, nothing probed.
-                "x-refusal": datasets._EVAL_PROMPTS_HELP,
+                "x-refusal": snapshot_filters.EVAL_PROMPTS_HELP,
                 "anyOf": [
-                    {"type": "string", "enum": list(datasets.EVAL_PROMPT_SETS)},
+                    {"type": "string", "enum": list(snapshot_filters.EVAL_PROMPT_SETS)},
                     {
                         "type": "array",
-                        "maxItems": datasets.MAX_EVAL_PROMPTS,
-                        "items": {"type": "string", "maxLength": datasets.MAX_EVAL_PROMPT_CHARS},
+                        "maxItems": snapshot_filters.MAX_EVAL_PROMPTS,
+                        "items": {
+                            "type": "string",
+                            "maxLength": snapshot_filters.MAX_EVAL_PROMPT_CHARS,
+                        },
                     },
                 ],
             },
             "weighting": {
                 "type": "string",
-                "enum": list(datasets.WEIGHTINGS),
+                "enum": list(snapshot_filters.WEIGHTINGS),
                 "description": 'Left out: "none". "reliability": each judgement carries its '
                 "contractor's reliability weight (consensus and weighted training use it).",
             },
@@ -198,7 +201,7 @@ def snapshot_filter_schema() -> dict:
         description='Which judgements the snapshot holds, e.g. {"campaigns": [1], '
         '"consensus_only": true}; {} selects every collected judgement.',
     )
-    return schema  # tests/api/test_schema_objects.py: its keys are datasets.FILTER_KEYS
+    return schema  # tests/api/test_schema_objects.py: its keys are snapshot_filters.FILTER_KEYS
 
 
 # --- Training configs (training.config) -------------------------------------------------------

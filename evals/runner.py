@@ -55,7 +55,7 @@ def _truthfulqa(run: EvalRun, limit: int | None) -> dict:
 def _held_out(run: EvalRun, limit: int | None) -> dict:
     """A PM on its snapshot's held-out split: accuracy per mode, reliability, ECE."""
     from assistant.pm import format_for_pm
-    from collection.datasets import export_rows
+    from collection.exports import export_rows
 
     pairs = []
     for row in export_rows(run.snapshot, "ranked", split="held_out"):

@@ -13,7 +13,7 @@ def retrain_if_enough_new_data(*, min_new_judgements: int) -> TrainingRun | None
     judgements arrived since the snapshot the active PM was trained on (or ever, if none)."""
     from assistant.selectors import active_model
     from collection.models import Judgement
-    from collection.datasets import snapshot_create
+    from collection.snapshots import snapshot_create
 
     if TrainingRun.objects.filter(
         kind=TrainingRun.Kind.PM, status__in=[TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING]

@@ -2,7 +2,7 @@
 
 Rankings for preference models, conversations for context distillation."""
 
-from collection.datasets import export_rows
+from collection.exports import export_rows
 from collection.models import DatasetSnapshot
 
 from .data import Ranking

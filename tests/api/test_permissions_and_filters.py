@@ -98,7 +98,7 @@ def test_the_docs_load_their_assets_from_our_own_server(client, rita):
 
 
 def test_researchers_snapshot_and_download_with_clear_errors(api, rita, alice, tmp_path):
-    from collection.datasets import dataset_import_create
+    from collection.imports import dataset_import_create
     from tests.training.test_runs import toy_trl_file
 
     imported = dataset_import_create(path=toy_trl_file(tmp_path / "toy.jsonl", n=10), format="trl")
@@ -128,7 +128,8 @@ def test_researchers_snapshot_and_download_with_clear_errors(api, rita, alice, t
 def test_admins_launch_training_runs_researchers_watch(
     api, rita, adam, tmp_path, django_capture_on_commit_callbacks
 ):
-    from collection.datasets import dataset_import_create, snapshot_create
+    from collection.imports import dataset_import_create
+    from collection.snapshots import snapshot_create
     from tests.training.test_runs import toy_trl_file
 
     imported = dataset_import_create(path=toy_trl_file(tmp_path / "toy.jsonl", n=10), format="trl")

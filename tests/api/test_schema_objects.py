@@ -10,7 +10,7 @@ from rest_framework.test import APIClient
 
 from assistant.backends.base import SamplingParams
 from assistant.models import ModelVersion
-from collection import datasets
+from collection import exports, snapshot_filters
 from collection.models import Campaign, DatasetSnapshot
 from config.schema_objects import (
     SchemaObjectField,
@@ -183,7 +183,7 @@ def test_the_schema_lists_the_keys_the_services_know(schema):
     assert components["ModelVersion"]["properties"]["generation_defaults"] == sampling
     snapshot_filter = components["Snapshot"]["properties"]["filter"]
     assert snapshot_filter["additionalProperties"] is False
-    assert tuple(snapshot_filter["properties"]) == datasets.FILTER_KEYS
+    assert tuple(snapshot_filter["properties"]) == snapshot_filters.FILTER_KEYS
     configs = components["TrainingRun"]["properties"]["config"]["anyOf"]
     for config, cls in zip(
         configs, (PreferenceTrainingConfig, PMPConfig, DistillationConfig), strict=True
@@ -198,8 +198,8 @@ def test_the_schema_lists_the_keys_the_services_know(schema):
     }
     download = schema["paths"]["/api/snapshots/{id}/download/"]["get"]["parameters"]
     enums = {p["name"]: p["schema"].get("enum") for p in download if p["in"] == "query"}
-    assert enums["file_format"] == list(datasets.FILE_FORMATS)
-    assert enums["export"] == list(datasets.EXPORT_FORMATS)
+    assert enums["file_format"] == list(exports.FILE_FORMATS)
+    assert enums["export"] == list(exports.EXPORT_FORMATS)
 
 
 def test_the_schema_documents_the_web_servers_html_414_everywhere(schema):
@@ -242,7 +242,7 @@ def test_snapshot_filter_schema_takes_dates_and_datetimes():
     for moment in ("2031-05-02", "2031-05-02T10:00:00Z", "2031-05-02T10:00:00.123456+02:00"):
         value = {"date_from": moment, "date_to": moment}
         assert field.to_internal_value(value) == value
-        datasets.snapshot_filter_clean(value)
+        snapshot_filters.snapshot_filter_clean(value)
 
 
 @pytest.mark.parametrize(

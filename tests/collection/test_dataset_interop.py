@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from collection import datasets
+from collection import exports, snapshots
 from collection.models import Campaign, Conversation, Judgement, Response, Turn
 from tests.tinymodels import tiny_tokenizer
 
@@ -59,7 +59,7 @@ def snapshot(alice, bob):
         Response.objects.create(turn=turn, index=index, text=text)
     judged(turn, alice, [0, 2, 1], "conversation")
     judged(turn, bob, [2, 0, 1], "review")
-    return datasets.snapshot_create(filter={})
+    return snapshots.snapshot_create(filter={})
 
 
 @pytest.fixture
@@ -73,17 +73,17 @@ def test_datasets_loads_each_parquet_export(snapshot, fmt, tmp_path, offline):
     from datasets import load_dataset
 
     path = tmp_path / f"{fmt}.parquet"
-    written = datasets.export_write(snapshot=snapshot, fmt=fmt, file_format="parquet", path=path)
+    written = exports.export_write(snapshot=snapshot, fmt=fmt, file_format="parquet", path=path)
     # 8 pairs + 2 judgements x 3 pairs; ranked: 10 judgements; raw: 10 + 1 consensus.
     expected = {"hh-rlhf": 14, "trl": 14, "ranked": 10, "raw": 11}[fmt]
-    assert written == expected == datasets.export_row_count(snapshot, fmt)
+    assert written == expected == exports.export_row_count(snapshot, fmt)
     loaded = load_dataset(
         "parquet", data_files=str(path), split="train", cache_dir=str(tmp_path / "cache")
     )
     assert loaded.num_rows == expected
-    assert loaded.column_names == datasets.parquet_schema(fmt).names
+    assert loaded.column_names == exports.parquet_schema(fmt).names
     first = loaded[0]
-    assert first == next(datasets.export_rows(snapshot, fmt))
+    assert first == next(exports.export_rows(snapshot, fmt))
 
 
 def test_trl_reward_trainer_trains_on_the_trl_export(snapshot, tmp_path, offline):
@@ -93,7 +93,7 @@ def test_trl_reward_trainer_trains_on_the_trl_export(snapshot, tmp_path, offline
     from trl import RewardConfig, RewardTrainer
 
     path = tmp_path / "trl.parquet"
-    datasets.export_write(
+    exports.export_write(
         snapshot=snapshot, fmt="trl", file_format="parquet", path=path, margin=True
     )
     train = load_dataset(

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from assistant.services import model_version_register
 from collection import dataset_views
-from collection.datasets import dataset_import_create
+from collection.imports import dataset_import_create
 from collection.judgements import judgement_submit
 from collection.models import Campaign, Conversation, DatasetSnapshot, Judgement, Response, Turn
 from tests.training.test_runs import toy_trl_file
@@ -90,7 +90,7 @@ def test_the_fields_build_the_filter_that_snapshot_create_gets(client, rita, ali
         "consensus_only": True,
         "exclude_eval_prompts": "hhh:harmless",
     }
-    from collection.datasets import snapshot_judgement_ids
+    from collection.snapshots import snapshot_judgement_ids
 
     assert snapshot_judgement_ids(snapshot) == [kept.pk]
     page = client.get(reverse("collection:datasets")).content.decode()

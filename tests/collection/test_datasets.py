@@ -14,8 +14,8 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 
-from collection import datasets
-from collection.datasets import ImportFormatError, SnapshotFilterError
+from collection import dataset_errors, exports, imports, quality, snapshots
+from collection.dataset_errors import ImportFormatError, SnapshotFilterError
 from collection.models import (
     Campaign,
     Conversation,
@@ -117,7 +117,7 @@ def test_it_round_trips_the_real_hh_rlhf_file(rita, tmp_path):
     original = [json.loads(line) for line in gzip.open(HH_TEST, "rt", encoding="utf-8")]
     assert len(original) == 2312
     started = time.monotonic()
-    dataset_import = datasets.dataset_import_create(path=HH_TEST, format="hh-rlhf", created_by=rita)
+    dataset_import = imports.dataset_import_create(path=HH_TEST, format="hh-rlhf", created_by=rita)
     import_s = time.monotonic() - started
     assert import_s < 30
     counts = dataset_import.counts
@@ -135,12 +135,12 @@ def test_it_round_trips_the_real_hh_rlhf_file(rita, tmp_path):
     assert Judgement.objects.filter(origin="imported", contractor=None).count() == 2312
 
     started = time.monotonic()
-    snapshot = datasets.snapshot_create(filter={"sources": ["imported"]}, created_by=rita)
+    snapshot = snapshots.snapshot_create(filter={"sources": ["imported"]}, created_by=rita)
     snapshot_s = time.monotonic() - started
     assert snapshot.counts["judgements"] == snapshot.counts["pairs"] == 2312
     started = time.monotonic()
     out = tmp_path / "hh.jsonl"
-    written = datasets.export_write(snapshot=snapshot, fmt="hh-rlhf", file_format="jsonl", path=out)
+    written = exports.export_write(snapshot=snapshot, fmt="hh-rlhf", file_format="jsonl", path=out)
     export_s = time.monotonic() - started
     exported = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert written == len(exported) == 2312
@@ -158,7 +158,7 @@ def test_it_splits_each_pair_into_shared_history_and_two_responses(tmp_path):
             "rejected": "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Rob it?\n\nAssistant: Yes",
         }
     )
-    datasets.dataset_import_create(
+    imports.dataset_import_create(
         path=write_lines(tmp_path / "one.jsonl", [line]), format="hh-rlhf", mode="red_team"
     )
     conversation = Conversation.objects.get()
@@ -193,7 +193,7 @@ def test_it_counts_rows_it_cannot_split_instead_of_failing(tmp_path):
             "",
         ],
     )
-    dataset_import = datasets.dataset_import_create(path=path, format="hh-rlhf")
+    dataset_import = imports.dataset_import_create(path=path, format="hh-rlhf")
     assert dataset_import.counts["judgements"] == 1
     assert dataset_import.counts["skipped_not_starting_with_human"] == 1
     assert dataset_import.counts["blank_lines"] == 1
@@ -215,7 +215,7 @@ def test_a_malformed_line_is_named_and_nothing_is_imported(tmp_path, broken, mes
     lines[2] = broken
     before = row_counts()
     with pytest.raises(ImportFormatError, match=message) as raised:
-        datasets.dataset_import_create(
+        imports.dataset_import_create(
             path=write_lines(tmp_path / "bad.jsonl", lines), format="hh-rlhf"
         )
     assert raised.value.line == 3
@@ -238,19 +238,19 @@ def test_the_command_reports_the_bad_line_as_a_command_error(tmp_path):
 
 def test_importing_the_same_file_twice_returns_the_first_import(tmp_path):
     path = write_lines(tmp_path / "pairs.jsonl", [hh_line(str(i), "y", "n") for i in range(3)])
-    first = datasets.dataset_import_create(path=path, format="hh-rlhf")
+    first = imports.dataset_import_create(path=path, format="hh-rlhf")
     before = row_counts()
-    again = datasets.dataset_import_create(path=path, format="hh-rlhf")
+    again = imports.dataset_import_create(path=path, format="hh-rlhf")
     assert again.pk == first.pk and row_counts() == before
     copy = tmp_path / "renamed.jsonl"
     copy.write_bytes(path.read_bytes())
-    assert datasets.dataset_import_create(path=copy, format="hh-rlhf").pk == first.pk
+    assert imports.dataset_import_create(path=copy, format="hh-rlhf").pk == first.pk
 
 
 def test_it_imports_gzip_by_content_not_by_name(tmp_path):
     path = tmp_path / "pairs.data"
     path.write_bytes(gzip.compress((hh_line("a", "b", "c") + "\n").encode()))
-    assert datasets.dataset_import_create(path=path, format="hh-rlhf").counts["judgements"] == 1
+    assert imports.dataset_import_create(path=path, format="hh-rlhf").counts["judgements"] == 1
 
 
 # --- Open-Assistant ------------------------------------------------------------------------------
@@ -282,7 +282,7 @@ def ranked_groups_in_file(path: Path) -> list[tuple[tuple[str, ...], tuple[str, 
 def test_the_open_assistant_sample_gives_its_ranked_groups_as_rankings():
     expected = ranked_groups_in_file(OASST)
     assert len(expected) == 212  # as the data README says
-    dataset_import = datasets.dataset_import_create(path=OASST, format="oasst")
+    dataset_import = imports.dataset_import_create(path=OASST, format="oasst")
     assert dataset_import.counts["judgements"] == 212
     assert dataset_import.counts["lines"] == 100
     assert dataset_import.counts["group_truncated_to_8"] == 1  # one group ranks 9 replies
@@ -320,11 +320,11 @@ def test_it_imports_trl_conversational_and_standard_rows(tmp_path):
         },
     ]
     path = write_lines(tmp_path / "trl.jsonl", [json.dumps(r) for r in rows])
-    dataset_import = datasets.dataset_import_create(path=path, format="trl")
+    dataset_import = imports.dataset_import_create(path=path, format="trl")
     assert dataset_import.counts["judgements"] == 2
     assert dataset_import.counts["skipped_system_message"] == 1
-    snapshot = datasets.snapshot_create(filter={"imports": [dataset_import.pk]})
-    exported = list(datasets.export_rows(snapshot, "trl"))
+    snapshot = snapshots.snapshot_create(filter={"imports": [dataset_import.pk]})
+    exported = list(exports.export_rows(snapshot, "trl"))
     # Every row also says whether it is a tie or both responses are bad (never, when imported).
     assert sorted(exported, key=lambda r: len(r["prompt"]), reverse=True) == [
         {**rows[0], "tie": False, "both_bad": False},
@@ -358,7 +358,7 @@ def test_it_imports_trl_conversational_and_standard_rows(tmp_path):
 )
 def test_a_bad_filter_is_a_clear_validation_error(rita, bad, message):
     with pytest.raises(SnapshotFilterError) as raised:
-        datasets.snapshot_create(filter=bad, created_by=rita)
+        snapshots.snapshot_create(filter=bad, created_by=rita)
     assert message in str(raised.value)
     assert isinstance(raised.value, ValidationError)  # the API answers 400
     assert not DatasetSnapshot.objects.exists()
@@ -367,27 +367,29 @@ def test_a_bad_filter_is_a_clear_validation_error(rita, bad, message):
 def test_imported_data_is_never_mixed_in_silently(alice, pairwise, tmp_path):
     collected(pairwise, alice, [("Hi", ["a", "b"], [1, 0], 2)])
     path = write_lines(tmp_path / "p.jsonl", [hh_line("imported?", "y", "n")])
-    dataset_import = datasets.dataset_import_create(path=path, format="hh-rlhf")
-    default = datasets.snapshot_create(filter={})
+    dataset_import = imports.dataset_import_create(path=path, format="hh-rlhf")
+    default = snapshots.snapshot_create(filter={})
     assert default.filter["sources"] == ["collected"] and default.counts["judgements"] == 1
-    both = datasets.snapshot_create(filter={"sources": ["collected", "imported"]})
+    both = snapshots.snapshot_create(filter={"sources": ["collected", "imported"]})
     assert both.counts["judgements"] == 2
-    only = datasets.snapshot_create(filter={"imports": [dataset_import.pk]})
+    only = snapshots.snapshot_create(filter={"imports": [dataset_import.pk]})
     assert only.filter["sources"] == ["imported"] and only.counts["judgements"] == 1
     with pytest.raises(SnapshotFilterError, match="no judgements match"):
-        datasets.snapshot_create(filter={"imports": [dataset_import.pk + 100]})
+        snapshots.snapshot_create(filter={"imports": [dataset_import.pk + 100]})
 
 
 def test_filters_by_campaign_mode_and_date(alice, pairwise, ranking_campaign):
     collected(pairwise, alice, [("Hi", ["a", "b"], [0, 1], 1)])
     collected(ranking_campaign, alice, [("Yo", ["a", "b", "c"], [2, 0, 1], None)])
-    assert datasets.snapshot_create(filter={"modes": ["honest"]}).counts["judgements"] == 1
-    by_campaign = datasets.snapshot_create(filter={"campaigns": [pairwise.pk]})
+    assert snapshots.snapshot_create(filter={"modes": ["honest"]}).counts["judgements"] == 1
+    by_campaign = snapshots.snapshot_create(filter={"campaigns": [pairwise.pk]})
     assert by_campaign.counts["judgements"] == 1
     later = Judgement.objects.get(turn__conversation__campaign=ranking_campaign)
     Judgement.objects.filter(pk=later.pk).update(created_at=datetime(2031, 5, 2, 12, tzinfo=UTC))
-    windowed = datasets.snapshot_create(filter={"date_from": "2031-05-02", "date_to": "2031-05-02"})
-    assert datasets.snapshot_judgement_ids(windowed) == [later.pk]
+    windowed = snapshots.snapshot_create(
+        filter={"date_from": "2031-05-02", "date_to": "2031-05-02"}
+    )
+    assert snapshots.snapshot_judgement_ids(windowed) == [later.pk]
 
 
 def test_exclude_eval_prompts_drops_conversations_opening_with_an_eval_prompt(alice, pairwise):
@@ -396,11 +398,11 @@ def test_exclude_eval_prompts_drops_conversations_opening_with_an_eval_prompt(al
     spaced = "  " + eval_prompt.replace(" ", "   \n", 1) + " "
     collected(pairwise, alice, [(spaced, ["a", "b"], [0, 1], 1), ("more", ["c", "d"], [0, 1], 1)])
     collected(pairwise, alice, [("An unrelated question", ["a", "b"], [0, 1], 1)])
-    by_name = datasets.snapshot_create(filter={"exclude_eval_prompts": "hhh:harmless"})
+    by_name = snapshots.snapshot_create(filter={"exclude_eval_prompts": "hhh:harmless"})
     assert by_name.counts["judgements"] == 1 and by_name.counts["excluded_eval_prompts"] == 2
-    by_list = datasets.snapshot_create(filter={"exclude_eval_prompts": [eval_prompt]})
+    by_list = snapshots.snapshot_create(filter={"exclude_eval_prompts": [eval_prompt]})
     assert by_list.content_hash == by_name.content_hash
-    every_hhh = datasets.snapshot_create(filter={"exclude_eval_prompts": "hhh"})
+    every_hhh = snapshots.snapshot_create(filter={"exclude_eval_prompts": "hhh"})
     assert every_hhh.content_hash == by_name.content_hash
 
 
@@ -416,9 +418,9 @@ def test_min_gold_accuracy_keeps_contractors_who_answer_gold_items_well(alice, b
         Judgement.objects.create(
             turn=turn, contractor=who, origin="review", ranking=ranking, submitted_ranking=ranking
         )
-    assert datasets.contractor_gold_accuracy() == {alice.pk: (1, 1), bob.pk: (0, 1)}
-    snapshot = datasets.snapshot_create(filter={"min_gold_accuracy": 0.8})
-    kept = Judgement.objects.filter(pk__in=datasets.snapshot_judgement_ids(snapshot))
+    assert quality.contractor_gold_accuracy() == {alice.pk: (1, 1), bob.pk: (0, 1)}
+    snapshot = snapshots.snapshot_create(filter={"min_gold_accuracy": 0.8})
+    kept = Judgement.objects.filter(pk__in=snapshots.snapshot_judgement_ids(snapshot))
     assert {j.contractor_id for j in kept} == {alice.pk}
     assert all(j.turn.conversation.source == "collected" for j in kept)
 
@@ -428,28 +430,28 @@ def test_min_gold_accuracy_keeps_contractors_who_answer_gold_items_well(alice, b
 
 def test_the_content_hash_is_stable_for_the_same_data_and_changes_with_it(alice, pairwise):
     collected(pairwise, alice, [("Hi", ["a", "b"], [1, 0], 2), ("Again", ["c", "d"], [0, 1], 4)])
-    first = datasets.snapshot_create(filter={}, name="one")
-    second = datasets.snapshot_create(filter={}, name="two")
+    first = snapshots.snapshot_create(filter={}, name="one")
+    second = snapshots.snapshot_create(filter={}, name="two")
     assert first.content_hash == second.content_hash and len(first.content_hash) == 64
-    assert datasets.snapshot_judgement_ids(first) == datasets.snapshot_judgement_ids(second)
+    assert snapshots.snapshot_judgement_ids(first) == snapshots.snapshot_judgement_ids(second)
     collected(pairwise, alice, [("New", ["e", "f"], [0, 1], 1)])
-    third = datasets.snapshot_create(filter={})
+    third = snapshots.snapshot_create(filter={})
     assert third.content_hash != first.content_hash and third.counts["judgements"] == 3
     # The earlier snapshot never changes: it still holds its own two judgements.
     first.refresh_from_db()
     assert first.counts["judgements"] == 2
-    assert len(list(datasets.export_rows(first, "ranked"))) == 2
+    assert len(list(exports.export_rows(first, "ranked"))) == 2
 
 
 def test_the_same_content_imported_twice_hashes_the_same(tmp_path):
     lines = [hh_line(str(i), "yes", "no") for i in range(4)]
-    a = datasets.dataset_import_create(path=write_lines(tmp_path / "a", lines), format="hh-rlhf")
-    b = datasets.dataset_import_create(
+    a = imports.dataset_import_create(path=write_lines(tmp_path / "a", lines), format="hh-rlhf")
+    b = imports.dataset_import_create(
         path=write_lines(tmp_path / "b", lines[::-1]), format="hh-rlhf"
     )
     assert a.pk != b.pk  # different bytes (order), same content
-    snap_a = datasets.snapshot_create(filter={"imports": [a.pk]})
-    snap_b = datasets.snapshot_create(filter={"imports": [b.pk]})
+    snap_a = snapshots.snapshot_create(filter={"imports": [a.pk]})
+    snap_b = snapshots.snapshot_create(filter={"imports": [b.pk]})
     assert snap_a.content_hash == snap_b.content_hash
 
 
@@ -458,9 +460,9 @@ def test_the_split_is_deterministic_by_conversation_and_never_straddles(alice, p
         collected(
             pairwise, alice, [(f"q{i}", ["a", "b"], [0, 1], 1), (f"r{i}", ["c", "d"], [1, 0], 1)]
         )
-    snapshot = datasets.snapshot_create(filter={})
-    train = list(datasets.export_rows(snapshot, "ranked", split="train"))
-    held = list(datasets.export_rows(snapshot, "ranked", split="held_out"))
+    snapshot = snapshots.snapshot_create(filter={})
+    train = list(exports.export_rows(snapshot, "ranked", split="train"))
+    held = list(exports.export_rows(snapshot, "ranked", split="held_out"))
     assert len(train) + len(held) == 80
     assert {r["conversation_id"] for r in train}.isdisjoint(r["conversation_id"] for r in held)
     for row in train + held:
@@ -470,7 +472,7 @@ def test_the_split_is_deterministic_by_conversation_and_never_straddles(alice, p
         len(held) == snapshot.counts["held_out_rows"]
         and len(train) == snapshot.counts["train_rows"]
     )
-    again = list(datasets.export_rows(snapshot, "ranked", split="held_out"))
+    again = list(exports.export_rows(snapshot, "ranked", split="held_out"))
     assert [r["judgement_id"] for r in again] == [r["judgement_id"] for r in held]
 
 
@@ -480,17 +482,17 @@ def test_the_split_is_deterministic_by_conversation_and_never_straddles(alice, p
 def test_export_rows_is_a_generator_and_stream_export_yields_bytes(alice, pairwise):
     for i in range(30):
         collected(pairwise, alice, [(f"q{i}", ["a", "b"], [0, 1], 1)])
-    snapshot = datasets.snapshot_create(filter={})
-    rows = datasets.export_rows(snapshot, "hh-rlhf", chunk_size=7)
+    snapshot = snapshots.snapshot_create(filter={})
+    rows = exports.export_rows(snapshot, "hh-rlhf", chunk_size=7)
     assert inspect.isgenerator(rows)
     assert len(list(rows)) == 30
-    blocks = list(datasets.stream_export(snapshot, "trl", "jsonl", block_size=256))
+    blocks = list(exports.stream_export(snapshot, "trl", "jsonl", block_size=256))
     assert len(blocks) > 1 and all(isinstance(b, bytes) for b in blocks)
     assert len(b"".join(blocks).decode().splitlines()) == 30
-    parquet = b"".join(datasets.stream_export(snapshot, "ranked", "parquet", block_size=512))
+    parquet = b"".join(exports.stream_export(snapshot, "ranked", "parquet", block_size=512))
     assert parquet[:4] == b"PAR1" and parquet[-4:] == b"PAR1"
-    with pytest.raises(datasets.DatasetError, match="unknown export format"):
-        datasets.export_rows(snapshot, "csv")
+    with pytest.raises(dataset_errors.DatasetError, match="unknown export format"):
+        exports.export_rows(snapshot, "csv")
 
 
 def test_a_ranking_expands_to_all_or_adjacent_pairs(alice, ranking_campaign):
@@ -502,18 +504,18 @@ def test_a_ranking_expands_to_all_or_adjacent_pairs(alice, ranking_campaign):
             ("Then?", ["x", "y", "z"], [0, 1, 2], None),
         ],
     )
-    snapshot = datasets.snapshot_create(filter={})
+    snapshot = snapshots.snapshot_create(filter={})
     last = {"chosen", "rejected", "tie", "both_bad"}
-    rows = [r for r in datasets.export_rows(snapshot, "hh-rlhf") if "Then?" not in r["chosen"]]
+    rows = [r for r in exports.export_rows(snapshot, "hh-rlhf") if "Then?" not in r["chosen"]]
     assert [(r["chosen"][-5:], r["rejected"][-6:]) for r in rows] == [
         ("third", " first"),
         ("third", "second"),
         ("first", "second"),
     ]
-    adjacent = datasets.export_rows(snapshot, "hh-rlhf", pairs="adjacent")
+    adjacent = exports.export_rows(snapshot, "hh-rlhf", pairs="adjacent")
     assert len(list(adjacent)) == 4 == snapshot.counts["adjacent_pairs"]
     # History: the later turn's transcript carries the response the first turn continued with.
-    second = next(r for r in datasets.export_rows(snapshot, "hh-rlhf") if "Then?" in r["chosen"])
+    second = next(r for r in exports.export_rows(snapshot, "hh-rlhf") if "Then?" in r["chosen"])
     assert second["chosen"] == "\n\nHuman: Hi\n\nAssistant: third\n\nHuman: Then?\n\nAssistant: x"
     assert set(second) == last
 
@@ -522,15 +524,15 @@ def test_trl_rows_carry_the_margin_from_the_strength(alice, pairwise):
     collected(
         pairwise, alice, [("Hi", ["weak", "strong"], [1, 0], 4), ("Ok", ["c", "d"], [0, 1], 1)]
     )
-    snapshot = datasets.snapshot_create(filter={})
-    rows = list(datasets.export_rows(snapshot, "trl", margin=True))
+    snapshot = snapshots.snapshot_create(filter={})
+    rows = list(exports.export_rows(snapshot, "trl", margin=True))
     assert [(r["chosen"][0]["content"], r["margin"]) for r in rows] == [("strong", 1.0), ("c", 0.0)]
     assert rows[1]["prompt"] == [
         {"role": "user", "content": "Hi"},
         {"role": "assistant", "content": "strong"},
         {"role": "user", "content": "Ok"},
     ]
-    assert "margin" not in next(datasets.export_rows(snapshot, "trl"))
+    assert "margin" not in next(exports.export_rows(snapshot, "trl"))
 
 
 def test_overlapping_judgements_give_a_borda_consensus(alice, bob, rita, ranking_campaign):
@@ -541,19 +543,19 @@ def test_overlapping_judgements_give_a_borda_consensus(alice, bob, rita, ranking
         [("Hi", ["A", "B", "C"], [2, 0, 1], None)],
         judges=[(bob, [0, 2, 1]), (rita, [0, 1, 2])],
     )
-    every = datasets.snapshot_create(filter={})
-    ranked = list(datasets.export_rows(every, "ranked"))
+    every = snapshots.snapshot_create(filter={})
+    ranked = list(exports.export_rows(every, "ranked"))
     assert len(ranked) == 3 and {r["origin"] for r in ranked} == {"conversation", "review"}
-    raw = list(datasets.export_rows(every, "raw"))
+    raw = list(exports.export_rows(every, "raw"))
     assert [r["kind"] for r in raw] == ["judgement", "judgement", "judgement", "consensus"]
     consensus = raw[-1]
     assert consensus["ranking"] == [0, 2, 1] and consensus["ranks"] == [0, 2, 1]
     assert consensus["judgement_id"] is None and len(consensus["judgement_ids"]) == 3
-    only = datasets.snapshot_create(filter={"consensus_only": True})
-    rows = list(datasets.export_rows(only, "ranked"))
+    only = snapshots.snapshot_create(filter={"consensus_only": True})
+    rows = list(exports.export_rows(only, "ranked"))
     assert len(rows) == 1 and rows[0]["ranking"] == [0, 2, 1]
     assert only.counts["rows"] == 1 and only.content_hash != every.content_hash
-    pairs = list(datasets.export_rows(only, "hh-rlhf"))
+    pairs = list(exports.export_rows(only, "hh-rlhf"))
     assert [(p["chosen"][-1], p["rejected"][-1]) for p in pairs] == [
         ("A", "C"),
         ("A", "B"),
@@ -563,13 +565,13 @@ def test_overlapping_judgements_give_a_borda_consensus(alice, bob, rita, ranking
 
 def test_ties_in_the_consensus_go_to_the_lower_response_index(alice, bob, pairwise):
     collected(pairwise, alice, [("Hi", ["A", "B"], [1, 0], 1)], judges=[(bob, [0, 1])])
-    snapshot = datasets.snapshot_create(filter={"consensus_only": True})
-    assert next(datasets.export_rows(snapshot, "ranked"))["ranking"] == [0, 1]
+    snapshot = snapshots.snapshot_create(filter={"consensus_only": True})
+    assert next(exports.export_rows(snapshot, "ranked"))["ranking"] == [0, 1]
 
 
 def test_ranked_rows_describe_who_judged_what_with_a_pseudonym(alice, pairwise, settings):
     collected(pairwise, alice, [("Hi", ["a", "b"], [1, 0], 3)])
-    row = next(datasets.export_rows(datasets.snapshot_create(filter={}), "ranked"))
+    row = next(exports.export_rows(snapshots.snapshot_create(filter={}), "ranked"))
     expected = hashlib.sha256(f"{settings.SECRET_KEY}{alice.pk}".encode()).hexdigest()[:12]
     assert row["contractor"] == expected and "alice" not in json.dumps(row)
     assert (row["responses"], row["ranks"], row["ranking"], row["strength"]) == (

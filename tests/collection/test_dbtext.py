@@ -12,7 +12,7 @@ import pytest
 from django.db import connection
 from django.urls import reverse
 
-from collection import datasets
+from collection import imports
 from collection.conversations import conversation_start
 from collection.models import Conversation, Response, Turn
 from config import dbtext
@@ -89,7 +89,7 @@ def test_an_imported_line_with_nul_and_a_lone_surrogate_is_imported(tmp_path):
     path = tmp_path / "nul.jsonl.gz"
     with gzip.open(path, "wt", encoding="utf-8") as out:
         out.write(line + "\n")
-    imported = datasets.dataset_import_create(path=path, format="hh-rlhf")
+    imported = imports.dataset_import_create(path=path, format="hh-rlhf")
     assert imported.counts["judgements"] == 1
     conversation = Conversation.objects.get(dataset_import=imported)
     turn = conversation.turns.get()

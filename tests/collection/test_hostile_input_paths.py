@@ -13,8 +13,8 @@ import pytest
 from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
-from collection import datasets
-from collection.datasets import ImportFormatError
+from collection import imports
+from collection.dataset_errors import ImportFormatError
 from collection.models import Campaign, DatasetSnapshot, Response
 from config import dbtext
 from tests.collection.test_datasets import collected, hh_line, row_counts, write_lines
@@ -184,7 +184,7 @@ def test_nul_and_lone_surrogates_import_as_replacement_characters(tmp_path):
     ]
     assert "\\u0000" in lines[1] and "\\ud800" in lines[2]
     before = sum(dbtext.REPLACED.values())
-    dataset_import = datasets.dataset_import_create(
+    dataset_import = imports.dataset_import_create(
         path=write_lines(tmp_path / "odd.jsonl", lines), format="hh-rlhf"
     )
     assert dataset_import.counts["judgements"] == 3
@@ -206,7 +206,7 @@ def test_a_hostile_line_is_a_line_numbered_error(tmp_path, broken, message):
     before = row_counts()
     for fmt in ("hh-rlhf", "trl", "oasst"):
         with pytest.raises(ImportFormatError, match=message) as raised:
-            datasets.dataset_import_create(path=path, format=fmt)
+            imports.dataset_import_create(path=path, format=fmt)
         assert raised.value.line == 2
     with pytest.raises(CommandError, match=message):
         call_command("import_dataset", "--format", "hh-rlhf", "--file", str(path))
@@ -223,7 +223,7 @@ def test_an_open_assistant_reply_without_text_is_named(tmp_path):
     }
     path = write_lines(tmp_path / "tree.jsonl", [json.dumps(tree)])
     with pytest.raises(ImportFormatError, match='line 1: a message lacks "text"'):
-        datasets.dataset_import_create(path=path, format="oasst")
+        imports.dataset_import_create(path=path, format="oasst")
 
 
 def test_a_corrupt_gzip_is_an_import_error(tmp_path):
@@ -233,4 +233,4 @@ def test_a_corrupt_gzip_is_an_import_error(tmp_path):
     path = tmp_path / "corrupt.jsonl.gz"
     path.write_bytes(whole[:20] + bytes(b ^ 0x55 for b in whole[20:-8]) + whole[-8:])
     with pytest.raises(ImportFormatError):  # "cannot read the file: …", not zlib.error
-        datasets.dataset_import_create(path=path, format="hh-rlhf")
+        imports.dataset_import_create(path=path, format="hh-rlhf")

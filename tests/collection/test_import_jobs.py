@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from assistant import jobs
-from collection import imports
+from collection.imports import uploads as import_uploads
 from collection.models import DatasetImport, ImportJob
 from collection.tasks import run_import
 from config.tasks import sweep_stranded_work
@@ -118,7 +118,7 @@ def test_a_worker_without_the_stored_file_says_so(client, rita, uploads, tmp_pat
 def test_progress_is_written_through_the_jobs_heartbeat(
     client, rita, uploads, tmp_path, monkeypatch
 ):
-    monkeypatch.setattr(imports, "HEARTBEAT_EVERY_S", 0)
+    monkeypatch.setattr(import_uploads, "HEARTBEAT_EVERY_S", 0)
     beats = []
     real = jobs.job_heartbeat
 
@@ -144,7 +144,7 @@ def test_progress_is_written_through_the_jobs_heartbeat(
 
 @pytest.mark.django_db
 def test_a_worker_that_lost_its_lease_stops(client, rita, uploads, tmp_path, monkeypatch):
-    monkeypatch.setattr(imports, "HEARTBEAT_EVERY_S", 0)
+    monkeypatch.setattr(import_uploads, "HEARTBEAT_EVERY_S", 0)
     client.force_login(rita)
     _upload(client, _toy_bytes(tmp_path, n=250))
     job = ImportJob.objects.get()

@@ -10,7 +10,7 @@ from django.contrib.staticfiles import finders
 from django.core.cache import cache
 from django.urls import reverse
 
-from collection import datasets, quality, views
+from collection import exports, quality, snapshots, views
 from collection.conversations import conversation_start
 from collection.errors import CollectionError
 from collection.gold import gold_item_create
@@ -166,19 +166,19 @@ def tie_snapshot(lm, alice, bob, conversation):
     third = ready_turn(other, ("One.", "Two."))
     judgement_submit(turn=third, contractor=alice, tie=True)
     judgement_submit(turn=third, contractor=bob, tie=True)
-    return datasets.snapshot_create(filter={}), first, second, third
+    return snapshots.snapshot_create(filter={}), first, second, third
 
 
 def test_every_export_row_carries_tie_and_both_bad(tie_snapshot):
     snapshot, first, second, third = tie_snapshot
-    hh = list(datasets.export_rows(snapshot, "hh-rlhf"))
-    assert len(hh) == datasets.export_row_count(snapshot, "hh-rlhf") == 5
+    hh = list(exports.export_rows(snapshot, "hh-rlhf"))
+    assert len(hh) == exports.export_row_count(snapshot, "hh-rlhf") == 5
     marks = sorted((row["tie"], row["both_bad"]) for row in hh)
     assert marks == [(False, False), (False, False), (True, False), (True, False), (True, True)]
-    trl = list(datasets.export_rows(snapshot, "trl", margin=True))
+    trl = list(exports.export_rows(snapshot, "trl", margin=True))
     tie_rows = [row for row in trl if row["tie"]]
     assert len(tie_rows) == 3 and all(row["margin"] == 0.0 for row in tie_rows)
-    ranked = {row["judgement_id"]: row for row in datasets.export_rows(snapshot, "ranked")}
+    ranked = {row["judgement_id"]: row for row in exports.export_rows(snapshot, "ranked")}
     alice_first = first.judgements.get(tie=True)
     assert ranked[alice_first.pk]["ranks"] == [0, 0] and ranked[alice_first.pk]["both_bad"]
     bob_first = first.judgements.get(tie=False)
@@ -187,7 +187,7 @@ def test_every_export_row_carries_tie_and_both_bad(tie_snapshot):
 
 def test_the_consensus_leaves_ties_out(tie_snapshot):
     snapshot, first, second, third = tie_snapshot
-    raw = [row for row in datasets.export_rows(snapshot, "raw") if row["kind"] == "consensus"]
+    raw = [row for row in exports.export_rows(snapshot, "raw") if row["kind"] == "consensus"]
     by_turn = {row["turn_id"]: row for row in raw}
     # alice's tie gives no points: bob's B > A decides; alice said both are bad.
     assert by_turn[first.pk]["ranking"] == [1, 0] and not by_turn[first.pk]["tie"]
@@ -205,7 +205,7 @@ def test_parquet_exports_hold_the_tie_columns(tie_snapshot, tmp_path):
     snapshot = tie_snapshot[0]
     for fmt in ("hh-rlhf", "trl", "ranked", "raw"):
         path = tmp_path / f"{fmt}.parquet"
-        datasets.export_write(snapshot=snapshot, fmt=fmt, file_format="parquet", path=path)
+        exports.export_write(snapshot=snapshot, fmt=fmt, file_format="parquet", path=path)
         table = pq.read_table(path)
         assert {"tie", "both_bad"} <= set(table.column_names)
         assert str(table.schema.field("tie").type) == "bool"
@@ -349,13 +349,13 @@ def test_review_judgements_are_final(client, alice, bob, conversation):
 def test_a_judgement_in_a_snapshot_no_longer_changes(client, alice, conversation):
     turn = ready_turn(conversation)
     judgement_submit(turn=turn, contractor=alice, scale=3)
-    snapshot = datasets.snapshot_create(filter={})
+    snapshot = snapshots.snapshot_create(filter={})
     client.force_login(alice)
     refused = client.post(reverse("collection:revise", args=[turn.pk]), {"scale": "6"})
     assert refused.status_code == 409
     assert "already part of a dataset snapshot" in refused.content.decode()
     assert Judgement.objects.get().scale == 3
-    assert next(datasets.export_rows(snapshot, "ranked"))["strength"] == 2
+    assert next(exports.export_rows(snapshot, "ranked"))["strength"] == 2
 
 
 def test_there_is_nothing_to_change_before_judging(client, alice, conversation):

@@ -18,13 +18,13 @@ from assistant import runtime
 from assistant.services import model_version_register
 from collection.agreement import consensus_ranking
 from collection.conversations import conversation_start, turn_submit
-from collection.datasets import snapshot_create
 from collection.generation import turn_generate
 from collection.gold import gold_item_create
 from collection.judgements import judgement_submit
 from collection.models import Campaign, Judgement, PMAgreement, Turn
 from collection.pm_loop import wilson
 from collection.reliability import contractor_reliability
+from collection.snapshots import snapshot_create
 from training import services as training
 
 HONEST_NOISE = 0.2

@@ -3,7 +3,7 @@
 import pytest
 from django.urls import reverse
 
-from collection.datasets import dataset_import_create
+from collection.imports import dataset_import_create
 from collection.models import DatasetSnapshot
 from tests.training.test_runs import toy_trl_file
 

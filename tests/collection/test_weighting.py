@@ -4,8 +4,8 @@ PM loss (a config flag, off by default)."""
 import pytest
 import torch
 
-from collection import datasets
-from collection.datasets import SnapshotFilterError
+from collection import exports, snapshot_filters, snapshots
+from collection.dataset_errors import SnapshotFilterError
 from collection.models import Conversation, GoldAnswer, Judgement, Response, Turn
 from collection.reliability import contractor_reliability
 from tests.collection.test_datasets import collected
@@ -54,18 +54,18 @@ def test_a_weighted_snapshot_freezes_each_judgements_reliability_and_weighs_cons
     assert reliability[alice.pk].weight > reliability[bob.pk].weight
 
     base = {"campaigns": [pairwise.pk], "sources": ["collected"], "consensus_only": True}
-    plain = datasets.snapshot_create(filter=base)
-    weighted = datasets.snapshot_create(filter={**base, "weighting": "reliability"})
+    plain = snapshots.snapshot_create(filter=base)
+    weighted = snapshots.snapshot_create(filter={**base, "weighting": "reliability"})
     assert weighted.filter["weighting"] == "reliability" and "weighting" not in plain.filter
-    assert datasets.snapshot_weights(plain) is None
-    frozen = datasets.snapshot_weights(weighted)
+    assert snapshots.snapshot_weights(plain) is None
+    frozen = snapshots.snapshot_weights(weighted)
     by_user = dict(Judgement.objects.filter(pk__in=frozen).values_list("contractor_id", "pk"))
     assert frozen[by_user[alice.pk]] == pytest.approx(reliability[alice.pk].weight)
     assert frozen[by_user[bob.pk]] == pytest.approx(reliability[bob.pk].weight)
     assert weighted.content_hash != plain.content_hash
 
-    (plain_row,) = list(datasets.export_rows(plain, "ranked"))
-    (weighted_row,) = list(datasets.export_rows(weighted, "ranked"))
+    (plain_row,) = list(exports.export_rows(plain, "ranked"))
+    (weighted_row,) = list(exports.export_rows(weighted, "ranked"))
     # Unweighted: one vote each way, the display order breaks the tie (A first).
     assert plain_row["ranking"] == [0, 1] and plain_row["weight"] == 1.0
     # Weighted: alice (A) outweighs bob (B): A first as well.
@@ -81,20 +81,20 @@ def test_a_weighted_snapshot_freezes_each_judgements_reliability_and_weighs_cons
             reversed(Judgement.objects.get(contractor=bob, turn__gold__isnull=True).ranking)
         )
     )
-    (plain_row,) = list(datasets.export_rows(plain, "ranked"))
-    (weighted_row,) = list(datasets.export_rows(weighted, "ranked"))
+    (plain_row,) = list(exports.export_rows(plain, "ranked"))
+    (weighted_row,) = list(exports.export_rows(weighted, "ranked"))
     assert plain_row["ranking"] == [0, 1]  # still a tie broken by display order
     assert weighted_row["ranking"] == [1, 0]  # alice's B wins on weight
-    raw = [row for row in datasets.export_rows(weighted, "raw") if row["kind"] == "judgement"]
+    raw = [row for row in exports.export_rows(weighted, "raw") if row["kind"] == "judgement"]
     assert sorted(row["weight"] for row in raw) == sorted(frozen.values())
 
 
 def test_the_weighting_key_is_validated(rita):
     with pytest.raises(SnapshotFilterError, match="weighting must be one of none, reliability"):
-        datasets.snapshot_filter_clean({"weighting": "votes"})
-    assert datasets.snapshot_filter_clean({"weighting": "none"}) == datasets.snapshot_filter_clean(
-        {}
-    )
+        snapshot_filters.snapshot_filter_clean({"weighting": "votes"})
+    assert snapshot_filters.snapshot_filter_clean(
+        {"weighting": "none"}
+    ) == snapshot_filters.snapshot_filter_clean({})
 
 
 def test_the_dataset_form_builds_a_weighted_filter():
@@ -132,7 +132,7 @@ def test_a_weighted_pm_run_reads_the_snapshots_weights(alice, bob, adam, pairwis
     for i in range(8):
         collected(pairwise, alice, [(f"q{i}", [f"good {i}", f"bad {i}"], [0, 1], 2)])
         collected(pairwise, bob, [(f"r{i}", [f"good {i}", f"bad {i}"], [1, 0], 2)])
-    snapshot = datasets.snapshot_create(
+    snapshot = snapshots.snapshot_create(
         filter={"campaigns": [pairwise.pk], "weighting": "reliability"}
     )
     weights = {round(r.weight, 6) for r in snapshot_rankings(snapshot, "all")}

@@ -91,9 +91,9 @@ def walked_urls(real_ids=()) -> list[str]:
 def real_ids(alice, adam) -> set[int]:
     """One object of each kind a URL names, so detail pages are reached too."""
     from assistant.models import ModelVersion, PromptTemplate
-    from collection.datasets import snapshot_create
     from collection.judgements import judgement_submit
     from collection.models import Campaign, Conversation, Response, Turn
+    from collection.snapshots import snapshot_create
     from evals.models import EvalRun
     from training.models import TrainingRun
 

@@ -10,7 +10,7 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 from assistant.services import model_version_register
-from collection.datasets import dataset_import_create
+from collection.imports import dataset_import_create
 from collection.judgements import judgement_submit
 from collection.models import Campaign, Conversation, Judgement, Response, Turn
 from evals import selectors

@@ -102,7 +102,8 @@ def test_a_pm_registered_by_training_is_evaluated_by_a_real_worker(tmp_path, cel
     """Training service → model_version_registered → evals queues HHH → the worker runs it."""
     import time
 
-    from collection.datasets import dataset_import_create, snapshot_create
+    from collection.imports import dataset_import_create
+    from collection.snapshots import snapshot_create
     from tests.training.test_runs import TINY_CONFIG, toy_trl_file
     from training import services as training
 

@@ -8,7 +8,8 @@ from django.urls import reverse
 
 from assistant import hardware
 from assistant.services import model_version_register
-from collection.datasets import dataset_import_create, snapshot_create
+from collection.imports import dataset_import_create
+from collection.snapshots import snapshot_create
 from tests.tinymodels import save_tiny_lm
 from training import services
 from training.models import TrainingRun

@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM
 
 from assistant.models import ModelVersion
 from assistant.services import model_version_register, prompt_template_create
-from collection.datasets import snapshot_create
+from collection.snapshots import snapshot_create
 from tests.tinymodels import tiny_causal_lm, tiny_tokenizer
 from training import services
 from training.config import DistillationConfig

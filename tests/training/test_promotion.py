@@ -8,7 +8,8 @@ import pytest
 
 from assistant.models import ModelVersion
 from assistant.services import model_version_register
-from collection.datasets import dataset_import_create, snapshot_create
+from collection.imports import dataset_import_create
+from collection.snapshots import snapshot_create
 from tests.tinymodels import save_tiny_lm
 from tests.training.test_runs import TINY_CONFIG, toy_trl_file
 from training import services

@@ -9,7 +9,8 @@ import pytest
 
 from assistant.models import ModelVersion
 from assistant.services import model_version_register, prompt_template_create
-from collection.datasets import dataset_import_create, snapshot_create
+from collection.imports import dataset_import_create
+from collection.snapshots import snapshot_create
 from config.celery import app
 from tests.tinymodels import save_tiny_lm
 from training import retrain, services

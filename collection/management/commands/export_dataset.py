@@ -2,9 +2,11 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
-from collection.datasets import EXPORT_FORMATS, FILE_FORMATS, SPLITS, DatasetError, export_write
+from collection.dataset_errors import DatasetError
+from collection.exports import EXPORT_FORMATS, FILE_FORMATS, export_write
 from collection.management import ProgressBar
 from collection.models import DatasetSnapshot
+from collection.splits import SPLITS
 
 
 class Command(BaseCommand):

@@ -5,7 +5,8 @@ import json
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from collection.datasets import DatasetError, dataset_import_create
+from collection.dataset_errors import DatasetError
+from collection.imports import dataset_import_create
 from collection.management import ProgressBar
 from collection.models import Campaign, DatasetImport
 

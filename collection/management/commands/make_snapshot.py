@@ -5,14 +5,17 @@ import json
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from collection.datasets import DatasetError, snapshot_create
+from collection.dataset_errors import DatasetError
+from collection.snapshots import snapshot_create
 
 
 class Command(BaseCommand):
     help = "Create an immutable, content-hashed dataset snapshot from a JSON filter."
 
     def add_arguments(self, parser):
-        parser.add_argument("--filter", default="{}", help="JSON object (see collection.datasets)")
+        parser.add_argument(
+            "--filter", default="{}", help="JSON object (see collection.snapshot_filters)"
+        )
         parser.add_argument("--name", default="")
         parser.add_argument("--user", help="username recorded as the creator")
 

@@ -98,8 +98,9 @@ class Command(BaseCommand):
 
     def _dataset(self, researcher) -> str:
         """The shipped HH-RLHF file imported (idempotent by its hash) and one snapshot of it."""
-        from collection.datasets import dataset_import_create, snapshot_create
+        from collection.imports import dataset_import_create
         from collection.models import DatasetSnapshot
+        from collection.snapshots import snapshot_create
 
         imported = dataset_import_create(path=DEMO_DATASET, format="hh-rlhf", created_by=researcher)
         snapshot = DatasetSnapshot.objects.filter(name=DEMO_SNAPSHOT).first()

@@ -24,8 +24,9 @@ from django.utils.text import get_valid_filename
 
 from assistant import jobs
 
-from .datasets import DatasetError, dataset_import_create
-from .models import Campaign, DatasetImport, ImportJob
+from ..dataset_errors import DatasetError
+from ..models import Campaign, DatasetImport, ImportJob
+from .service import dataset_import_create
 
 logger = logging.getLogger(__name__)
 
@@ -107,14 +108,14 @@ def import_job_create(*, upload, format: str, mode: str, user) -> ImportJob:
 
 
 def _queue(job_id: int) -> bool:
-    from .tasks import run_import
+    from ..tasks import run_import
 
     return jobs.job_enqueue(ImportJob, job_id, run_import)
 
 
 def import_jobs_sweep() -> dict:
     """Queue again the import jobs with no live task or an expired lease (the sweeper)."""
-    from .tasks import run_import
+    from ..tasks import run_import
 
     return jobs.job_sweep(ImportJob, run_import, grace_s=settings.JOBS_ENQUEUE_GRACE_S)
 

@@ -1,0 +1,176 @@
+"""Snapshots: the judgements a filter selects, frozen so that exports and training read data
+that never changes.
+
+`snapshot_create` freezes the ids of the judgements a filter (`snapshot_filters`) selects, one
+group per turn, into a file under MEDIA_ROOT, with counts and a content hash; a weighted
+snapshot (`"weighting": "reliability"`) freezes each judgement's contractor weight too. The
+readers (`snapshot_groups`, `snapshot_weights`, `snapshot_judgement_ids`) give the frozen
+selection back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import OuterRef, Subquery
+
+from assistant.files import staged_file
+
+from .dataset_errors import DatasetError, SnapshotFilterError
+from .frozen_turns import EXPORT_CHUNK, iter_turn_items
+from .models import DatasetSnapshot, Judgement, Turn
+from .snapshot_filters import (
+    eval_prompts,
+    filter_judgements,
+    normalize_prompt,
+    snapshot_filter_clean,
+)
+from .splits import held_out
+
+
+def snapshot_create(*, filter: dict, created_by=None, name: str = "") -> DatasetSnapshot:
+    """Freeze the judgements `filter` selects: their ids (a file), counts and a content hash."""
+    clean = snapshot_filter_clean(filter)
+    frozen, skipped = _frozen_groups(clean)
+    weights = _reliability_weights(frozen) if clean.get("weighting") == "reliability" else None
+    counts, content_hash = _snapshot_digest(
+        frozen, consensus_only=clean["consensus_only"], weights=weights
+    )
+    counts["excluded_eval_prompts"] = skipped
+    with transaction.atomic():
+        snapshot = DatasetSnapshot.objects.create(
+            name=name[:200],
+            filter=clean,
+            counts=counts,
+            content_hash=content_hash,
+            files={},
+            created_by=created_by,
+        )
+        relative = f"snapshots/{snapshot.pk}/judgements.json"
+        frozen_file = {"snapshot": snapshot.pk, "groups": frozen}
+        if weights is not None:
+            frozen_file["weights"] = {str(jid): w for jid, w in weights.items()}
+        with staged_file(Path(settings.MEDIA_ROOT) / relative) as staging:
+            staging.write_bytes(json.dumps(frozen_file).encode())
+        snapshot.files = {"judgements": relative}
+        DatasetSnapshot.objects.filter(pk=snapshot.pk).update(files=snapshot.files)
+    return snapshot
+
+
+def _frozen_groups(clean: dict) -> tuple[list[tuple[int, int, list[int]]], int]:
+    """One group per turn, (conversation id, turn id, [judgement ids]), in a fixed order; and
+    how many judgements the eval-prompt exclusion left out."""
+    excluded = set()
+    if "exclude_eval_prompts" in clean:
+        excluded = eval_prompts(clean["exclude_eval_prompts"])
+    groups: dict[int, tuple[int, int, list[int]]] = {}
+    rows = filter_judgements(clean).order_by("turn__conversation_id", "turn_id", "pk")
+    if excluded:
+        first = Turn.objects.filter(conversation_id=OuterRef("turn__conversation_id"), index=0)
+        rows = rows.annotate(first_human=Subquery(first.values("human_text")[:1]))
+        rows = rows.values_list("turn__conversation_id", "turn_id", "pk", "first_human")
+    else:
+        rows = rows.values_list("turn__conversation_id", "turn_id", "pk")
+    skipped = 0
+    for conversation_id, turn_id, judgement_id, *first_human in rows.iterator(chunk_size=5000):
+        if first_human and normalize_prompt(first_human[0] or "") in excluded:
+            skipped += 1
+            continue
+        groups.setdefault(turn_id, (conversation_id, turn_id, []))[2].append(judgement_id)
+    if not groups:
+        raise SnapshotFilterError("no judgements match this filter")
+    return sorted(groups.values()), skipped
+
+
+def _reliability_weights(groups) -> dict[int, float]:
+    """judgement id → its contractor's reliability weight as of now (collection/reliability.py),
+    frozen into the snapshot so that its exports and training runs read the same weights."""
+    from .reliability import judgement_weights
+
+    ids = [jid for _, _, jids in groups for jid in jids]
+    pairs = []
+    for start in range(0, len(ids), EXPORT_CHUNK):
+        chunk = ids[start : start + EXPORT_CHUNK]
+        pairs += Judgement.objects.filter(pk__in=chunk).values_list("pk", "contractor_id")
+    return judgement_weights(pairs)
+
+
+def _snapshot_file(snapshot: DatasetSnapshot) -> dict:
+    relative = snapshot.files.get("judgements")
+    if not relative:
+        raise DatasetError(f"snapshot {snapshot.pk} has no frozen judgement list")
+    return json.loads((Path(settings.MEDIA_ROOT) / relative).read_text())
+
+
+def snapshot_groups(snapshot: DatasetSnapshot) -> list[tuple[int, int, list[int]]]:
+    """The frozen selection: (conversation id, turn id, judgement ids) per turn, in order."""
+    return [(c, t, list(j)) for c, t, j in _snapshot_file(snapshot)["groups"]]
+
+
+def snapshot_weights(snapshot: DatasetSnapshot) -> dict[int, float] | None:
+    """The per-judgement reliability weights a `"weighting": "reliability"` snapshot froze;
+    None for an unweighted snapshot (every judgement counts once)."""
+    weights = _snapshot_file(snapshot).get("weights")
+    return None if weights is None else {int(jid): float(w) for jid, w in weights.items()}
+
+
+def snapshot_judgement_ids(snapshot: DatasetSnapshot) -> list[int]:
+    """Every judgement id the snapshot froze."""
+    return [jid for _, _, ids in snapshot_groups(snapshot) for jid in ids]
+
+
+_SPLIT_COUNTS = ("judgements", "rows", "pairs", "adjacent_pairs", "overlapping_turns")
+
+
+def _snapshot_digest(groups, *, consensus_only: bool, weights=None) -> tuple[dict, str]:
+    """Counts, and a hash of the rows' content that ignores ids and row order."""
+    counts: Counter = Counter()
+    digests = []
+    for item in iter_turn_items(groups, chunk_size=EXPORT_CHUNK, weights=weights):
+        split = item.split
+        counts["judgements"] += len(item.judgements)
+        counts[f"{split}_judgements"] += len(item.judgements)
+        counts["turns"] += 1
+        if len(item.judgements) > 1:
+            counts["overlapping_turns"] += 1
+            counts[f"{split}_overlapping_turns"] += 1
+        for row in item.rows(consensus_only=consensus_only):
+            k = len(row.ranking)
+            for prefix in ("", f"{split}_"):
+                counts[f"{prefix}rows"] += 1
+                counts[f"{prefix}pairs"] += k * (k - 1) // 2
+                counts[f"{prefix}adjacent_pairs"] += k - 1
+            digests.append(_row_digest(item, row, weighted=weights is not None))
+    conversations = {c for c, _, _ in groups}
+    counts["conversations"] = len(conversations)
+    counts["held_out_conversations"] = sum(held_out(c) for c in conversations)
+    counts["train_conversations"] = len(conversations) - counts["held_out_conversations"]
+    for split in ("train", "held_out"):
+        for name in _SPLIT_COUNTS:
+            counts.setdefault(f"{split}_{name}", 0)
+    counts.setdefault("overlapping_turns", 0)
+    content = hashlib.sha256(b"alignlab-snapshot-v1" + bytes([consensus_only]))
+    for digest in sorted(digests):
+        content.update(digest)
+    return dict(sorted(counts.items())), content.hexdigest()
+
+
+def _row_digest(item, row, *, weighted: bool) -> bytes:
+    canonical = {
+        "context": item.context,
+        "human": item.human,
+        "responses": [r.text for r in item.responses],
+        "ranking": [item.position(rid) for rid in row.ranking],  # indices, not ids
+        "strength": row.strength,
+    }
+    # Only when set, so the hashes of snapshots without either stay what they were.
+    canonical.update({name: True for name in ("tie", "both_bad") if getattr(row, name)})
+    if weighted:
+        canonical["weight"] = round(row.weight, 9)
+    payload = json.dumps(canonical, ensure_ascii=False, sort_keys=True)
+    return hashlib.sha256(payload.encode()).digest()
