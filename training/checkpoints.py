@@ -25,6 +25,9 @@ WEIGHTS_NAME = "model.safetensors"
 STATE_NAME = "state.pt"
 META_NAME = "meta.json"
 KEEP_CHECKPOINTS = 2  # the newest two: one may be mid-write when the worker dies
+# Config keys older checkpoints may hold that no config has any more: PreferenceTrainingConfig's
+# `backbone` (never read; a run starts from its base model).
+RETIRED = {"backbone"}
 
 
 def resume_state(
@@ -139,8 +142,10 @@ def _load_checkpoint(path: Path, model, optimizer, scheduler, *, config, data_ha
 
 
 def _trajectory(config: dict) -> dict:
-    # How often to eval or checkpoint may change across a restart; nothing else may.
-    return {k: v for k, v in config.items() if k not in {"eval_every", "checkpoint_every"}}
+    # How often to eval or checkpoint may change across a restart; nothing else may. A setting
+    # that no longer exists (RETIRED) was never read: a checkpoint that has it is no different.
+    ignored = {"eval_every", "checkpoint_every", *RETIRED}
+    return {k: v for k, v in config.items() if k not in ignored}
 
 
 def _as_python_rng_state(state):

@@ -141,8 +141,6 @@ class RunConfig:
 class PreferenceTrainingConfig(RunConfig):
     """Ranked preference modelling (and its binary / imitation baselines) on human comparisons."""
 
-    # A local Hugging Face model folder, or a (PMP'd) PM folder to finetune from.
-    backbone: str = ""
     # Tokens per transcript; longer ones lose their beginning (the last response must survive).
     max_length: int = 512
     # AdamW learning rate at the end of warmup; small models tolerate more, 1e-5..5e-5 is usual.

@@ -94,7 +94,7 @@ def test_a_config_that_is_not_an_object_is_refused(data):
 
 def test_an_error_message_stays_short_whatever_the_value():
     with pytest.raises(ValueError) as refused:
-        PreferenceTrainingConfig.from_dict({"backbone": ["x" * 10_000]})
+        PreferenceTrainingConfig.from_dict({"attention": ["x" * 10_000]})
     assert len(str(refused.value)) < 200
 
 
@@ -110,3 +110,28 @@ def test_a_launched_run_maps_the_refusal_to_the_config_field(config):
         services.training_run_create(kind="pm", snapshot=snapshot, config=config)
     assert list(refused.value.message_dict) == ["config"]
     assert not TrainingRun.objects.exists()
+
+
+def test_backbone_is_no_setting():
+    # It was never read: a run starts from its base model (TrainingRun.base_model).
+    with pytest.raises(ValueError, match="unknown PreferenceTrainingConfig keys: backbone"):
+        PreferenceTrainingConfig.from_dict({"backbone": ""})
+
+
+@pytest.mark.django_db
+def test_the_migration_drops_backbone_from_the_configs_runs_were_stored_with():
+    import importlib
+
+    from django.apps import apps
+
+    from collection.models import DatasetSnapshot
+    from training.models import TrainingRun
+
+    migration = importlib.import_module("training.migrations.0006_drop_config_backbone")
+    snapshot = DatasetSnapshot.objects.create(filter={}, content_hash="1" * 64)
+    old = TrainingRun.objects.create(kind="pm", snapshot=snapshot, config={"backbone": "", "lr": 1})
+    other = TrainingRun.objects.create(kind="pm", snapshot=snapshot, config={"lr": 2e-5})
+    migration.drop_backbone(apps, None)
+    old.refresh_from_db()
+    other.refresh_from_db()
+    assert old.config == {"lr": 1} and other.config == {"lr": 2e-5}

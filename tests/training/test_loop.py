@@ -172,6 +172,23 @@ def test_checkpoint_and_resume_continue_like_an_uninterrupted_run(tmp_path):
         )
 
 
+def test_a_checkpoint_with_the_retired_backbone_setting_still_resumes(tmp_path):
+    # Checkpoints from before PreferenceTrainingConfig lost `backbone` (never read) hold it.
+    train, cfg = toy_rankings(32, 1), config(max_steps=4, checkpoint_every=2)
+    model, tokenizer = tiny_pm("decoder")
+    polls = iter([False, False, True])
+    train_preference_model(
+        model, tokenizer, train, cfg, should_stop=lambda: next(polls), checkpoint_dir=tmp_path
+    )
+    meta_path = latest_checkpoint(tmp_path) / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "config": {**meta["config"], "backbone": ""}}))
+
+    model, tokenizer = tiny_pm("decoder")
+    resumed = train_preference_model(model, tokenizer, train, cfg, checkpoint_dir=tmp_path)
+    assert resumed.status == "completed" and resumed.steps == 4 and len(resumed.history) == 4
+
+
 def test_bf16_autocast_grad_accum_and_gradient_checkpointing_run():
     model, tokenizer = tiny_pm("decoder")
     result = train_preference_model(
