@@ -95,8 +95,45 @@ def _check_type(name: str, value, annotation: str) -> None:
         raise ValueError(f"{name} must be {allowed}, not {_shown(value)}")
 
 
+@dataclass
 class RunConfig:
-    """What every kind's config dataclass shares: its JSON form, rebuilding from it, checks."""
+    """What every kind's config dataclass shares: the step runner's settings
+    (training/runner.py), its JSON form, rebuilding from it, checks. A kind changes a default
+    by declaring the field again."""
+
+    # Tokens per row (a transcript, a conversation); longer ones lose their beginning.
+    max_length: int = 512
+    # AdamW learning rate at the end of warmup; small models tolerate more, 1e-5..5e-5 is usual.
+    lr: float = 2e-5
+    # Decoupled weight decay on matrices only (biases and norms are left alone, as in nanoGPT).
+    weight_decay: float = 0.01
+    # Optimizer steps of linear warmup (lr/(n+1), 2lr/(n+1), …), then linear decay to 0 at the end.
+    warmup_steps: int = 10
+    # Passes over the training data; ignored when max_steps is set.
+    epochs: int = 1
+    # Stop after this many optimizer steps (None: run `epochs` epochs).
+    max_steps: int | None = None
+    # Rankings (each contributes all its k responses to one forward) or conversations per
+    # micro-batch.
+    batch_size: int = 8
+    # Micro-batches per optimizer step: effective batch = batch_size * grad_accum * world size.
+    grad_accum: int = 1
+    # Clip the global gradient norm to this (None or 0: no clipping).
+    max_grad_norm: float | None = 1.0
+    # torch.autocast to bfloat16; weights, optimizer state (and the KL) stay float32. "auto":
+    # where the device computes bf16 natively (assistant.hardware); true on a CPU without is
+    # ~80x slower.
+    bf16: bool | str = "auto"
+    # Evaluate on the held-out data every N optimizer steps (0: only at the end; distillation
+    # also before the first).
+    eval_every: int = 100
+    # Write a resumable checkpoint every N optimizer steps (0: only at the end / on cancel).
+    checkpoint_every: int = 200
+    # Seeds the batch order, dropout (where the model has any) and a new PM head's initialisation.
+    seed: int = 0
+    # Attention kernel while training: "auto" = "eager" on CPU (its matmuls beat the CPU SDPA
+    # kernels' backward at these lengths, measured in BENCHMARKS.md), "sdpa" on CUDA.
+    attention: str = "auto"
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-able form stored on the run row and in meta.json."""
@@ -141,27 +178,6 @@ class RunConfig:
 class PreferenceTrainingConfig(RunConfig):
     """Ranked preference modelling (and its binary / imitation baselines) on human comparisons."""
 
-    # Tokens per transcript; longer ones lose their beginning (the last response must survive).
-    max_length: int = 512
-    # AdamW learning rate at the end of warmup; small models tolerate more, 1e-5..5e-5 is usual.
-    lr: float = 2e-5
-    # Decoupled weight decay on matrices only (biases and norms are left alone, as in nanoGPT).
-    weight_decay: float = 0.01
-    # Optimizer steps of linear warmup (lr/(n+1), 2lr/(n+1), …), then linear decay to 0 at the end.
-    warmup_steps: int = 10
-    # Passes over the training rankings; ignored when max_steps is set.
-    epochs: int = 1
-    # Stop after this many optimizer steps (None: run `epochs` epochs).
-    max_steps: int | None = None
-    # Rankings per micro-batch (each contributes all its k responses to one forward).
-    batch_size: int = 8
-    # Micro-batches per optimizer step: effective batch = batch_size * grad_accum * world size.
-    grad_accum: int = 1
-    # Clip the global gradient norm to this (None or 0: no clipping).
-    max_grad_norm: float | None = 1.0
-    # torch.autocast to bfloat16; weights and optimizer state stay float32. "auto": where the
-    # device computes bf16 natively (assistant.hardware); true on a CPU without is ~80x slower.
-    bf16: bool | str = "auto"
     # Recompute activations in backward: less memory, about a third more compute.
     gradient_checkpointing: bool = False
     # Train LoRA adapters on the backbone instead of all its weights (needs peft installed).
@@ -169,12 +185,6 @@ class PreferenceTrainingConfig(RunConfig):
     # LoRA rank and scale (alpha / r), used only when lora is set.
     lora_r: int = 16
     lora_alpha: int = 32
-    # Evaluate on the held-out rankings every N optimizer steps (0: only at the end).
-    eval_every: int = 100
-    # Write a resumable checkpoint every N optimizer steps (0: only at the end / on cancel).
-    checkpoint_every: int = 200
-    # Seeds the head's initialisation, the batch order and dropout.
-    seed: int = 0
     # Add a margin from the comparison's strength (1 slightly … 4 much better) to the loss.
     margin_from_strength: bool = False
     # Margin for "much better"; "slightly better" gets 0, the steps between are linear.
@@ -190,9 +200,6 @@ class PreferenceTrainingConfig(RunConfig):
     # Decoder PMs: one row per ranking, its context computed once for all k responses (a block
     # attention mask); encoders and the imitation baseline always take one row per response.
     pack_context: bool = True
-    # Attention kernel while training: "auto" = "eager" on CPU (its matmuls beat the CPU SDPA
-    # kernels' backward at these lengths, measured in BENCHMARKS.md), "sdpa" on CUDA.
-    attention: str = "auto"
 
     def __post_init__(self):
         if self.loss not in LOSSES:
@@ -222,38 +229,15 @@ class PMPConfig(PreferenceTrainingConfig):
 class DistillationConfig(RunConfig):
     """Context distillation: the LM without the prompt learns the prompted LM's next tokens."""
 
-    # Conversation tokens per row (the teacher reads the prompt on top); longer conversations
-    # lose their beginning.
-    max_length: int = 512
-    # AdamW learning rate at the end of warmup. The student starts as the teacher's weights and
-    # only has to absorb the prompt's effect: a small step keeps what the base model knows.
+    # The teacher reads the prompt on top of max_length conversation tokens.
+    # The student starts as the teacher's weights and only has to absorb the prompt's effect: a
+    # small step keeps what the base model knows.
     lr: float = 1e-5
-    # Decoupled weight decay on matrices only; none by default, as it would pull the student
-    # away from the base weights the KL is measured against.
+    # None by default, as it would pull the student away from the base weights the KL is
+    # measured against.
     weight_decay: float = 0.0
-    # Optimizer steps of linear warmup, then linear decay to 0 at the end (as for PMs).
-    warmup_steps: int = 10
-    # Passes over the training conversations; ignored when max_steps is set.
-    epochs: int = 1
-    # Stop after this many optimizer steps (None: run `epochs` epochs).
-    max_steps: int | None = None
-    # Conversations per micro-batch; the teacher repeats the prompt's key/value cache per row.
+    # The teacher repeats the prompt's key/value cache per row.
     batch_size: int = 4
-    # Micro-batches per optimizer step.
-    grad_accum: int = 1
-    # Clip the global gradient norm to this (None or 0: no clipping).
-    max_grad_norm: float | None = 1.0
-    # torch.autocast to bfloat16 for teacher and student; weights and the KL stay float32.
-    # "auto": where the device computes bf16 natively; true on a CPU without is far slower.
-    bf16: bool | str = "auto"
-    # Mean KL on the held-out conversations every N optimizer steps (0: only before and after).
-    eval_every: int = 100
-    # Write a resumable checkpoint every N optimizer steps (0: only at the end / on cancel).
-    checkpoint_every: int = 200
-    # Seeds the batch order (and dropout, where the LM has any).
-    seed: int = 0
-    # The student's attention kernel while training: "auto" = "eager" on CPU, "sdpa" on CUDA.
-    attention: str = "auto"
     # How a conversation is rendered: "auto" = as the base model version is served (its backend
     # option `mode`, else "chat" when the tokenizer has a chat template), "chat" or "completion".
     render_mode: str = "auto"
