@@ -16,9 +16,9 @@ import copy
 import hashlib
 import json
 import logging
-import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
+from typing import Unpack
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +30,7 @@ from assistant.hardware import bf16_autocast, resolve_bf16
 from assistant.prompting import RenderMode, split_prefix
 from training.config import DistillationConfig
 from training.data import LengthGroupedBatchSampler
-from training.runner import Objective, TrainResult, device_of, placement, run_steps
+from training.runner import Objective, RunOptions, TrainResult, device_of, placement, run_steps
 
 logger = logging.getLogger(__name__)
 
@@ -320,16 +320,14 @@ def train_distillation(
     prompt: str,
     mode: RenderMode,
     eval_set: Sequence[DistillationExample] | None = None,
-    on_step: Callable[[int, int, dict], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    checkpoint_dir: str | os.PathLike | None = None,
-    resume: bool = True,
     device: str | torch.device | None = None,
+    **run: Unpack[RunOptions],
 ) -> TrainResult:
     """Train `student` (a causal LM) in place towards `teacher_model` reading `prompt` first.
 
-    Both start as the same base LM; the teacher is frozen. Called again with the same
-    `checkpoint_dir`, it resumes from the newest checkpoint there.
+    Both start as the same base LM; the teacher is frozen. `run` (on_step, should_stop,
+    checkpoint_dir, resume: training.runner.RunOptions) goes on to the runner; called again
+    with the same `checkpoint_dir`, it resumes from the newest checkpoint there.
     """
     where = placement(device)
     torch.manual_seed(config.seed)
@@ -352,10 +350,7 @@ def train_distillation(
         sampler,
         where=where,
         data_hash=examples_hash(train, prompt=prompt, mode=mode),
-        on_step=on_step,
-        should_stop=should_stop,
-        checkpoint_dir=checkpoint_dir,
-        resume=resume,
+        **run,
     )
     student.eval()
     return result

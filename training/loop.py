@@ -10,8 +10,8 @@ checkpointing and LoRA, and the held-out evaluation.
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import Unpack
 
 import torch
 
@@ -28,7 +28,7 @@ from training.losses import (
     ranked_preference_loss,
     sequence_logprobs,
 )
-from training.runner import Objective, TrainResult, placement, run_steps, unwrapped
+from training.runner import Objective, RunOptions, TrainResult, placement, run_steps, unwrapped
 
 logger = logging.getLogger(__name__)
 
@@ -70,16 +70,15 @@ def train_preference_model(
     config: PreferenceTrainingConfig,
     *,
     eval_set: Sequence[Ranking] | None = None,
-    on_step: Callable[[int, int, dict], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    checkpoint_dir: str | os.PathLike | None = None,
-    resume: bool = True,
     device: str | torch.device | None = None,
+    **run: Unpack[RunOptions],
 ) -> TrainResult:
     """Train `model` (a PreferenceModel; a causal LM for loss="imitation") on `train` in place.
 
-    Called again with the same `checkpoint_dir` it resumes from the newest checkpoint there
-    (under DDP that folder must be visible to every rank, as it is with torchrun on one node).
+    `run` (on_step, should_stop, checkpoint_dir, resume: training.runner.RunOptions) goes on
+    to the runner. Called again with the same `checkpoint_dir` it resumes from the newest
+    checkpoint there (under DDP that folder must be visible to every rank, as it is with
+    torchrun on one node).
     """
     where = placement(device, ddp=True)
     torch.manual_seed(config.seed)  # dropout; the batch order has its own generator
@@ -111,10 +110,7 @@ def train_preference_model(
         sampler,
         where=where,
         data_hash=rankings_hash(train),
-        on_step=on_step,
-        should_stop=should_stop,
-        checkpoint_dir=checkpoint_dir,
-        resume=resume,
+        **run,
     )
     if config.lora:
         # The caller gets an ordinary model back, the adapters folded into the weights they

@@ -30,6 +30,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import TypedDict
 
 import torch
 import torch.distributed as dist
@@ -51,6 +52,15 @@ class TrainResult:
     metrics: dict = field(default_factory=dict)  # the last step's metrics (+ the final eval)
     history: list[dict] = field(default_factory=list)  # one dict per optimizer step
     checkpoint: str | None = None  # the last checkpoint written, if any
+
+
+class RunOptions(TypedDict, total=False):
+    """What the caller of a kind's training function passes on to `run_steps` as it is."""
+
+    on_step: Callable[[int, int, dict], None] | None  # after each step: (step, total, metrics)
+    should_stop: Callable[[], bool] | None  # polled before each step: True cancels the run
+    checkpoint_dir: str | os.PathLike | None  # where checkpoints go, and a resume looks
+    resume: bool  # go on from the newest checkpoint there (default True)
 
 
 class Objective:
@@ -163,6 +173,7 @@ class _Steps:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     data_hash: str = ""
     checkpoint_dir: Path | None = None
+    attention: str | None = None  # the kernel the model had before, restored at the end
     ddp: DistributedDataParallel | None = None
     autocast: object = None
 
@@ -224,42 +235,15 @@ def run_steps(
     again with the same `checkpoint_dir` it resumes from the newest checkpoint there (under
     DDP that folder must be visible to every rank, as it is with torchrun on one node).
     """
-    device = where.device
-    model.to(device).train()
-    attention = set_attention(model, config, device)
-    plan = _Plan.of(sampler, config, where, objective.noun)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(params, config, device)
-    scheduler = make_scheduler(optimizer, config, plan.total)
-    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    # A worker restart calls us again: go on from the newest checkpoint.
-    step, history, last_checkpoint = resume_state(
-        checkpoint_dir if resume else None, model, optimizer, scheduler, config, data_hash
+    steps, step, history, last_checkpoint = _start(
+        model, objective, config, sampler, where, data_hash, checkpoint_dir, resume
     )
-    steps = _Steps(
-        model,
-        objective,
-        config,
-        where,
-        plan,
-        params,
-        optimizer,
-        scheduler,
-        data_hash=data_hash,
-        checkpoint_dir=checkpoint_dir,
-    )
-    if where.distributed:  # after loading, so every rank starts from rank 0's (broadcast) weights
-        steps.ddp = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    if where.rank == 0 and (warning := bf16_warning(config.bf16, device)):
-        objective.logger.warning("%s: %s", objective.label, warning)  # the service logs it too
-    steps.autocast = bf16_autocast(config.bf16, device)
+    checkpoint_dir, total = steps.checkpoint_dir, steps.plan.total
     key = objective.baseline_key
     baseline = {key: objective.baseline()} if key and objective.held_out and step == 0 else {}
 
     status, metrics = "completed", dict(history[-1]) if history else {}
-    while step < plan.total:
+    while step < total:
         if _stop_requested(should_stop, where):
             status = "cancelled"
             break
@@ -271,7 +255,7 @@ def run_steps(
             metrics.update(objective.evaluate())
         history.append(metrics)
         if on_step is not None and where.rank == 0:
-            on_step(step, plan.total, metrics)
+            on_step(step, total, metrics)
         every = config.checkpoint_every
         if checkpoint_dir and where.rank == 0 and every and step % every == 0:
             last_checkpoint = steps.save(step, metrics, history)
@@ -287,8 +271,34 @@ def run_steps(
         last_checkpoint = steps.save(step, metrics, history)
     if where.distributed:
         dist.barrier()  # nobody returns (and maybe exits) while rank 0 still writes
-    restore_attention(model, attention)
-    return TrainResult(status, step, plan.total, metrics, history, last_checkpoint)
+    restore_attention(model, steps.attention)
+    return TrainResult(status, step, total, metrics, history, last_checkpoint)
+
+
+def _start(model, objective, config, sampler, where, data_hash, checkpoint_dir, resume):
+    """The run's steps, from the newest checkpoint where there is one (a worker restart calls
+    `run_steps` again): (steps, steps done, metric history, that checkpoint)."""
+    device = where.device
+    model.to(device).train()
+    attention = set_attention(model, config, device)
+    plan = _Plan.of(sampler, config, where, objective.noun)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(params, config, device)
+    scheduler = make_scheduler(optimizer, config, plan.total)
+    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    step, history, last_checkpoint = resume_state(
+        checkpoint_dir if resume else None, model, optimizer, scheduler, config, data_hash
+    )
+    steps = _Steps(model, objective, config, where, plan, params, optimizer, scheduler)
+    steps.data_hash, steps.checkpoint_dir, steps.attention = data_hash, checkpoint_dir, attention
+    if where.distributed:  # after loading, so every rank starts from rank 0's (broadcast) weights
+        steps.ddp = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    if where.rank == 0 and (warning := bf16_warning(config.bf16, device)):
+        objective.logger.warning("%s: %s", objective.label, warning)  # the service logs it too
+    steps.autocast = bf16_autocast(config.bf16, device)
+    return steps, step, history, last_checkpoint
 
 
 # --- optimizer and schedule ---------------------------------------------------------------------
