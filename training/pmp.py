@@ -19,6 +19,7 @@ import xml.etree.ElementTree as ET
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -39,6 +40,12 @@ class PMPImport:
     def pairs(self) -> int:
         """Ordered pairs with different ranks over all rankings (what the loss compares)."""
         return sum(_pair_count(r.ranks) for r in self.rankings)
+
+    def counted(self) -> PMPImport:
+        """Itself, with the rankings and pairs it holds added to its counts."""
+        self.counts["rankings"] = len(self.rankings)
+        self.counts["pairs"] = self.pairs
+        return self
 
     def extend(self, other: PMPImport) -> PMPImport:
         self.rankings += other.rankings
@@ -217,6 +224,7 @@ def import_stackexchange(
             raise PMPFormatError(f"{path}:{lineno}: bad <row>: {error!r}") from error
 
     result = PMPImport(counts=counts)
+    rankings_for = partial(_rankings_for, binary=binary, max_responses=max_responses, counts=counts)
     for question_id, replies in answers.items():
         if question_id not in questions:
             counts["answers_without_question"] += len(replies)
@@ -228,17 +236,9 @@ def import_stackexchange(
             (body, (score, accepted_breaks_ties and answer_id == accepted))
             for answer_id, body, score in replies
         ]
-        result.rankings += _rankings_for(
-            [{"role": "user", "content": text}],
-            scored,
-            binary=binary,
-            max_responses=max_responses,
-            source=f"stackexchange:{site}#Id={question_id}",
-            counts=counts,
-        )
-    counts["rankings"] = len(result.rankings)
-    counts["pairs"] = result.pairs
-    return result
+        source = f"stackexchange:{site}#Id={question_id}"
+        result.rankings += rankings_for([{"role": "user", "content": text}], scored, source=source)
+    return result.counted()
 
 
 def _xml_rows(path: Path):
@@ -313,6 +313,7 @@ def import_reddit(
             children[parent].append(post_id)
 
     result = PMPImport(counts=counts)
+    rankings_for = partial(_rankings_for, binary=binary, max_responses=max_responses, counts=counts)
     for parent_id, reply_ids in children.items():
         thread = _reddit_thread(posts, parent_id, context_depth)
         if thread is None:
@@ -323,17 +324,10 @@ def import_reddit(
             {"role": "user" if i % 2 == 0 else "assistant", "content": text}
             for i, text in enumerate(reversed(thread))
         ][::-1]
-        result.rankings += _rankings_for(
-            context,
-            [(posts[r]["text"], (posts[r]["score"],)) for r in reply_ids],
-            binary=binary,
-            max_responses=max_responses,
-            source=f"reddit:{path.name}#parent={parent_id}",
-            counts=counts,
-        )
-    counts["rankings"] = len(result.rankings)
-    counts["pairs"] = result.pairs
-    return result
+        replies = [(posts[r]["text"], (posts[r]["score"],)) for r in reply_ids]
+        source = f"reddit:{path.name}#parent={parent_id}"
+        result.rankings += rankings_for(context, replies, source=source)
+    return result.counted()
 
 
 def _reddit_thread(posts: dict, parent_id: str, depth: int) -> list[str] | None:
@@ -401,6 +395,4 @@ def import_ukpconvarg(paths: str | os.PathLike | Iterable[str | os.PathLike]) ->
                         source=f"ukpconvarg1:{path.name}#{pair_id}",
                     )
                 )
-    counts["rankings"] = len(result.rankings)
-    counts["pairs"] = result.pairs
-    return result
+    return result.counted()
