@@ -36,10 +36,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from assistant.transcripts import ASSISTANT, common_prefix_length  # noqa: E402
 from bench.machine import run_header, write_json  # noqa: E402
 
 HH_FILE = ROOT / "collection" / "data" / "hh-rlhf" / "harmless-base" / "test.jsonl.gz"  # shipped
-ASSISTANT_TAG = "\n\nAssistant:"
 
 
 def matmul_peak(bf16: bool, seconds: float = 3.0) -> float:
@@ -74,13 +74,10 @@ def to_ranking(row: dict):
     from training.data import Ranking
 
     chosen, rejected = row["chosen"], row["rejected"]
-    shared = 0
-    while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
-        shared += 1
-    cut = chosen.rfind(ASSISTANT_TAG, 0, shared)
+    cut = chosen.rfind(ASSISTANT, 0, common_prefix_length(chosen, rejected))
     if cut < 0:
         raise ValueError("the transcripts share no Assistant turn")
-    responses = [text[cut + len(ASSISTANT_TAG) :].strip() for text in (chosen, rejected)]
+    responses = [text[cut + len(ASSISTANT) :].strip() for text in (chosen, rejected)]
     return Ranking(responses, [0, 1], context_text=chosen[:cut], source="hh-rlhf")
 
 
