@@ -1,6 +1,5 @@
 """REST API of training runs: researchers read; admins launch and cancel."""
 
-from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.decorators import action
@@ -80,12 +79,8 @@ class TrainingRunSerializer(JSONModelSerializer):
         return attrs
 
     def create(self, validated_data):
-        try:
-            return services.training_run_create(
-                launched_by=self.context["request"].user, **validated_data
-            )
-        except DjangoValidationError as error:
-            raise serializers.ValidationError(error.message_dict) from None
+        user = self.context["request"].user
+        return self.saved(services.training_run_create, launched_by=user, **validated_data)
 
 
 class TrainingRunViewSet(
