@@ -40,6 +40,7 @@ from .models import (
     Response,
     Turn,
 )
+from .selectors import responses_in_order
 from .snapshots import snapshot_create
 
 PAGE_SIZE = 25
@@ -279,12 +280,7 @@ def conversation_read(request, conversation_id: int):
         conversation.turns.order_by("index")
         .select_related("gold")
         .prefetch_related(
-            Prefetch(
-                "responses",
-                queryset=Response.objects.select_related("model_version", "prompt").order_by(
-                    "index"
-                ),
-            ),
+            responses_in_order(),
             Prefetch(
                 "judgements",
                 queryset=Judgement.objects.select_related("contractor").order_by("created_at"),

@@ -22,7 +22,8 @@ from django.db.models import Prefetch
 from assistant import transcripts
 
 from .dataset_errors import DatasetError
-from .models import Judgement, Response, Turn
+from .models import Judgement, Turn
+from .selectors import responses_in_order
 from .splits import split_of
 
 EXPORT_CHUNK = 500  # judgements read per query round
@@ -183,12 +184,7 @@ def _turns(chunk) -> dict[int, Turn]:
         Turn.objects.filter(pk__in=turn_ids)
         .select_related("conversation__campaign")
         .prefetch_related(
-            Prefetch(
-                "responses",
-                queryset=Response.objects.select_related("model_version", "prompt").order_by(
-                    "index"
-                ),
-            ),
+            responses_in_order(),
             Prefetch(
                 "judgements",
                 queryset=Judgement.objects.filter(pk__in=judgement_ids).order_by("pk"),

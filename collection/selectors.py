@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-from django.db.models import Count, Exists, F, OuterRef, Q
+from django.db.models import Count, Exists, F, OuterRef, Prefetch, Q
 
-from .models import Campaign, Conversation, Judgement, ReviewOrder, Turn
+from .models import Campaign, Conversation, Judgement, Response, ReviewOrder, Turn
+
+
+def responses_in_order() -> Prefetch:
+    """A turn's responses in display order (A, B, …), with their model version and prompt."""
+    return Prefetch(
+        "responses",
+        queryset=Response.objects.select_related("model_version", "prompt").order_by("index"),
+    )
 
 
 def open_campaigns() -> list[Campaign]:
