@@ -21,6 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from assistant import transcripts  # noqa: E402
 from bench.machine import run_header, write_json  # noqa: E402
 
 DEFAULT_PROMPT = ROOT / "assistant" / "prompts" / "hhh_v1.txt"
@@ -29,16 +30,18 @@ QUESTION = "Can you give me a few tips for keeping houseplants alive? I keep kil
 
 def synthetic_transcript(words: int = 3000) -> str:
     """A stand-in for the HHH prompt when its file is missing: ~`words` of Human/Assistant turns."""
-    human = "Human: Could you explain how I should plan a small vegetable garden this spring?"
-    assistant = (
-        "Assistant: Start with a sunny spot, test the soil, pick a few easy crops such as "
-        "lettuce, beans and tomatoes, water deeply twice a week, and keep notes on what works."
+    turn = transcripts.render(
+        [
+            ("user", "Could you explain how I should plan a small vegetable garden this spring?"),
+            (
+                "assistant",
+                "Start with a sunny spot, test the soil, pick a few easy crops such as lettuce, "
+                "beans and tomatoes, water deeply twice a week, and keep notes on what works.",
+            ),
+        ]
     )
-    turns, count = ["Below are a series of dialogues between people and an AI assistant."], 0
-    while count < words:
-        turns += [human, assistant]
-        count += len(human.split()) + len(assistant.split())
-    return "\n\n".join(turns)
+    pairs = max(0, -(-words // len(turn.split())))  # enough turns for `words` words
+    return "Below are a series of dialogues between people and an AI assistant." + turn * pairs
 
 
 def timed_calls(backend, context, params, *, n: int, calls: int) -> dict:
