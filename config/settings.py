@@ -320,6 +320,9 @@ TRAINING_PROMOTION_ALPHA = 0.05
 # Non-inferiority margin (absolute accuracy) for a tie: a PM not significantly different from
 # the active one is promoted only when the interval's lower end is at least -tolerance.
 TRAINING_PROMOTION_TOLERANCE = float(env_str("TRAINING_PROMOTION_TOLERANCE", "0.01"))
+# Reported with each decision (it does not decide): the new PM's agreement with at most this
+# many of the latest human judgements made after its snapshot (collection.pm_loop).
+TRAINING_PROMOTION_RECENT_JUDGEMENTS = 200
 
 # --- REST API --------------------------------------------------------------------------------
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.conf import settings
 
 from assistant.models import ModelVersion
 
 from .models import TrainingRun
 from .trainers import Trained, run_dir
+
+logger = logging.getLogger(__name__)
 
 
 def register_result(run, trained: Trained, config):
@@ -56,6 +60,7 @@ def register_result(run, trained: Trained, config):
         promotion = _promotion_decision(
             trained, active_model(kind=ModelVersion.Kind.PM), result, trained.held_out, config
         )
+        promotion["recent_agreement"] = _recent_agreement(trained, run)
         if promotion["decision"] == "promoted":
             model_version_activate(version=version)
     return version, promotion
@@ -87,6 +92,24 @@ def _promotion_decision(new, active, result, held_out, config) -> dict:
     if active is not None:
         decision["active_version"] = active.pk
     return decision
+
+
+def _recent_agreement(trained, run) -> dict:
+    """Reported with the decision (it does not decide): the new PM's agreement with the latest
+    human judgements made after its snapshot, which it did not train on (collection.pm_loop)."""
+    from assistant.pm import PMScorer
+    from collection.pm_loop import fresh_agreement
+
+    since = run.snapshot.created_at if run.snapshot_id else None
+    try:
+        return fresh_agreement(
+            PMScorer(trained.model, trained.tokenizer, bf16=False),
+            since=since,
+            limit=settings.TRAINING_PROMOTION_RECENT_JUDGEMENTS,
+        )
+    except Exception as error:  # a report: it must not fail a run that trained
+        logger.exception("run %s: the agreement with recent judgements was not measured", run.pk)
+        return {"error": f"{type(error).__name__}: {error}"[:300]}
 
 
 def _save_lm(model, tokenizer, path, meta) -> None:

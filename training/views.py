@@ -116,7 +116,21 @@ def promotion_rows(promotion: dict) -> list[tuple[str, str]]:
                 f"[{interval[0]:.3f}, {interval[1]:.3f}]",
             )
         )
+    recent = promotion.get("recent_agreement")
+    if isinstance(recent, dict):
+        rows.append(("agreement with recent judgements it did not train on", _recent_text(recent)))
     return rows
+
+
+def _recent_text(recent: dict) -> str:
+    if recent.get("error"):
+        return f"not measured ({recent['error']})"
+    if not recent.get("n"):
+        return "none yet (no judgement since its snapshot)"
+    return (
+        f"{recent['rate']:.3f} ({recent['agree']} of the latest {recent['n']}, "
+        f"95 % [{recent['low']:.3f}, {recent['high']:.3f}])"
+    )
 
 
 @role_required(ADMIN)
