@@ -58,6 +58,18 @@ def training_mid_run(run, steps=3):
     return wait_until(lambda: (r := TrainingRun.objects.get(pk=run.pk)).steps_done >= steps and r)
 
 
+def a_run_whose_worker_died(workers, backbone, snapshot):
+    """A PM run, mid-training on a worker that is then killed (its lease still holds it):
+    (the run as created, the run as it was when its worker died)."""
+    worker = workers()
+    run = services.training_run_create(
+        kind="pm", snapshot=snapshot, base_model=backbone, config=LONG
+    )
+    held = training_mid_run(run)
+    kill(worker)
+    return run, held
+
+
 def expire_lease(run):
     TrainingRun.objects.filter(pk=run.pk).update(
         lease_expires_at=timezone.now() - timedelta(seconds=1)
@@ -70,12 +82,7 @@ def test_a_run_whose_worker_died_is_taken_over_only_once_its_lease_expired(
     snapshot,
     workers,
 ):
-    first = workers()
-    run = services.training_run_create(
-        kind="pm", snapshot=snapshot, base_model=backbone, config=LONG
-    )
-    held = training_mid_run(run)
-    kill(first)
+    run, held = a_run_whose_worker_died(workers, backbone, snapshot)
     run.refresh_from_db()
     assert run.status == TrainingRun.Status.RUNNING and run.lease_expires_at > timezone.now()
 
@@ -109,12 +116,7 @@ def test_a_cancelled_run_whose_worker_died_ends_cancelled(
     snapshot,
     workers,
 ):
-    worker = workers()
-    run = services.training_run_create(
-        kind="pm", snapshot=snapshot, base_model=backbone, config=LONG
-    )
-    training_mid_run(run)
-    kill(worker)
+    run, _ = a_run_whose_worker_died(workers, backbone, snapshot)
 
     # The worker is dead but its lease has not run out yet: the cancel is recorded, and the
     # sweeper ends the run once the lease expired (no worker will).
