@@ -10,7 +10,7 @@ a `SnapshotFilterError` naming its key.
 from __future__ import annotations
 
 import json
-from datetime import datetime, time
+from datetime import UTC, datetime, time
 from pathlib import Path
 from typing import Any
 
@@ -192,7 +192,7 @@ def snapshot_filter_clean(filter: dict) -> dict:
 
 
 def moment(value, key: str, *, end: bool) -> datetime:
-    """An ISO date (from its first moment, or `end`: to its last) or datetime, made aware."""
+    """An ISO date (from its first moment, or `end`: to its last) or datetime, in UTC."""
     if not isinstance(value, str):
         raise SnapshotFilterError(f"{key} must be an ISO date or datetime string, got {value!r}")
     try:  # a bare date first: parse_datetime would read "2031-05-02" as its midnight
@@ -206,7 +206,10 @@ def moment(value, key: str, *, end: bool) -> datetime:
         instant = datetime.combine(day, time.max if end else time.min)
     if timezone.is_naive(instant):
         instant = timezone.make_aware(instant, timezone.get_default_timezone())
-    return instant
+    try:  # in UTC: PostgreSQL refuses offsets past ±15:59, which RFC 3339 allows (to ±23:59)
+        return instant.astimezone(UTC)
+    except OverflowError:  # "9999-12-31T23:59:59-01:00" is past the last moment Python has
+        raise SnapshotFilterError(f"{key}: {value!r} is out of range") from None
 
 
 def normalize_prompt(text: str) -> str:

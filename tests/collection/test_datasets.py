@@ -14,7 +14,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 
-from collection import dataset_errors, exports, imports, quality, snapshots
+from collection import dataset_errors, exports, imports, quality, snapshot_filters, snapshots
 from collection.dataset_errors import ImportFormatError, SnapshotFilterError
 from collection.models import (
     Campaign,
@@ -390,6 +390,22 @@ def test_filters_by_campaign_mode_and_date(alice, pairwise, ranking_campaign):
         filter={"date_from": "2031-05-02", "date_to": "2031-05-02"}
     )
     assert snapshots.snapshot_judgement_ids(windowed) == [later.pk]
+
+
+def test_a_date_with_any_rfc3339_offset_is_read_as_its_instant(alice, pairwise):
+    # PostgreSQL refuses offsets past ±15:59 in a query; RFC 3339 allows them (SECURITY.md ST101).
+    collected(pairwise, alice, [("Hi", ["a", "b"], [0, 1], 1)])
+    judgement = Judgement.objects.get()
+    Judgement.objects.filter(pk=judgement.pk).update(
+        created_at=datetime(2031, 5, 2, 12, tzinfo=UTC)
+    )
+    # 2031-05-01T13:13-22:47 is 2031-05-02T12:00 UTC
+    since = snapshots.snapshot_create(filter={"date_from": "2031-05-01T13:13:00-22:47"})
+    assert snapshots.snapshot_judgement_ids(since) == [judgement.pk]
+    with pytest.raises(SnapshotFilterError, match="no judgements match"):
+        snapshots.snapshot_create(filter={"date_to": "2031-05-01T13:12:59-22:47"})
+    with pytest.raises(SnapshotFilterError, match="date_to: '9999-12-31T23:59:59-23:59' is out"):
+        snapshot_filters.snapshot_filter_clean({"date_to": "9999-12-31T23:59:59-23:59"})
 
 
 def test_exclude_eval_prompts_drops_conversations_opening_with_an_eval_prompt(alice, pairwise):
