@@ -66,7 +66,9 @@ class _VersionChoice(forms.ModelChoiceField):
         return f"{obj.name} (#{obj.pk}{', active' if obj.is_active else ''})"
 
 
-class _VersionsChoice(forms.ModelMultipleChoiceField):
+class NamedChoices(forms.ModelMultipleChoiceField):
+    """Several rows with a name (model versions, campaigns), each shown as "name (#id)"."""
+
     def label_from_instance(self, obj):
         return f"{obj.name} (#{obj.pk})"
 
@@ -126,7 +128,7 @@ class CampaignForm(forms.Form):
         kind_error='Give an object, e.g. {"temperature": 0.8}, or nothing.',
         help_text='Overrides of the LM\'s sampling defaults, e.g. {"temperature": 0.8}.',
     )
-    compare_versions = _VersionsChoice(
+    compare_versions = NamedChoices(
         queryset=ModelVersion.objects.filter(kind=ModelVersion.Kind.LM).order_by("-pk"),
         required=False,
         label="Also sample from (for Elo)",

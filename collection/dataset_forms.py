@@ -8,7 +8,7 @@ from django.contrib.auth import get_user_model
 
 from config.roles import CONTRACTOR
 
-from .campaign_forms import OptionalJSONField
+from .campaign_forms import NamedChoices, OptionalJSONField
 from .models import FLAGS, Campaign, Conversation, DatasetImport
 from .snapshot_filters import EVAL_PROMPT_SETS, FILTER_KEYS
 
@@ -24,11 +24,6 @@ class ImportUploadForm(forms.Form):
         help_text="jsonl, or jsonl.gz; one record per line. A file imported before gives its "
         "first import again.",
     )
-
-
-class _CampaignsChoice(forms.ModelMultipleChoiceField):
-    def label_from_instance(self, obj):
-        return f"{obj.name} (#{obj.pk})"
 
 
 class _ImportsChoice(forms.ModelMultipleChoiceField):
@@ -54,7 +49,7 @@ class SnapshotBuildForm(forms.Form):
     """
 
     name = forms.CharField(max_length=200, required=False)
-    campaigns = _CampaignsChoice(
+    campaigns = NamedChoices(
         queryset=Campaign.objects.order_by("-pk"),
         required=False,
         help_text="Empty: every campaign.",
