@@ -412,7 +412,7 @@ class OpenAIBackend(Backend):
                 f"model server {self.base_url} broke off the stream ({_describe(exc.__cause__)})"
             ) from exc
         except openai.APIError as exc:  # a chunk with an "error" member
-            detail = _error_detail(exc.body if isinstance(exc.body, dict) else exc.message)
+            detail = _error_detail({"error": exc.body or exc.message})
             raise BackendError(
                 f"model server {self.base_url} reported an error mid-stream: {detail}"
             ) from None
