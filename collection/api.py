@@ -308,9 +308,7 @@ class DownloadQuery(serializers.Serializer):
     file_format = serializers.ChoiceField(
         exports.FILE_FORMATS, default="jsonl", help_text="jsonl or parquet"
     )
-    split = serializers.ChoiceField(
-        SPLITS, default="all", help_text="train, held_out or all"
-    )
+    split = serializers.ChoiceField(SPLITS, default="all", help_text="train, held_out or all")
     pairs = serializers.ChoiceField(
         ("all", "adjacent"), default="all", help_text="all or adjacent (hh-rlhf, trl)"
     )
