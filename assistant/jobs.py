@@ -73,26 +73,36 @@ def lease_token() -> str:
     return f"{socket.gethostname()[:60]}/{os.getpid()}/{uuid.uuid4().hex[:12]}"
 
 
-def enqueue_safely(task, *args) -> str:
+def enqueue_safely(task, *args, task_id: str | None = None) -> str:
     """Send `task` with `args`; the task id, or "" when the broker refused it (logged).
 
     Called after commit: an exception here would reach the request that queued the work (a
     500 after the broker's retries) and leave the row without a task.
     """
     try:
-        return task.delay(*args).id
+        return task.apply_async(args, task_id=task_id).id
     except Exception:  # any broker or connection error: the caller keeps the work for a retry
         logger.exception("could not queue %s%r; the broker is unavailable", task.name, args)
         return ""
 
 
 def job_enqueue(model: type[Job], job_id: int, task) -> bool:
-    """Send the job's task and record its id; False when the broker refused it (the job stays
-    queued without a task id, and the sweeper sends it again later)."""
-    task_id = enqueue_safely(task, job_id)
-    if task_id:
-        model.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(celery_task_id=task_id)
-    return bool(task_id)
+    """Record a new task id on the queued job, then send the task under that id; False when
+    the broker refused it (the id is taken back: the job stays queued without a task id, and
+    the sweeper sends it again later).
+
+    The id is written before the task is sent: a worker can claim the job as soon as the task
+    is out, and an id recorded after that (only while the job is still queued) would be lost,
+    leaving a running job with no task id."""
+    task_id = uuid.uuid4().hex
+    if not model.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(
+        celery_task_id=task_id
+    ):
+        return False  # claimed, cancelled or gone meanwhile: nothing to send
+    if enqueue_safely(task, job_id, task_id=task_id):
+        return True
+    model.objects.filter(pk=job_id, celery_task_id=task_id).update(celery_task_id="")
+    return False
 
 
 def _lease_free(now) -> Q:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+import uuid
 from datetime import timedelta
 
 from django.conf import settings
@@ -46,14 +47,19 @@ def send_generation(turn_id: int) -> bool:
     message the contractor can act on (the message is kept, and `turn_retry` sends it again)."""
     from .tasks import generate_responses
 
-    task_id = jobs.enqueue_safely(generate_responses, turn_id)
-    if task_id:
-        Turn.objects.filter(pk=turn_id, status=Turn.Status.QUEUED).update(celery_task_id=task_id)
-    else:
-        Turn.objects.filter(pk=turn_id, status=Turn.Status.QUEUED).update(
-            status=Turn.Status.FAILED, error=QUEUE_UNAVAILABLE
-        )
-    return bool(task_id)
+    # The id is written before the task is sent (as jobs.job_enqueue does): a worker may claim
+    # the turn as soon as the task is out, after which a queued-only update would be lost.
+    task_id = uuid.uuid4().hex
+    if not Turn.objects.filter(pk=turn_id, status=Turn.Status.QUEUED).update(
+        celery_task_id=task_id
+    ):
+        return False  # claimed or gone meanwhile: nothing to send
+    if jobs.enqueue_safely(generate_responses, turn_id, task_id=task_id):
+        return True
+    Turn.objects.filter(pk=turn_id, status=Turn.Status.QUEUED, celery_task_id=task_id).update(
+        status=Turn.Status.FAILED, error=QUEUE_UNAVAILABLE, celery_task_id=""
+    )
+    return False
 
 
 def turns_sweep() -> dict:
