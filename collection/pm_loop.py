@@ -31,7 +31,6 @@ from assistant.selectors import active_model
 from .models import (
     Campaign,
     Judgement,
-    LoopSettings,
     PMAgreement,
     Response,
     SelectionRule,
@@ -206,85 +205,6 @@ def agreement_rows(by: str, *, campaign_id: int | None = None) -> list[Agreement
         )
         for row in grouped
     ]
-
-
-@dataclass(frozen=True)
-class Drift(Agreement):
-    pm_version: ModelVersion
-    window: int
-    held_out_accuracy: float | None
-    margin: float
-
-    @property
-    def alarm(self) -> bool:
-        """The last `window` judgements agree with the PM less than its held-out accuracy by
-        more than `margin` (only once the window is full: a few judgements decide nothing)."""
-        return (
-            self.n >= self.window
-            and self.held_out_accuracy is not None
-            and self.rate is not None
-            and self.rate < self.held_out_accuracy - self.margin
-        )
-
-
-def held_out_accuracy(pm: ModelVersion) -> float | None:
-    """The PM's held-out accuracy: its latest succeeded held-out eval, else its training run's."""
-    from evals.models import EvalRun
-
-    run = (
-        EvalRun.objects.filter(
-            model_version=pm, suite=EvalRun.Suite.HELD_OUT, status=EvalRun.Status.SUCCEEDED
-        )
-        .order_by("-finished_at")
-        .only("results")
-        .first()
-    )
-    cell = run.results.get("accuracy") if run is not None else None
-    if isinstance(cell, dict):  # the suite's {"accuracy", "n", "low", "high", ...} cell
-        cell = cell.get("accuracy")
-    if isinstance(cell, int | float):
-        return float(cell)
-    if pm.training_run_id:
-        from training.models import TrainingRun
-
-        training = TrainingRun.objects.filter(pk=pm.training_run_id).only("metrics").first()
-        for entry in reversed((training.metrics if training else None) or []):
-            if isinstance(entry, dict) and isinstance(entry.get("eval_accuracy"), int | float):
-                return float(entry["eval_accuracy"])
-    return None
-
-
-def drift(pm: ModelVersion | None = None) -> Drift | None:
-    """Agreement of the last N judgements with `pm` (default: the active PM) against its
-    held-out accuracy; logs a warning when the alarm is on. None without a PM."""
-    pm = pm or active_model(kind=ModelVersion.Kind.PM)
-    if pm is None:
-        return None
-    loop = LoopSettings.current()
-    recent = list(
-        PMAgreement.objects.filter(pm_version=pm)
-        .order_by("-created_at")
-        .values_list("agrees", flat=True)[: loop.drift_window]
-    )
-    state = Drift(
-        pm_version=pm,
-        window=loop.drift_window,
-        n=len(recent),
-        agree=sum(recent),
-        held_out_accuracy=held_out_accuracy(pm),
-        margin=loop.drift_margin,
-    )
-    if state.alarm:
-        logger.warning(
-            "PM drift: %s agrees with %.3f of the last %d judgements, held-out accuracy %.3f "
-            "(margin %.3f)",
-            pm,
-            state.rate,
-            state.n,
-            state.held_out_accuracy,
-            state.margin,
-        )
-    return state
 
 
 def fresh_agreement(scorer, *, since=None, limit: int = 200) -> dict:

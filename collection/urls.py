@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import campaign_views, dataset_views, loop_views, views
+from . import campaign_views, dataset_views, views
 
 app_name = "collection"
 urlpatterns = [
@@ -42,5 +42,4 @@ urlpatterns = [
     path("review/", views.review, name="review"),
     path("review/<int:turn_id>/judge/", views.review_judge, name="review_judge"),
     path("gold/", views.gold_items, name="gold"),
-    path("pm-agreement/", loop_views.pm_agreement, name="pm_agreement"),
 ]

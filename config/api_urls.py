@@ -8,8 +8,8 @@ from rest_framework.routers import DefaultRouter
 
 from assistant import api as assistant_api
 from collection import api as collection_api
-from collection import loop_views
 from config.roles import ResearcherWrite
+from evals import agreement_views as evals_agreement_views
 from evals import api as evals_api
 from training import api as training_api
 
@@ -26,7 +26,7 @@ router.register("elo", evals_api.EloViewSet, basename="elo")
 
 urlpatterns = [
     path("", include(router.urls)),
-    path("pm-agreement/", loop_views.PMAgreementView.as_view(), name="pm-agreement"),
+    path("pm-agreement/", evals_agreement_views.PMAgreementView.as_view(), name="pm-agreement"),
     path(
         "schema/", SpectacularAPIView.as_view(permission_classes=[ResearcherWrite]), name="schema"
     ),

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import agreement_views, views
 
 app_name = "evals"
 urlpatterns = [
@@ -10,4 +10,5 @@ urlpatterns = [
     path("compare/", views.compare, name="compare"),
     path("data-efficiency/", views.data_efficiency, name="data_efficiency"),
     path("elo/", views.elo, name="elo"),
+    path("pm-agreement/", agreement_views.pm_agreement, name="pm_agreement"),
 ]

@@ -5,9 +5,9 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods
 
 from assistant.hardware import bf16_warning
-from collection import pm_loop
 from config.roles import ADMIN, role_required
 from evals.charts import training_charts
+from evals.pm_agreement import drift
 
 from . import services
 from .formatting import format_metric
@@ -63,7 +63,7 @@ def runs(request):
             "runs": recent,
             "data_roots": data_roots_text(),
             # The admin's landing page: the PM drift alarm shows here (issue 14).
-            "drift": pm_loop.drift(),
+            "drift": drift(),
         },
         status=400 if request.method == "POST" else 200,
     )

@@ -22,6 +22,7 @@ from collection.models import (
     SelectionRule,
     Turn,
 )
+from evals import pm_agreement
 
 # --- selection rules: pure functions -------------------------------------------------------
 
@@ -222,11 +223,11 @@ def test_the_drift_alarm_fires_when_recent_agreement_falls_below_held_out(
         best = next(r for r in turn.responses.all() if r.pm_rank == 1)
         pick = best.index if agrees else 1 - best.index
         judgement_submit(turn=turn, contractor=alice, scale=2 if pick == 0 else 7)
-        state = pm_loop.drift()
+        state = pm_agreement.drift()
         assert state.alarm is (i == 5), (i, state)  # only once the window is full
     assert state.rate == 0.5 and state.held_out_accuracy == 0.8
     client.force_login(rita)
-    page = client.get(reverse("collection:pm_agreement")).content.decode()
+    page = client.get(reverse("evals:pm_agreement")).content.decode()
     assert "Drift alarm" in page and "agrees with 3 of the last 6" in page
     client.force_login(adam)  # the admin's landing page shows it too
     landing = client.get(reverse("training:runs")).content.decode()
@@ -238,7 +239,7 @@ def test_agreement_page_and_api_are_for_researchers_only(alice, rita, client):
     from rest_framework.test import APIClient
 
     client.force_login(alice)
-    assert client.get(reverse("collection:pm_agreement")).status_code == 403
+    assert client.get(reverse("evals:pm_agreement")).status_code == 403
     api = APIClient()
     api.force_authenticate(alice)
     assert api.get("/api/pm-agreement/").status_code == 403
@@ -308,7 +309,7 @@ def test_a_best_of_n_turn_through_a_real_worker_is_judged_and_tested_against_the
     assert agreement.agrees is True and agreement.contractor_id == alice.pk
 
     client.force_login(rita)
-    report = client.get(reverse("collection:pm_agreement")).content.decode()
+    report = client.get(reverse("evals:pm_agreement")).content.decode()
     assert "tiny pm" in report and campaign.name in report and "alice" in report
     row = pm_loop.agreement_rows("pm_version")[0]
     assert (row.n, row.agree) == (1, 1)

@@ -71,14 +71,14 @@ def test_a_red_team_tie_reads_about_as_harmful(client, rita, alice, bob, lm):
 def test_researchers_and_admins_see_the_pm_agreement_link_contractors_do_not(
     client, rita, adam, alice
 ):
-    link = f'href="{reverse("collection:pm_agreement")}"'
+    link = f'href="{reverse("evals:pm_agreement")}"'
     for user, page_name in ((rita, "collection:datasets"), (adam, "collection:campaigns")):
         client.force_login(user)
         page = client.get(reverse(page_name)).content.decode()
         nav = page.split('<nav aria-label="Main">')[1].split("</nav>")[0]
         assert f"{link}>PM agreement</a>" in nav, user
-        assert client.get(reverse("collection:pm_agreement")).status_code == 200
+        assert client.get(reverse("evals:pm_agreement")).status_code == 200
     client.force_login(alice)
     page = client.get(reverse("collection:dashboard")).content.decode()
     assert link not in page
-    assert client.get(reverse("collection:pm_agreement")).status_code == 403
+    assert client.get(reverse("evals:pm_agreement")).status_code == 403
