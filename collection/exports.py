@@ -159,8 +159,14 @@ def _ranked_row(item: TurnItem, row: JudgementRow, kind: str | None = None) -> d
         "model_version": ", ".join(versions) or None,
         "prompt_version": ", ".join(prompts) or None,
     }
-    if kind is not None:
-        out = {"kind": kind, **out}
+    if kind is not None:  # raw: everything, the PM's blind view of the turn too
+        out = {
+            "kind": kind,
+            **out,
+            "pm_scores": [r.pm_score for r in item.responses],
+            "pm_ranks": [r.pm_rank for r in item.responses],
+            "unshown_candidates": item.candidates,
+        }
     return out
 
 
@@ -227,7 +233,17 @@ def parquet_schema(fmt: str, *, margin: bool = False):
         ("model_version", pa.string()),
         ("prompt_version", pa.string()),
     ]
-    return pa.schema(([("kind", pa.string())] if fmt == "raw" else []) + fields)
+    if fmt == "ranked":
+        return pa.schema(fields)
+    candidate = pa.struct(
+        [("text", pa.string()), ("pm_score", pa.float64()), ("pm_rank", pa.int64())]
+    )
+    pm_view = [
+        ("pm_scores", pa.list_(pa.float64())),
+        ("pm_ranks", pa.list_(pa.int64())),
+        ("unshown_candidates", pa.list_(candidate)),
+    ]
+    return pa.schema([("kind", pa.string()), *fields, *pm_view])
 
 
 def write_parquet(

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.db.models import Prefetch
 
 from assistant import transcripts
 
 from .dataset_errors import DatasetError
-from .models import Judgement, Turn
+from .models import Candidate, Judgement, Turn
 from .selectors import responses_in_order
 from .splits import split_of
 
@@ -36,6 +36,8 @@ class ResponseRow:
     text: str
     model_version: str | None
     prompt_version: str | None
+    pm_score: float | None = None  # the PM's blind score (collection/pm_loop.py), if scored
+    pm_rank: int | None = None  # its rank among the turn's candidates, 1 = best
 
 
 @dataclass
@@ -64,6 +66,8 @@ class TurnItem:
     human: str
     responses: list[ResponseRow]
     judgements: list[JudgementRow]
+    # A best-of-n turn's unshown candidates: {"text", "pm_score", "pm_rank"}, best first.
+    candidates: list[dict] = field(default_factory=list)
 
     @property
     def split(self) -> str:
@@ -169,10 +173,16 @@ def iter_turn_items(
                         r.text,
                         _version_label(r.model_version),
                         _prompt_label(r.prompt),
+                        r.pm_score,
+                        r.pm_rank,
                     )
                     for r in turn.responses.all()
                 ],
                 judgements=[_judgement_row(j, weights) for j in turn.judgements.all()],
+                candidates=[
+                    {"text": c.text, "pm_score": c.pm_score, "pm_rank": c.pm_rank}
+                    for c in turn.candidates.all()
+                ],
             )
 
 
@@ -185,6 +195,7 @@ def _turns(chunk) -> dict[int, Turn]:
         .select_related("conversation__campaign")
         .prefetch_related(
             responses_in_order(),
+            Prefetch("candidates", queryset=Candidate.objects.order_by("pm_rank", "pk")),
             Prefetch(
                 "judgements",
                 queryset=Judgement.objects.filter(pk__in=judgement_ids).order_by("pk"),

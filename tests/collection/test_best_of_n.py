@@ -344,3 +344,31 @@ def test_fresh_agreement_scores_the_latest_judgements_a_pm_did_not_train_on(
     assert pm_loop.fresh_agreement(scorer, since=cut, limit=1)["n"] == 1
     everything = pm_loop.fresh_agreement(scorer)
     assert (everything["n"], everything["agree"]) == (5, 3)
+
+
+@pytest.mark.django_db
+def test_the_raw_export_carries_the_pms_blind_view_and_the_unshown_candidates(
+    alice, make_campaign, active_pm, tmp_path, settings
+):
+    import pyarrow.parquet as pq
+
+    from collection.exports import export_rows, export_write
+    from collection.snapshots import snapshot_create
+
+    settings.MEDIA_ROOT = tmp_path / "media"
+    campaign = make_campaign(best_of_n=4, selection_rule=SelectionRule.TOP_K)
+    turn = generated_turn(campaign, alice)
+    judgement_submit(turn=turn, contractor=alice, scale=2)
+    snapshot = snapshot_create(filter={"campaigns": [campaign.pk]})
+    (row,) = [r for r in export_rows(snapshot, "raw") if r["kind"] == "judgement"]
+    shown = list(turn.responses.order_by("index"))
+    assert row["pm_scores"] == [r.pm_score for r in shown]
+    assert sorted(row["pm_ranks"]) == [1, 2]
+    kept = row["unshown_candidates"]
+    assert [c["pm_rank"] for c in kept] == [3, 4]
+    assert {c["text"] for c in kept} == set(turn.candidates.values_list("text", flat=True))
+    assert "unshown_candidates" not in next(export_rows(snapshot, "ranked"))  # raw only
+    path = tmp_path / "raw.parquet"
+    export_write(snapshot=snapshot, fmt="raw", path=path, file_format="parquet")
+    table = pq.read_table(path).to_pylist()
+    assert [c["pm_rank"] for c in table[0]["unshown_candidates"]] == [3, 4]
