@@ -71,3 +71,24 @@ def active_pm(db, tiny_pm_path):
     model_version_activate(version=version)
     yield version
     runtime.unload_all()
+
+
+@pytest.fixture
+def media_root(settings, tmp_path):
+    """Snapshots write their frozen id lists under MEDIA_ROOT: keep them in the test's folder.
+
+    Not autouse: the dataset and judging tests ask for it with
+    `pytest.mark.usefixtures("media_root")`."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+
+
+@pytest.fixture
+def pairwise():
+    """A pairwise campaign on no model (its data is written directly or imported)."""
+    return Campaign.objects.create(name="pairs", k=2)
+
+
+@pytest.fixture
+def ranking_campaign():
+    """A ranking campaign of 3 responses in the honest mode, on no model."""
+    return Campaign.objects.create(name="ranks", k=3, judgement_type="ranking", mode="honest")

@@ -17,7 +17,7 @@ from collection import imports
 from collection.dataset_errors import ImportFormatError
 from collection.models import Campaign, DatasetSnapshot, Response
 from config import dbtext
-from tests.collection.test_datasets import collected, hh_line, row_counts, write_lines
+from tests.collection.dataset_builders import collected, hh_line, row_counts, write_lines
 from tests.data import HHH_DIR
 
 pytestmark = pytest.mark.django_db

@@ -8,7 +8,7 @@ from collection import exports, snapshot_filters, snapshots
 from collection.dataset_errors import SnapshotFilterError
 from collection.models import Conversation, GoldAnswer, Judgement, Response, Turn
 from collection.reliability import contractor_reliability
-from tests.collection.test_datasets import collected
+from tests.collection.dataset_builders import collected
 from training.losses import ranked_preference_loss
 
 pytestmark = pytest.mark.django_db

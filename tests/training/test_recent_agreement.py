@@ -6,7 +6,7 @@ from django.urls import reverse
 
 from collection.models import Campaign
 from collection.pm_loop import fresh_agreement
-from tests.collection.test_datasets import collected
+from tests.collection.dataset_builders import collected
 from tests.training.test_runs import TINY_CONFIG, backbone, execute, snapshot  # noqa: F401
 from training import services
 
