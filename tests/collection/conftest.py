@@ -92,3 +92,20 @@ def pairwise():
 def ranking_campaign():
     """A ranking campaign of 3 responses in the honest mode, on no model."""
     return Campaign.objects.create(name="ranks", k=3, judgement_type="ranking", mode="honest")
+
+
+@pytest.fixture
+def lm(db):
+    """An LM model version as a row, not a registration: nothing generates with it."""
+    from assistant.models import ModelVersion
+
+    return ModelVersion.objects.create(kind="lm", name="lm", path="/models/none")
+
+
+@pytest.fixture
+def conversation(lm, alice):
+    """alice's conversation in a campaign on `lm` (tests/collection/turn_builders.py)."""
+    from collection.conversations import conversation_start
+    from tests.collection.turn_builders import make_campaign
+
+    return conversation_start(campaign=make_campaign(lm), contractor=alice)
