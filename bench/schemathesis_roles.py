@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.machine import cpu_model, write_json  # noqa: E402
-from bench.web_load import gunicorn_start, manage, recreate_database, stop_server  # noqa: E402
+from bench.web_server import gunicorn_start, manage, recreate_database, stop_server  # noqa: E402
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/alignlab_schemathesis"
 ROLES = ["anonymous", "alice", "bob", "rita", "adam"]

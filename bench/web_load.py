@@ -22,48 +22,42 @@ After each phase the judgements in the database are compared with the submits th
 confirmed: lost = confirmed but not stored, duplicated = a (turn, contractor) pair stored twice.
 Goal: in (a) p99 < 100 ms (of each request, and of submit + next turn as the contractor waits
 for it) and 0 errors; 0 lost or duplicated judgements in every phase.
+
+Here: the phases, the CPU accounting, the figures and the command line. The contractors:
+bench/web_clients.py; the database, the seeding and gunicorn: bench/web_server.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import math
 import os
-import random
-import re
-import resource
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.machine import cpu_model, write_json  # noqa: E402
+from bench.web_clients import clients_main  # noqa: E402
+from bench.web_server import (  # noqa: E402
+    database_check,
+    manage,
+    recreate_database,
+    seed,
+    start_server,
+    stop_server,
+)
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/alignlab_bench"
 # name → (contractors, think time in seconds)
 PHASES = {"a": (50, 1.0), "b10": (10, 0.0), "b50": (50, 0.0)}
 GOAL_P99_MS = 100.0
-
-REVIEW_PATH = "/collect/review/"
-TURN_RE = re.compile(r'action="/collect/review/(\d+)/judge/"')
-CSRF_RE = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
-RESPONSE_RE = re.compile(r'data-response-id="(\d+)"')
-RECORDED = "your judgement is recorded"
-EMPTY_QUEUE = "Nothing to review right now"
-MAX_ERRORS_IN_A_ROW = 20  # a contractor that keeps failing stops (and says so)
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -72,201 +66,6 @@ def percentile(values: list[float], q: float) -> float | None:
         return None
     ordered = sorted(values)
     return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
-
-
-# --- The simulated contractors (their own process; no Django here) ---------------------------
-
-
-@dataclass
-class ClientStats:
-    started: float = 0.0  # perf_counter at the start of the measured window
-    latencies: dict[str, list[float]] = field(
-        default_factory=lambda: {"login": [], "submit": [], "load": [], "submit_next": []}
-    )
-    confirmed: list[tuple[str, int, float]] = field(default_factory=list)
-    submitted: int = 0
-    errors: Counter = field(default_factory=Counter)
-    examples: list[str] = field(default_factory=list)
-
-    def error(self, kind: str, detail: str) -> None:
-        self.errors[kind] += 1
-        if len(self.examples) < 20:
-            self.examples.append(f"{kind}: {detail}"[:300])
-
-
-class Contractor:
-    """One simulated contractor: a session (cookie jar) and the page it is looking at."""
-
-    def __init__(self, session, config: dict, username: str, stats: ClientStats, rng):
-        self.session, self.config, self.username, self.stats = session, config, username, stats
-        self.rng = rng
-        self.base = config["url"]
-        # What the browser sends through the TLS proxy: the origin it sees is https.
-        self.origin = "https://" + urlsplit(self.base).netloc
-
-    async def request(self, kind: str, method: str, path: str, data=None):
-        """(status, body, Location) of one timed request; None (an error) when it failed."""
-        import aiohttp
-
-        headers = {"Referer": self.origin + path}
-        if method == "POST":
-            headers["Origin"] = self.origin
-        started = time.perf_counter()
-        try:
-            async with self.session.request(
-                method, self.base + path, data=data, headers=headers, allow_redirects=False
-            ) as response:
-                body = await response.text()
-        except (aiohttp.ClientError, TimeoutError, OSError) as error:
-            self.stats.error("exception", f"{method} {path}: {type(error).__name__} {error}")
-            return None
-        self.stats.latencies[kind].append((time.perf_counter() - started) * 1000)
-        return response.status, body, response.headers.get("Location", "")
-
-    async def login(self) -> bool:
-        got = await self.request("login", "GET", "/accounts/login/")
-        token = CSRF_RE.search(got[1]) if got and got[0] == 200 else None
-        if token is None:
-            self.stats.error("login", f"{self.username}: no login form ({got and got[0]})")
-            return False
-        form = {
-            "csrfmiddlewaretoken": token.group(1),
-            "username": self.username,
-            "password": self.config["password"],
-            "next": REVIEW_PATH,
-        }
-        got = await self.request("login", "POST", "/accounts/login/", data=form)
-        if not got or got[0] != 302 or not got[2].endswith(REVIEW_PATH):
-            self.stats.error("login", f"{self.username}: sign-in refused ({got and got[0]})")
-            return False
-        return True
-
-    async def load_review(self, kind: str = "load"):
-        """The review page: (its body, the turn id and CSRF token of its form), or None."""
-        got = await self.request(kind, "GET", REVIEW_PATH)
-        if got is None:
-            return None
-        status, body, _ = got
-        if status != 200:
-            self.stats.error("status", f"GET review: {status}")
-            return None
-        turn, token = TURN_RE.search(body), CSRF_RE.search(body)
-        if turn is None or token is None or len(RESPONSE_RE.findall(body)) != 2:
-            kind = "empty_queue" if EMPTY_QUEUE in body else "parse"
-            self.stats.error(kind, f"{self.username}: no judging form on the review page")
-            return None
-        return body, int(turn.group(1)), token.group(1)
-
-    async def submit(self, turn_id: int, token: str, think_ms: int) -> bool:
-        """POST a judgement as the keyboard widget fills the form: a scale point, time spent."""
-        form = {
-            "csrfmiddlewaretoken": token,
-            "scale": str(self.rng.randint(1, 8)),
-            "note": "",
-            "time_spent_ms": str(think_ms),
-        }
-        self.stats.submitted += 1
-        got = await self.request("submit", "POST", f"/collect/review/{turn_id}/judge/", data=form)
-        if got is None:
-            return False
-        status, body, location = got
-        if status != 302 or not location.endswith(REVIEW_PATH):
-            error = re.search(r'<p class="error"[^>]*>([^<]+)', body)
-            detail = error.group(1) if error else location
-            self.stats.error("submit_refused", f"turn {turn_id}: {status} {detail}")
-            return False
-        return True
-
-    async def work(self, deadline: float) -> None:
-        think = self.config["think_s"]
-        if think:  # start after a random part of the think time: contractors are not in step
-            await asyncio.sleep(self.rng.uniform(0, think))
-        page, failures = await self.load_review(), 0
-        while time.perf_counter() < deadline and failures < MAX_ERRORS_IN_A_ROW:
-            if page is None:
-                failures += 1
-                await asyncio.sleep(0.2)
-                page = await self.load_review()
-                continue
-            _, turn_id, token = page
-            if think:
-                await asyncio.sleep(think)
-            started = time.perf_counter()
-            if not await self.submit(turn_id, token, int(think * 1000)):
-                page, failures = None, failures + 1
-                continue
-            page = await self.load_review()
-            if page is None:
-                failures += 1
-                continue
-            done = time.perf_counter()
-            self.stats.latencies["submit_next"].append((done - started) * 1000)
-            if RECORDED in page[0]:
-                self.stats.confirmed.append((self.username, turn_id, done - self.stats.started))
-                failures = 0
-            else:
-                self.stats.error("not_recorded", f"turn {turn_id}: no confirmation message")
-                failures += 1
-        if failures >= MAX_ERRORS_IN_A_ROW:
-            self.stats.error("gave_up", f"{self.username} after {failures} failures in a row")
-
-
-async def run_contractors(config: dict) -> dict:
-    """Sign every contractor in, then let them all work for `duration_s`."""
-    import aiohttp
-
-    stats, rng = ClientStats(), random.Random(config["seed"])
-    timeout = aiohttp.ClientTimeout(total=config["timeout_s"])
-    sessions = [
-        aiohttp.ClientSession(
-            # Production cookies are Secure; the proxy in front of gunicorn speaks https.
-            cookie_jar=aiohttp.CookieJar(unsafe=True, treat_as_secure_origin=[config["url"]]),
-            headers={"X-Forwarded-Proto": "https"},
-            timeout=timeout,
-        )
-        for _ in config["usernames"]
-    ]
-    contractors = [
-        Contractor(session, config, username, stats, random.Random(rng.random()))
-        for session, username in zip(sessions, config["usernames"], strict=True)
-    ]
-    try:
-        gate = asyncio.Semaphore(8)  # password hashing is slow by design: not all at once
-
-        async def login(contractor):
-            async with gate:
-                return await contractor.login()
-
-        signed_in = await asyncio.gather(*(login(c) for c in contractors))
-        working = [c for c, ok in zip(contractors, signed_in, strict=True) if ok]
-        print("signed in", flush=True)  # the parent starts counting CPU time here
-        load_before = os.getloadavg()[0]
-        stats.started = time.perf_counter()
-        deadline = stats.started + config["duration_s"]
-        await asyncio.gather(*(c.work(deadline) for c in working))
-        elapsed = time.perf_counter() - stats.started
-    finally:
-        await asyncio.gather(*(session.close() for session in sessions))
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return {
-        "contractors": len(contractors),
-        "signed_in": len(working),
-        "elapsed_s": elapsed,
-        "load_average_at_start": load_before,
-        "latencies_ms": stats.latencies,
-        "confirmed": stats.confirmed,
-        "submitted": stats.submitted,
-        "errors": dict(stats.errors),
-        "error_examples": stats.examples,
-        "client_cpu_s": usage.ru_utime + usage.ru_stime,
-    }
-
-
-def clients_main() -> None:
-    """`web_load.py clients`: read the phase's config (JSON) on stdin, write results to its out."""
-    config = json.loads(sys.stdin.read())
-    results = asyncio.run(run_contractors(config))
-    Path(config["out"]).write_text(json.dumps(results))
 
 
 # --- CPU accounting from /proc (Linux) ---------------------------------------------------------
@@ -331,288 +130,6 @@ def cpu_used(before: dict, after: dict) -> dict:
         "machine_busy_s": after["machine_busy_s"] - before["machine_busy_s"],
         "machine_cpu_s": wall,
     }
-
-
-# --- The database: made, migrated, seeded ------------------------------------------------------
-
-
-def recreate_database(url: str) -> None:
-    """Drop the bench's database and make it again, empty (PostgreSQL or an SQLite file)."""
-    parts = urlsplit(url)
-    if parts.scheme == "sqlite":
-        path = Path(unquote(parts.path)[1:])
-        path = path if path.is_absolute() else ROOT / path
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
-        return
-    import psycopg
-    from psycopg import sql
-
-    name = unquote(parts.path.lstrip("/"))
-    if not name or name in {"postgres", "alignlab"}:
-        raise SystemExit(f"refusing to drop the database {name!r}: give the bench its own")
-    server = {
-        "host": parts.hostname or "",
-        "port": parts.port or "",
-        "user": unquote(parts.username or ""),
-        "password": unquote(parts.password or ""),
-    }
-    with psycopg.connect(dbname="postgres", autocommit=True, **server) as db:
-        db.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        db.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-
-
-def manage(*args: str, env: dict) -> None:
-    subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True)
-
-
-LOREM = (
-    "Start with what you already know and write it down. Then check each step against a "
-    "reliable source before you rely on it. If something is unclear, ask a specific question "
-    "rather than a general one. Small experiments tell you more than long deliberation. Keep "
-    "notes of what worked, so next time you can begin from there. When in doubt, prefer the "
-    "option you can undo. It also helps to explain the problem to someone else, because "
-    "saying it aloud often shows the gap."
-).split(". ")
-TOPICS = (
-    "keeping houseplants alive",
-    "planning a week of cheap dinners",
-    "learning to touch type",
-    "writing a polite complaint letter",
-    "training for a first 5k run",
-    "choosing a laptop for programming",
-)
-
-
-def _response_text(rng: random.Random) -> str:
-    return ". ".join(rng.choice(LOREM) for _ in range(rng.randint(4, 9))) + "."
-
-
-def seed(*, usernames: list[str], turns: int, password: str, turns_per_conversation: int = 2):
-    """Contractors, a campaign and `turns` judged turns, through the ORM and the services.
-
-    One author contractor holds the conversations; the campaign's overlap target exceeds the
-    number of contractors, so every contractor can review every turn. Returns the campaign.
-    """
-    from django.conf import settings
-    from django.contrib.auth import get_user_model
-    from django.contrib.auth.hashers import make_password
-    from django.contrib.auth.models import Group
-    from django.db import connection, transaction
-    from django.utils import timezone
-
-    from assistant.services import model_version_register
-    from collection.conversations import conversation_start
-    from collection.judgements import judgement_submit
-    from collection.models import Campaign, Response, Turn
-    from config.roles import CONTRACTOR, ensure_role_groups
-
-    rng = random.Random(0)
-    User = get_user_model()
-    ensure_role_groups()
-    hashed = make_password(password)  # hashed once: the hash is slow on purpose
-    author = User.objects.create_user(username=f"wl-author-{secrets.token_hex(3)}")
-    users = User.objects.bulk_create([User(username=name, password=hashed) for name in usernames])
-    Group.objects.get(name=CONTRACTOR).user_set.add(author, *users)
-    # A placeholder LM: the responses below are stored, no model ever runs in the bench.
-    placeholder = settings.VAR_DIR / "bench-web-load" / "placeholder-lm"
-    placeholder.mkdir(parents=True, exist_ok=True)
-    version = model_version_register(kind="lm", name="web-load placeholder", path=str(placeholder))
-    conversations = math.ceil(turns / turns_per_conversation)
-    campaign = Campaign.objects.create(
-        name="Web load bench",
-        lm_version=version,
-        prompt=None,
-        k=2,
-        max_turns=turns_per_conversation,
-        quota_per_contractor=conversations,
-        overlap_target=min(len(usernames) + 1, 32767),
-    )
-    made = 0
-    for number in range(conversations):
-        conversation = conversation_start(campaign=campaign, contractor=author)
-        topic = TOPICS[number % len(TOPICS)]
-        for index in range(min(turns_per_conversation, turns - made)):
-            with transaction.atomic():  # the state turn_generate leaves: responses, READY
-                turn = Turn.objects.create(
-                    conversation=conversation,
-                    index=index,
-                    human_text=f"Conversation {number}, message {index + 1}: help me with {topic}.",
-                    status=Turn.Status.READY,
-                    ready_at=timezone.now(),
-                )
-                Response.objects.bulk_create(
-                    Response(turn=turn, index=i, text=_response_text(rng), model_version=version)
-                    for i in range(2)
-                )
-            judgement_submit(
-                turn=turn,
-                contractor=author,
-                scale=rng.randint(1, 8),
-                time_spent_ms=rng.randint(2000, 20000),
-            )
-            made += 1
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:  # fresh statistics, as autovacuum would leave them
-            cursor.execute("ANALYZE")
-    return campaign
-
-
-def database_check(*, usernames: list[str], confirmed: list) -> dict:
-    """Compare the judgements stored for these contractors with the submits they saw confirmed."""
-    from django.db import connection
-    from django.db.models import Count
-
-    from collection.models import Judgement
-
-    stored = Counter(
-        Judgement.objects.filter(contractor__username__in=usernames).values_list(
-            "contractor__username", "turn_id"
-        )
-    )
-    seen = Counter((username, turn_id) for username, turn_id, _ in confirmed)
-    origins = Counter(
-        Judgement.objects.filter(contractor__username__in=usernames).values_list(
-            "origin", flat=True
-        )
-    )
-    duplicated_anywhere = (
-        Judgement.objects.values("turn_id", "contractor_id")
-        .annotate(n=Count("id"))
-        .filter(n__gt=1)
-        .count()
-    )
-    with connection.cursor() as cursor:
-        constraints = connection.introspection.get_constraints(cursor, Judgement._meta.db_table)
-    unique = any(
-        c["unique"] and set(c["columns"]) == {"turn_id", "contractor_id"}
-        for c in constraints.values()
-    )
-    return {
-        "in_database": sum(stored.values()),
-        "confirmed_by_clients": sum(seen.values()),
-        "lost": sum(1 for pair in seen if pair not in stored),
-        "duplicated": sum(n - 1 for n in stored.values() if n > 1),
-        "confirmed_twice": sum(n - 1 for n in seen.values() if n > 1),
-        "stored_unconfirmed": sum(1 for pair in stored if pair not in seen),
-        "origins": dict(origins),
-        "duplicated_pairs_in_table": duplicated_anywhere,
-        "unique_turn_contractor_constraint": unique,
-        "judgements_in_table": Judgement.objects.count(),
-    }
-
-
-# --- gunicorn --------------------------------------------------------------------------------
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen
-    url: str
-    log: Path
-    command: list[str]
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def server_env(*, database_url: str, static_root: Path) -> dict:
-    """Production settings (DEBUG=0, HTTPS behind a proxy that sets X-Forwarded-Proto)."""
-    return dict(
-        os.environ,
-        DEBUG="0",
-        SECRET_KEY=secrets.token_urlsafe(40),
-        ALLOWED_HOSTS="127.0.0.1,localhost",
-        SECURE_PROXY_SSL_HEADER="1",
-        DATABASE_URL=database_url,
-        STATIC_ROOT=str(static_root),
-        CELERY_BROKER_URL="memory://",  # judging queues no task; nothing may leak into var/
-        LOG_LEVEL="WARNING",
-        PYTHONUNBUFFERED="1",
-    )
-
-
-def start_server(
-    *,
-    database_url: str,
-    static_root: Path,
-    log: Path,
-    workers: int,
-    threads: int,
-    collectstatic: bool = True,
-) -> Server:
-    """Collect static files (the manifest storage needs them), start gunicorn, wait for it."""
-    env = server_env(database_url=database_url, static_root=static_root)
-    if collectstatic:
-        subprocess.run(
-            [sys.executable, "manage.py", "collectstatic", "--noinput", "-v", "0"],
-            cwd=ROOT,
-            env=env,
-            check=True,
-        )
-    headers = {"X-Forwarded-Proto": "https"}  # server_env's settings sit behind a TLS proxy
-    return gunicorn_start(env=env, log=log, workers=workers, threads=threads, headers=headers)
-
-
-def gunicorn_start(
-    *, env: dict, log: Path, workers: int, threads: int = 1, headers: dict | None = None
-) -> Server:
-    """Start gunicorn on a free port with `env`; return once the sign-in page answers 200
-    (requested with `headers`), or raise with its log."""
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "config.wsgi:application",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        str(workers),
-        "--threads",
-        str(threads),
-        "--timeout",
-        "120",
-    ]
-    log.parent.mkdir(parents=True, exist_ok=True)
-    process = subprocess.Popen(
-        command,
-        cwd=ROOT,
-        env=env,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    server = Server(process, f"http://127.0.0.1:{port}", log, command)
-    health = urllib.request.Request(server.url + "/accounts/login/", headers=headers or {})
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"gunicorn exited with {process.returncode}:\n{server.output()}")
-        try:
-            with urllib.request.urlopen(health, timeout=5) as response:
-                if response.status == 200:
-                    return server
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.2)
-    stop_server(server)
-    raise RuntimeError(f"gunicorn did not answer within 60 s:\n{server.output()}")
-
-
-def stop_server(server: Server) -> None:
-    if server.process.poll() is None:
-        server.process.terminate()  # the master stops its workers gracefully
-        try:
-            server.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.process.pid, 9)
-            server.process.wait()
 
 
 # --- One phase -------------------------------------------------------------------------------
@@ -761,9 +278,7 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    if sys.argv[1:2] == ["clients"]:
-        return clients_main()
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL, help="dropped and made")
     parser.add_argument("--duration", type=float, default=60, help="seconds of each phase")
@@ -777,8 +292,13 @@ def main() -> None:
     var_dir = Path(os.environ.get("ALIGNLAB_VAR_DIR", ROOT / "var"))
     parser.add_argument("--work-dir", type=Path, default=var_dir / "bench-web-load")
     parser.add_argument("--json", type=Path, help="also write the figures here")
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def main() -> None:
+    if sys.argv[1:2] == ["clients"]:
+        return clients_main()
+    args = arguments()
     args.work_dir.mkdir(parents=True, exist_ok=True)
     password = secrets.token_urlsafe(12)
     usernames = {
@@ -837,6 +357,11 @@ def main() -> None:
             print(markdown(rows[-1:]).split("\n")[2], file=sys.stderr, flush=True)
     finally:
         stop_server(server)
+    report_write(args, server, rows, seed_s=seed_s, load_before=load_before)
+
+
+def report_write(args, server, rows: list[dict], *, seed_s: float, load_before: float) -> None:
+    """Print the phases' tables and the conditions of the run; write them to --json."""
     load_after = os.getloadavg()[0]
     from django.db import connection
 
