@@ -7,7 +7,7 @@ followed and proxy variables are ignored, so a request goes to the host `server_
 judged, as before.
 
 What stays ours, measured against openai 3.57 and the fake server of
-tests/assistant/test_openai_backend.py:
+tests/assistant/openai_server.py:
 - The retry loop (the client runs with `max_retries=0`). The package also retries a read timeout
   (a server sleeping 5 s, timeout 0.3 s, max_retries=2: 3 requests and 2.4 s instead of one
   request and 0.3 s; a slow server stays slow), its delay is 0.5 s × 2^k with no public setting

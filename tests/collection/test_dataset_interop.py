@@ -8,7 +8,7 @@ from collection import exports, snapshots
 from collection.models import Campaign, Conversation, Judgement, Response, Turn
 from tests.tinymodels import tiny_tokenizer
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("media_root")]
 
 QUESTIONS = [
     ("What is the capital of France?", "The capital of France is Paris.", "I am not sure."),
@@ -20,12 +20,6 @@ QUESTIONS = [
     ("What colour is the sky?", "The sky is usually blue.", "Green."),
     ("Say hello in French.", "Bonjour!", "Hello."),
 ]
-
-
-@pytest.fixture(autouse=True)
-def media_root(settings, tmp_path):
-    """Snapshots write their frozen id lists under MEDIA_ROOT: keep them in the test's folder."""
-    settings.MEDIA_ROOT = tmp_path / "media"
 
 
 def judged(turn, contractor, order, origin, strength=None):

@@ -11,19 +11,7 @@ from collection.reliability import contractor_reliability
 from tests.collection.dataset_builders import collected
 from training.losses import ranked_preference_loss
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def media_root(settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path / "media"
-
-
-@pytest.fixture
-def pairwise():
-    from collection.models import Campaign
-
-    return Campaign.objects.create(name="pairs", k=2)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("media_root")]
 
 
 def gold_answers(campaign, adam, answers: dict, n: int = 6):
