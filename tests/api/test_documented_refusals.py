@@ -9,10 +9,8 @@ import pytest
 from rest_framework.test import APIClient
 
 from assistant.models import ModelVersion
+from bench import schemathesis_hooks as hooks  # imports schemathesis: a test dependency
 from collection.models import Campaign, DatasetSnapshot
-
-schemathesis = pytest.importorskip("schemathesis")  # a tool (SECURITY.md), not a dependency
-hooks = pytest.importorskip("bench.schemathesis_hooks")
 
 pytestmark = pytest.mark.django_db
 

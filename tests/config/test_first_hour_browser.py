@@ -15,6 +15,7 @@ Screenshots of each role's key pages go to test-artifacts/first-hour-*.png.
 from __future__ import annotations
 
 import gzip
+import importlib
 import json
 import re
 import time
@@ -22,6 +23,7 @@ from io import StringIO
 from itertools import islice
 
 import pytest
+from django.apps import apps as django_apps
 from django.core.management import call_command
 from django.urls import reverse
 
@@ -58,8 +60,13 @@ def make_run_database(settings, tmp_path):
     seed_demo printed them."""
     settings.VAR_DIR = tmp_path / "var"  # seed_demo keeps the demo passwords there
     settings.VAR_DIR.mkdir()
-    # Nothing left to apply to the test database; the serialized rollback (the test's mark)
-    # has put back what the migrations wrote (role groups, the HHH prompt).
+    # What the migrations wrote, which an earlier transactional test's flush removed: the HHH
+    # prompt (a data migration, run again here; get_or_create) and the role groups (made after
+    # every migrate). Not serialized_rollback: it reloads the rows on top of a database that
+    # still holds them when no transactional test ran before this one (an IntegrityError).
+    importlib.import_module("assistant.migrations.0002_hhh_prompt_v1").add_hhh_prompt(
+        django_apps, None
+    )
     call_command("migrate", "--noinput", verbosity=0)
     lm_path = save_tiny_lm(tmp_path / "tiny-lm")
     call_command(
@@ -288,7 +295,7 @@ def researcher_finds_the_conversation(page, conversation, artifacts_dir) -> None
 # --- The hour -----------------------------------------------------------------------------
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 @pytest.mark.timeout(300)
 def test_each_role_does_its_first_hour_in_alignlab_s_pages(
     make_run_database, worker, live_server, tmp_path, artifacts_dir
