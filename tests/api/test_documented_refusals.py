@@ -6,20 +6,12 @@ import json
 from types import SimpleNamespace
 
 import pytest
-from rest_framework.test import APIClient
 
 from assistant.models import ModelVersion
 from bench import schemathesis_hooks as hooks  # imports schemathesis: a test dependency
 from collection.models import Campaign, DatasetSnapshot
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def api(adam):
-    client = APIClient(raise_request_exception=False)
-    client.force_authenticate(adam)
-    return client
 
 
 def check(method: str, path: str, response, positive: bool = True):

@@ -3,7 +3,6 @@ that names the field it is about, and changes nothing."""
 
 import pytest
 from django.test import Client
-from rest_framework.test import APIClient
 
 from assistant.models import ModelVersion
 from collection.models import Campaign, Conversation, DatasetSnapshot, Response, Turn
@@ -11,19 +10,6 @@ from evals.models import EvalRun
 from training.models import TrainingRun
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def api(adam):
-    client = APIClient(raise_request_exception=False)
-    client.force_authenticate(adam)
-    return client
-
-
-@pytest.fixture
-def lm():
-    # A row, not a registration: nothing here generates, and a registration would queue evals.
-    return ModelVersion.objects.create(kind="lm", name="lm", path="/models/none")
 
 
 def refused(response, field: str) -> str:

@@ -26,18 +26,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def api(adam):
-    client = APIClient(raise_request_exception=False)
-    client.force_authenticate(adam)
-    return client
-
-
-@pytest.fixture
-def lm():
-    return ModelVersion.objects.create(kind="lm", name="lm", path="/models/none")
-
-
-@pytest.fixture
 def schema(api):
     response = api.get("/api/schema/")
     assert response.status_code == 200

@@ -4,8 +4,6 @@ in its own thread on its own database connection, released together by a barrier
 SQLite serialises every write, so only PostgreSQL (what CI runs) can show these races.
 """
 
-import threading
-
 import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection
@@ -16,6 +14,7 @@ from collection.errors import CollectionError
 from collection.gold import gold_item_create
 from collection.judgements import judgement_submit
 from collection.models import Campaign, Conversation, Judgement, Response, Turn
+from tests.collection.concurrency import AT_ONCE, at_once
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),  # each thread sees what the others committed
@@ -23,32 +22,6 @@ pytestmark = [
         connection.vendor != "postgresql", reason="races need concurrent writers (PostgreSQL)"
     ),
 ]
-
-AT_ONCE = 40
-
-
-def at_once(work, count=AT_ONCE) -> list:
-    """Run `work(i)` for i < count in as many threads, started together; what each returned or
-    raised, in order."""
-    barrier = threading.Barrier(count)
-    outcomes = [None] * count
-
-    def run(i):
-        try:
-            barrier.wait(timeout=30)
-            outcomes[i] = work(i)
-        except Exception as error:  # the refusals are the point; anything else fails below
-            outcomes[i] = error
-        finally:
-            connection.close()  # this thread's own connection
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not any(thread.is_alive() for thread in threads), "a request hung"
-    return outcomes
 
 
 def refusals(outcomes, words: str) -> int:

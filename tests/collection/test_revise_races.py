@@ -17,6 +17,7 @@ from collection.conversations import conversation_start, turn_submit
 from collection.errors import CollectionError
 from collection.judgements import judgement_revise, judgement_submit
 from collection.models import Campaign, Judgement, Response, Turn
+from tests.collection.concurrency import at_once
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -26,28 +27,6 @@ pytestmark = [
 ]
 
 REVISIONS = 20
-
-
-def at_once(work, count) -> list:
-    barrier = threading.Barrier(count)
-    outcomes = [None] * count
-
-    def run(i):
-        try:
-            barrier.wait(timeout=30)
-            outcomes[i] = work(i)
-        except Exception as error:  # refusals are the point; anything else fails below
-            outcomes[i] = error
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not any(thread.is_alive() for thread in threads), "a request hung"
-    return outcomes
 
 
 def judged_turn(alice):

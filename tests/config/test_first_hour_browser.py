@@ -18,7 +18,6 @@ import gzip
 import importlib
 import json
 import re
-import time
 from io import StringIO
 from itertools import islice
 
@@ -40,6 +39,7 @@ from collection.models import (
 from config.management.commands.seed_demo import DEMO_CAMPAIGN, DEMO_DATASET, DEMO_SNAPSHOT
 from tests.browser import chromium_page, sign_in
 from tests.tinymodels import save_tiny_lm
+from tests.waiting import wait_until
 from training.models import TrainingRun
 
 pytestmark = pytest.mark.browser
@@ -97,16 +97,6 @@ def worker(make_run_database, celery_worker_process):
 
 
 # --- Helpers --------------------------------------------------------------------------------
-
-
-def wait_until(predicate, seconds: float, what: str):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def shot(page, artifacts_dir, name: str) -> None:

@@ -17,6 +17,7 @@ import urllib.request
 import pytest
 
 from tests.conftest import ROOT
+from tests.waiting import wait_until
 
 
 def free_port() -> int:
@@ -26,13 +27,7 @@ def free_port() -> int:
 
 
 def wait_for(predicate, seconds, what):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait_until(predicate, seconds, what, every=0.5)
 
 
 @pytest.fixture
