@@ -150,8 +150,9 @@ def _generate(turn_id: int) -> Turn:
     slots = (
         [0] * candidate_count(campaign, k) if best_of_n else assign_arms(len(arms), k, seed=turn.pk)
     )
-    candidates = _sample(turn, arms, slots, stream=not best_of_n)
-    pm, scores = _pm_scores(campaign, turn, candidates, required=best_of_n)
+    messages = conversation_messages(turn)  # one query, for the sampler and the PM
+    candidates = _sample(turn, messages, arms, slots, stream=not best_of_n)
+    pm, scores = _pm_scores(campaign, messages, candidates, required=best_of_n)
     if best_of_n:
         shown = choose_shown(scores, k, campaign.selection_rule, seed=turn.pk)
     else:
@@ -160,7 +161,7 @@ def _generate(turn_id: int) -> Turn:
     return _store(turn, candidates, shown, pm, scores, rule=rule, best_of_n=best_of_n)
 
 
-def _sample(turn: Turn, arms, slots: list[int], *, stream: bool) -> list[tuple]:
+def _sample(turn: Turn, messages, arms, slots: list[int], *, stream: bool) -> list[tuple]:
     """(sample, version, condition, params) of each slot, sampled one batched call per arm.
 
     The text so far is saved on the turn every `COLLECTION_STREAM_SAVE_S` (also the heartbeat
@@ -170,7 +171,7 @@ def _sample(turn: Turn, arms, slots: list[int], *, stream: bool) -> list[tuple]:
     texts = [""] * len(slots)
     samples: dict[int, tuple] = {}
     saved_at = time.monotonic()
-    context = runtime.build_context(conversation_messages(turn), turn.conversation.campaign.prompt)
+    context = runtime.build_context(messages, turn.conversation.campaign.prompt)
     for arm, positions in _positions_per_arm(slots).items():
         version, condition, overrides = arms[arm]
         params = runtime.sampling_params(version, **overrides)
@@ -228,7 +229,7 @@ def _store(turn: Turn, candidates, shown: list[int], pm, scores, *, rule, best_o
     return Turn.objects.get(pk=turn.pk)
 
 
-def _pm_scores(campaign, turn, candidates, *, required: bool):
+def _pm_scores(campaign, messages, candidates, *, required: bool):
     """(PM, its score of each candidate) for the turn, or (None, None) when no PM scores it.
 
     Best-of-n needs the scores (no PM, or one that fails, fails the turn with the reason);
@@ -241,11 +242,11 @@ def _pm_scores(campaign, turn, candidates, *, required: bool):
         return None, None
     try:
         texts = [sample.text.strip() for sample, *_ in candidates]
-        return pm, score_turn_candidates(pm, conversation_messages(turn), texts)
+        return pm, score_turn_candidates(pm, messages, texts)
     except Exception:
         if required:
             raise
-        logger.exception("PM %s could not score turn %s; stored without scores", pm, turn.pk)
+        logger.exception("PM %s could not score a turn; stored without scores", pm)
         return None, None
 
 

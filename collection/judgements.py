@@ -117,7 +117,7 @@ def judgement_submit(
             fields += ["status", "chosen_response"]
         turn.save(update_fields=fields)
         # The PM's blind prediction of this turn, tested by the judgement (issue 14).
-        agreement_record(judgement)
+        agreement_record(judgement, campaign)
         if is_author and turn.index + 1 >= campaign.max_turns:
             mark_ended(turn.conversation)
     return judgement
@@ -197,7 +197,8 @@ def judgement_revise(
             setattr(judgement, name, values[name])
         judgement.revised_at = timezone.now()
         judgement.save(update_fields=[*changed, "revised_at"])
-        agreement_record(judgement)  # the PM's prediction, tested by the judgement as it is now
+        # The PM's prediction, tested by the judgement as it is now.
+        agreement_record(judgement, turn.conversation.campaign)
         if turn.chosen_response_id != judgement.submitted_ranking[0]:
             turn.chosen_response_id = judgement.submitted_ranking[0]
             turn.save(update_fields=["chosen_response"])

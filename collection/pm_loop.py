@@ -101,7 +101,7 @@ def score_turn_candidates(pm: ModelVersion, messages, texts: Sequence[str]) -> l
     return runtime.pm_scorer(pm).score_groups([(messages, list(texts))])[0]
 
 
-def agreement_record(judgement: Judgement) -> PMAgreement | None:
+def agreement_record(judgement: Judgement, campaign: Campaign) -> PMAgreement | None:
     """Record whether `judgement` agrees with the PM's blind prediction of its turn.
 
     Nothing is recorded for a turn whose shown responses were not all scored by one PM, for a
@@ -122,7 +122,6 @@ def agreement_record(judgement: Judgement) -> PMAgreement | None:
     by_score = sorted(shown, key=lambda row: -row[1])
     predicted = by_score[0][0]
     chosen = judgement.ranking[0]
-    campaign = Campaign.objects.only("pk", "mode").get(conversations__turns=judgement.turn_id)
     fields = {
         "pm_version_id": versions.pop(),
         "campaign_id": campaign.pk,

@@ -127,7 +127,8 @@ def agreement_report(*, campaign_id: int | None = None) -> dict:
         group: [_row(row, group) for row in agreement_rows(group, campaign_id=campaign_id)]
         for group in GROUPINGS
     }
+    versions = ModelVersion.objects.in_bulk([row["id"] for row in by["pm_version"]])
     for row in by["pm_version"]:
-        version = ModelVersion.objects.filter(pk=row["id"]).first()
+        version = versions.get(row["id"])
         row["held_out_accuracy"] = held_out_accuracy(version) if version else None
     return {"groups": by, "drift": _drift(drift())}
