@@ -58,9 +58,13 @@ browser:
 # beside the test process, and on a machine busy with something else a multi-threaded torch
 # keeps waiting for its slowest thread (the real-model HHH test beside one busy core: 97 s with
 # two threads, 53 s with one).
+# Two pytest-xdist workers, each with its own database, var/ and broker (tests/parallel.py):
+# much of the suite waits on a Celery worker, a subprocess or Chromium, so two keep both cores
+# busy. TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 2
 test: install
 	ALIGNLAB_VAR_DIR=$${ALIGNLAB_VAR_DIR:-$(CURDIR)/var/test} OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} \
-	  $(PY) -m pytest $(PYTEST_ARGS)
+	  $(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -6,7 +6,9 @@ so `ensure_default_model` rebuilds it as a plain model and writes a safetensors 
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
+import os
 from pathlib import Path
 
 from assistant.files import staged_folder
@@ -45,11 +47,21 @@ def ensure_default_model(models_dir: Path) -> Path:
     target = models_dir / DEFAULT_MODEL_NAME
     if (target / "config.json").exists():
         return target
-    # replace=False: another process that renamed its copy into place first keeps it (theirs
-    # is as good as ours).
-    with staged_folder(target, replace=False) as staging:
-        convert_gguf(default_gguf_path(), staging)
-    return target
+    models_dir.mkdir(parents=True, exist_ok=True)
+    # Processes starting together (the web server and workers of `make run`, parallel test
+    # workers sharing one conversion) wait for the first instead of each spending ~20 s of CPU
+    # on the same conversion: an flock on the folder itself, released when its descriptor closes.
+    folder = os.open(models_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        if (target / "config.json").exists():
+            return target
+        # replace=False: a copy that appeared anyway (written without the lock) is kept.
+        with staged_folder(target, replace=False) as staging:
+            convert_gguf(default_gguf_path(), staging)
+        return target
+    finally:
+        os.close(folder)  # closing the descriptor releases the lock
 
 
 def convert_gguf(gguf_path: Path, out_dir: Path) -> None:

@@ -274,7 +274,7 @@ def default_lm_ensure() -> ModelVersion:
     language model is active yet. Safe to call on every start."""
     from .default_model import ensure_default_model
 
-    folder = ensure_default_model(settings.MODELS_DIR)
+    folder = ensure_default_model(settings.DEFAULT_MODEL_DIR)
     with transaction.atomic():
         version = ModelVersion.objects.filter(
             kind=ModelVersion.Kind.LM,

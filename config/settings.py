@@ -91,6 +91,9 @@ def sqlite_database(path: Path) -> dict:
 
 VAR_DIR = Path(env_str("ALIGNLAB_VAR_DIR", str(BASE_DIR / "var"))).resolve()
 MODELS_DIR = Path(env_str("ALIGNLAB_MODELS_DIR", str(VAR_DIR / "models"))).resolve()
+# Where the default LM is converted to once (its folder is `smollm2-135m-instruct` inside):
+# MODELS_DIR unless set, e.g. to share one conversion between checkouts or parallel test workers.
+DEFAULT_MODEL_DIR = Path(env_str("ALIGNLAB_DEFAULT_MODEL_DIR", str(MODELS_DIR))).resolve()
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media"))).resolve()
 STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "staticfiles"))).resolve()
 for _directory in (VAR_DIR, MODELS_DIR, MEDIA_ROOT, STATIC_ROOT):

@@ -1,14 +1,41 @@
+from concurrent.futures import ThreadPoolExecutor
+from unittest import mock
+
 import pytest
 
 from assistant.backends.base import Context, Message, SamplingParams
 from assistant.backends.hf import TransformersBackend
-from assistant.default_model import PAD_TOKEN, ensure_default_model
+from assistant import default_model
+from assistant.default_model import PAD_TOKEN, convert_gguf, ensure_default_model
 
 
 @pytest.fixture(scope="session")
-def default_model_path(tmp_path_factory):
-    """The default model converted once per test session."""
-    return ensure_default_model(tmp_path_factory.mktemp("models"))
+def conversion(tmp_path_factory):
+    """The default model converted once per test session, asked for by two threads at once (as
+    the web server and a worker, or two test workers, do): (their two answers, conversions)."""
+    models = tmp_path_factory.mktemp("models")
+    conversions = []
+
+    def counted(*args):
+        conversions.append(args)
+        convert_gguf(*args)
+
+    with mock.patch.object(default_model, "convert_gguf", counted):
+        with ThreadPoolExecutor(2) as pool:
+            answers = list(pool.map(lambda _: ensure_default_model(models), range(2)))
+    return answers, len(conversions)
+
+
+@pytest.fixture(scope="session")
+def default_model_path(conversion):
+    return conversion[0][0]
+
+
+@pytest.mark.real_model
+def test_two_callers_at_once_get_one_conversion(conversion):
+    (first, second), conversions = conversion
+    assert first == second and (first / "model.safetensors").exists()
+    assert conversions == 1  # the second waited for the first's lock, then found its folder
 
 
 @pytest.mark.real_model

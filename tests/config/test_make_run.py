@@ -41,7 +41,7 @@ def make_run(tmp_path, settings):
     # A fresh var/ (database, broker, demo passwords), but the converted default model is reused.
     env.update(
         ALIGNLAB_VAR_DIR=str(tmp_path / "var"),
-        ALIGNLAB_MODELS_DIR=str(settings.MODELS_DIR),
+        ALIGNLAB_DEFAULT_MODEL_DIR=str(settings.DEFAULT_MODEL_DIR),
         # The queued HHH evals of the default model on 1 item a category (the whole suite
         # takes minutes on a CPU): enough to see them succeed.
         ALIGNLAB_HHH_PER_CATEGORY="1",
