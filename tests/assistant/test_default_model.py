@@ -3,9 +3,9 @@ from unittest import mock
 
 import pytest
 
+from assistant import default_model
 from assistant.backends.base import Context, Message, SamplingParams
 from assistant.backends.hf import TransformersBackend
-from assistant import default_model
 from assistant.default_model import PAD_TOKEN, convert_gguf, ensure_default_model
 
 
