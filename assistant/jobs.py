@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 import uuid
 from datetime import timedelta
 
@@ -95,9 +96,7 @@ def job_enqueue(model: type[Job], job_id: int, task) -> bool:
     is out, and an id recorded after that (only while the job is still queued) would be lost,
     leaving a running job with no task id."""
     task_id = uuid.uuid4().hex
-    if not model.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(
-        celery_task_id=task_id
-    ):
+    if not model.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(celery_task_id=task_id):
         return False  # claimed, cancelled or gone meanwhile: nothing to send
     if enqueue_safely(task, job_id, task_id=task_id):
         return True
@@ -153,6 +152,29 @@ def job_heartbeat(model: type[Job], job: Job, *, lease_s: int, **fields) -> bool
     )
 
 
+class LeaseLost(Exception):
+    """This worker no longer holds the job (another took it over): stop, write nothing more."""
+
+
+class JobProgress:
+    """A progress callback, `progress(stage, done, total)`, that writes {"stage", "done",
+    "total"} through the job's heartbeat at most every `every_s` seconds (and always at the end,
+    `done >= total`), renewing the lease each time; raises LeaseLost once the lease is gone."""
+
+    def __init__(self, model: type[Job], job: Job, *, lease_s: int, every_s: float):
+        self.model, self.job, self.lease_s, self.every_s = model, job, lease_s, every_s
+        self.last = 0.0
+
+    def __call__(self, stage: str, done: int, total: int | None) -> None:
+        finished = total is not None and done >= total
+        if not finished and time.monotonic() - self.last < self.every_s:
+            return
+        self.last = time.monotonic()
+        progress = {"stage": stage, "done": done, "total": total}
+        if not job_heartbeat(self.model, self.job, lease_s=self.lease_s, progress=progress):
+            raise LeaseLost
+
+
 def job_finish(model: type[Job], job: Job, *, status: str, **fields) -> Job:
     """End the job as `status`, if this worker still holds its lease (a job taken over or
     cancelled meanwhile is left as the other party left it); returns the row as it is now."""
@@ -164,6 +186,14 @@ def job_finish(model: type[Job], job: Job, *, status: str, **fields) -> Job:
     if not ended:
         logger.warning("%s %s: lost its lease before it finished; left as it is", model, job.pk)
     return model.objects.get(pk=job.pk)
+
+
+def job_fail_unexpected(model: type[Job], job: Job, error: BaseException, *, what: str) -> Job:
+    """End the job `failed` after an exception nobody expected (logged with its traceback): the
+    job must not stay running, and its page says in one line what went wrong."""
+    logger.exception("%s %s failed", model.__name__, job.pk)
+    reason = " ".join(f"{type(error).__name__}: {error}".split())[:500]
+    return job_finish(model, job, status=JobStatus.FAILED, error=f"{what} failed: {reason}")
 
 
 def job_cancel(model: type[Job], job: Job) -> Job:

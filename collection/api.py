@@ -19,6 +19,7 @@ from config.schema_objects import (
 
 from . import campaigns, exports, snapshots
 from .dataset_errors import DatasetError
+from .export_jobs import stream_refusal
 from .models import Campaign, Conversation, DatasetSnapshot, Judgement, Response, Turn
 from .splits import SPLITS
 
@@ -346,6 +347,7 @@ class SnapshotViewSet(
         query.is_valid(raise_exception=True)
         q = query.validated_data
         try:
+            refusal = stream_refusal(snapshot, q["export"], split=q["split"], pairs=q["pairs"])
             blocks = exports.stream_export(
                 snapshot,
                 q["export"],
@@ -356,6 +358,8 @@ class SnapshotViewSet(
             )
         except DatasetError as error:
             raise serializers.ValidationError({"detail": str(error)}) from None
+        if refusal:
+            raise serializers.ValidationError({"detail": refusal})
         name = f"snapshot-{snapshot.pk}-{q['export']}-{q['split']}.{q['file_format']}"
         response = StreamingHttpResponse(blocks, content_type="application/octet-stream")
         response["Content-Disposition"] = f'attachment; filename="{name}"'

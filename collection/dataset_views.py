@@ -35,6 +35,7 @@ from .models import (
     Conversation,
     DatasetImport,
     DatasetSnapshot,
+    ExportJob,
     ImportJob,
     Judgement,
     Response,
@@ -59,9 +60,15 @@ def counts_text(counts: dict) -> str:
 
 
 def _datasets_page(request, *, snapshot_form=None, upload_form=None, upload_refusal="", status=200):
+    from .export_jobs import export_streamable
+    from .export_views import ExportJobForm
+
     recent_imports = list(DatasetImport.objects.select_related("campaign")[:50])
     for item in recent_imports:
         item.counts_text = counts_text(item.counts)
+    snapshots = list(DatasetSnapshot.objects.select_related("created_by")[:50])
+    for snapshot in snapshots:
+        snapshot.streamable = export_streamable(snapshot)
     return render(
         request,
         "collection/datasets.html",
@@ -73,8 +80,10 @@ def _datasets_page(request, *, snapshot_form=None, upload_form=None, upload_refu
             "jobs": ImportJob.objects.select_related("dataset_import__campaign", "launched_by")[
                 :10
             ],
-            "snapshots": DatasetSnapshot.objects.select_related("created_by")[:50],
+            "snapshots": snapshots,
             "exports": EXPORT_FORMATS,
+            "export_form": ExportJobForm(),
+            "export_jobs": ExportJob.objects.select_related("launched_by")[:10],
             "imports": recent_imports,
         },
         status=status,

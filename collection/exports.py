@@ -51,7 +51,7 @@ def strength_margin(strength: int | None) -> float:
     return 0.0 if strength is None else (strength - 1) / 3
 
 
-def _check_export_options(fmt: str, split: str, pairs: str) -> None:
+def check_export_options(fmt: str, split: str, pairs: str) -> None:
     if fmt not in EXPORT_FORMATS:
         raise DatasetError(f"unknown export format {fmt!r} (use {', '.join(EXPORT_FORMATS)})")
     if split not in SPLITS:
@@ -74,7 +74,7 @@ def export_rows(
     hh-rlhf/trl expand a k-ranking into every better/worse pair (`pairs="all"`) or neighbours
     only (`pairs="adjacent"`); `margin=True` adds TRL's "margin" (see `strength_margin`).
     """
-    _check_export_options(fmt, split, pairs)
+    check_export_options(fmt, split, pairs)
     return _export_rows(snapshot, fmt, split, pairs, margin, chunk_size)
 
 
@@ -172,7 +172,7 @@ def _ranked_row(item: TurnItem, row: JudgementRow, kind: str | None = None) -> d
 
 def export_row_count(snapshot: DatasetSnapshot, fmt: str, *, split="all", pairs="all") -> int:
     """How many rows `export_rows` yields (from the snapshot's frozen counts; for progress bars)."""
-    _check_export_options(fmt, split, pairs)
+    check_export_options(fmt, split, pairs)
     prefix = "" if split == "all" else f"{split}_"
     counts = snapshot.counts
     if fmt == "raw":

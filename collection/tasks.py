@@ -25,3 +25,17 @@ def run_import(job_id: int) -> str:
     from .imports import import_job_run
 
     return import_job_run(job_id=job_id)
+
+
+@shared_task(
+    name="collection.run_export",
+    acks_late=True,
+    soft_time_limit=settings.COLLECTION_IMPORT_SOFT_TIME_LIMIT,
+    time_limit=settings.COLLECTION_IMPORT_TIME_LIMIT,
+)
+def run_export(job_id: int) -> str:
+    """Write a snapshot's export to a file (an ExportJob); idempotent: the claim lets one task
+    run it, and a finished job is not written again."""
+    from .export_jobs import export_job_run
+
+    return export_job_run(job_id=job_id)

@@ -1,12 +1,15 @@
 from django.urls import path
 
-from . import campaign_views, dataset_views, views
+from . import campaign_views, dataset_views, export_views, views
 
 app_name = "collection"
 urlpatterns = [
     path("datasets/", dataset_views.datasets, name="datasets"),
     path("datasets/imports/", dataset_views.import_upload, name="import_upload"),
     path("datasets/imports/<int:job_id>/", dataset_views.import_job, name="import_job"),
+    path("datasets/<int:snapshot_id>/export/", export_views.export_request, name="export_request"),
+    path("datasets/exports/<int:job_id>/", export_views.export_job, name="export_job"),
+    path("datasets/exports/<int:job_id>/file/", export_views.export_download, name="export_file"),
     path("conversations/", dataset_views.conversation_browse, name="conversations"),
     path(
         "conversations/<int:conversation_id>/read/",

@@ -27,6 +27,7 @@ from config.roles import ADMIN, CONTRACTOR, RESEARCHER, role_required
 from . import conversations, exports, gold, judgements, selectors
 from .dataset_errors import DatasetError
 from .errors import CollectionError
+from .export_jobs import stream_refusal
 from .forms import GoldItemForm, JudgementForm, MessageForm, QualityFilterForm
 from .models import (
     Campaign,
@@ -418,9 +419,12 @@ def snapshot_download(request, snapshot_id: int):
     file_format = request.GET.get("file_format", "jsonl")
     split = request.GET.get("split", "all")
     try:
+        refusal = stream_refusal(snapshot, export, split=split, pairs="all")
         blocks = exports.stream_export(snapshot, export, file_format, split=split)
     except DatasetError as error:
         return HttpResponseBadRequest(str(error))
+    if refusal:
+        return HttpResponseBadRequest(refusal)
     response = StreamingHttpResponse(blocks, content_type="application/octet-stream")
     name = f"snapshot-{snapshot.pk}-{export}-{split}.{file_format}"
     response["Content-Disposition"] = f'attachment; filename="{name}"'

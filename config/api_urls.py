@@ -8,6 +8,7 @@ from rest_framework.routers import DefaultRouter
 
 from assistant import api as assistant_api
 from collection import api as collection_api
+from collection import export_api as collection_export_api
 from config.roles import ResearcherWrite
 from evals import agreement_views as evals_agreement_views
 from evals import api as evals_api
@@ -20,6 +21,7 @@ router.register("campaigns", collection_api.CampaignViewSet, basename="campaign"
 router.register("conversations", collection_api.ConversationViewSet, basename="conversation")
 router.register("judgements", collection_api.JudgementViewSet, basename="judgement")
 router.register("snapshots", collection_api.SnapshotViewSet, basename="snapshot")
+router.register("export-jobs", collection_export_api.ExportJobViewSet, basename="exportjob")
 router.register("training-runs", training_api.TrainingRunViewSet, basename="trainingrun")
 router.register("eval-runs", evals_api.EvalRunViewSet, basename="evalrun")
 router.register("elo", evals_api.EloViewSet, basename="elo")

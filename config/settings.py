@@ -290,6 +290,13 @@ COLLECTION_STREAM_SAVE_S = 0.5
 # and deletes it. Uploads larger than the limit are refused before they are stored.
 COLLECTION_UPLOADS_DIR = Path(env_str("ALIGNLAB_UPLOADS_DIR", str(VAR_DIR / "uploads"))).resolve()
 COLLECTION_UPLOAD_MAX_MB = env_int("ALIGNLAB_UPLOAD_MAX_MB", 512)
+# Exports are written by a worker (an ExportJob) to a name it makes under this folder and
+# downloaded from there; the web process and the workers must share it.
+COLLECTION_EXPORTS_DIR = Path(env_str("ALIGNLAB_EXPORTS_DIR", str(VAR_DIR / "exports"))).resolve()
+# A snapshot export of at most this many rows may also be streamed by the request that asks for
+# it (seconds at most); a bigger one only as an export job, so no request holds a connection for
+# minutes.
+COLLECTION_EXPORT_STREAM_MAX_ROWS = env_int("ALIGNLAB_EXPORT_STREAM_MAX_ROWS", 50_000)
 
 # --- Evals ----------------------------------------------------------------------------------
 
@@ -458,6 +465,9 @@ COLLECTION_GENERATION_TIMEOUT_S = env_int(
 COLLECTION_IMPORT_SOFT_TIME_LIMIT = 2 * 3600
 COLLECTION_IMPORT_TIME_LIMIT = COLLECTION_IMPORT_SOFT_TIME_LIMIT + 300
 COLLECTION_IMPORT_LEASE_S = COLLECTION_IMPORT_TIME_LIMIT + 60
+# An export job renews its lease every second as it writes, so a short lease finds a dead
+# worker soon; its time limits are the import's (a million pairs take well under a minute).
+COLLECTION_EXPORT_LEASE_S = env_int("COLLECTION_EXPORT_LEASE_S", 5 * 60)
 
 # --- Logging ---------------------------------------------------------------------------------
 

@@ -20,10 +20,11 @@ def worker_health() -> dict:
 
 @shared_task(name="config.sweep_stranded_work")
 def sweep_stranded_work() -> dict:
-    """Recover work no task carries (run every minute by beat): turns, training runs and eval
-    runs and import jobs queued without a live task are sent again, turns whose worker went
+    """Recover work no task carries (run every minute by beat): turns, training runs, eval
+    runs, import and export jobs queued without a live task are sent again, turns whose worker went
     silent are failed (retryable), jobs whose worker's lease expired are taken back (or ended,
     when cancelled)."""
+    from collection.export_jobs import export_jobs_sweep
     from collection.generation import turns_sweep
     from collection.imports import import_jobs_sweep
     from evals.services import eval_runs_sweep
@@ -34,4 +35,5 @@ def sweep_stranded_work() -> dict:
         "training_runs": training_runs_sweep(),
         "eval_runs": eval_runs_sweep(),
         "import_jobs": import_jobs_sweep(),
+        "export_jobs": export_jobs_sweep(),
     }

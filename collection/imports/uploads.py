@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import time
 import uuid
 from pathlib import Path
 
@@ -120,10 +119,6 @@ def import_jobs_sweep() -> dict:
     return jobs.job_sweep(ImportJob, run_import, grace_s=settings.JOBS_ENQUEUE_GRACE_S)
 
 
-class _LeaseLost(Exception):
-    pass
-
-
 def _remove_upload(job: ImportJob) -> None:
     """Delete the job's stored file and its folder; only ever a folder under the uploads dir."""
     path = Path(job.stored_path)
@@ -138,7 +133,9 @@ def import_job_run(*, job_id: int) -> str:
     job = jobs.job_claim(ImportJob, job_id, lease_s=settings.COLLECTION_IMPORT_LEASE_S)
     if job is None:  # finished, cancelled, or another worker's
         return jobs.job_skip_reason(ImportJob, job_id)
-    last = [0.0]
+    heartbeat = jobs.JobProgress(
+        ImportJob, job, lease_s=settings.COLLECTION_IMPORT_LEASE_S, every_s=HEARTBEAT_EVERY_S
+    )
     connection = transaction.get_connection()
     depth = len(connection.atomic_blocks)  # more, below: inside the import's transaction
 
@@ -146,20 +143,8 @@ def import_job_run(*, job_id: int) -> str:
         # The write pass runs inside the import's transaction: a write to the job's row there
         # would show nobody anything until the end (and hold the row), so progress is written
         # only between transactions: through the checking pass, and at the end.
-        if len(connection.atomic_blocks) > depth:
-            return
-        finished = total is not None and done >= total
-        if not finished and time.monotonic() - last[0] < HEARTBEAT_EVERY_S:
-            return
-        last[0] = time.monotonic()
-        held = jobs.job_heartbeat(
-            ImportJob,
-            job,
-            lease_s=settings.COLLECTION_IMPORT_LEASE_S,
-            progress={"stage": stage, "done": done, "total": total},
-        )
-        if not held:
-            raise _LeaseLost
+        if len(connection.atomic_blocks) == depth:
+            heartbeat(stage, done, total)
 
     if not Path(job.stored_path).is_file():  # say why in words, not with the server's path
         finished = jobs.job_finish(
@@ -179,19 +164,15 @@ def import_job_run(*, job_id: int) -> str:
             created_by=job.launched_by,
             progress=progress,
         )
-    except _LeaseLost:
+    except jobs.LeaseLost:
         logger.warning("import job %s: lost its lease; left to the worker that has it", job.pk)
         return "skipped: lost its lease"
     except DatasetError as error:  # ImportFormatError: "line 17: …"
         finished = jobs.job_finish(
             ImportJob, job, status=ImportJob.Status.FAILED, error=str(error)[:2000]
         )
-    except Exception as error:  # anything else: the job must not stay running
-        logger.exception("import job %s failed", job.pk)
-        reason = " ".join(f"{type(error).__name__}: {error}".split())[:500]
-        finished = jobs.job_finish(
-            ImportJob, job, status=ImportJob.Status.FAILED, error=f"The import failed: {reason}"
-        )
+    except Exception as error:  # anything else
+        finished = jobs.job_fail_unexpected(ImportJob, job, error, what="The import")
     else:
         total = dataset_import.counts.get("judgements", 0)
         finished = jobs.job_finish(

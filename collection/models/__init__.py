@@ -14,6 +14,7 @@ from .conversations import (
     Turn,
 )
 from .datasets import DatasetImport, DatasetSnapshot, ImportJob
+from .exports import ExportJob
 from .loop import LoopSettings, PMAgreement
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "Conversation",
     "DatasetImport",
     "DatasetSnapshot",
+    "ExportJob",
     "GoldAnswer",
     "ImportJob",
     "Judgement",
