@@ -106,6 +106,24 @@ def adam(db, django_user_model):
 
 
 @pytest.fixture
+def api(adam):
+    """An API client signed in as the admin that answers errors instead of raising them."""
+    from rest_framework.test import APIClient
+
+    client = APIClient(raise_request_exception=False)
+    client.force_authenticate(adam)
+    return client
+
+
+@pytest.fixture
+def anon_api():
+    """An API client signed in as no one (a test signs it in as it needs)."""
+    from rest_framework.test import APIClient
+
+    return APIClient()
+
+
+@pytest.fixture
 def artifacts_dir():
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
