@@ -19,10 +19,11 @@ import uuid
 from datetime import timedelta
 
 from celery import states
-from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+
+from assistant.fields import author_fk
 
 logger = logging.getLogger(__name__)
 
@@ -52,9 +53,7 @@ class Job(models.Model):
     # The claim of the worker running the job; it renews `lease_expires_at` as it goes.
     lease_owner = models.CharField(max_length=100, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
-    launched_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
+    launched_by = author_fk()
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -95,9 +94,7 @@ def job_enqueue(model: type[Job], job_id: int, task) -> bool:
     is out, and an id recorded after that (only while the job is still queued) would be lost,
     leaving a running job with no task id."""
     task_id = uuid.uuid4().hex
-    if not model.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(
-        celery_task_id=task_id
-    ):
+    if not model.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(celery_task_id=task_id):
         return False  # claimed, cancelled or gone meanwhile: nothing to send
     if enqueue_safely(task, job_id, task_id=task_id):
         return True
