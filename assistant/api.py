@@ -12,6 +12,27 @@ from . import services
 from .models import ModelVersion, PromptTemplate
 
 
+class CreateListRetrieveViewSet(
+    mixins.CreateModelMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Rows the API creates, lists and shows but never edits or deletes in place (model versions,
+    snapshots, runs): what changes them afterwards is an action that calls a service."""
+
+
+class LaunchedJobSerializer(JSONModelSerializer):
+    """A job's serializer: `create` launches it through `launch` (its service's create) as the
+    requesting user, the service's ValidationError as the API's 400."""
+
+    launch = None  # staticmethod(service) in subclasses
+
+    def create(self, validated_data):
+        user = self.context["request"].user
+        return self.saved(self.launch, launched_by=user, **validated_data)
+
+
 class ModelVersionSerializer(JSONModelSerializer):
     # Objects, never null (the schema says so): the backend's options are its own (free-form),
     # the generation defaults are SamplingParams' settings with their types and ranges.
@@ -36,12 +57,7 @@ class ModelVersionSerializer(JSONModelSerializer):
         return self.saved(register, **validated_data, confine_to_roots=True)
 
 
-class ModelVersionViewSet(
-    mixins.CreateModelMixin,
-    mixins.ListModelMixin,
-    mixins.RetrieveModelMixin,
-    viewsets.GenericViewSet,
-):
+class ModelVersionViewSet(CreateListRetrieveViewSet):
     """Language and preference model versions; `?kind=lm|pm` filters."""
 
     serializer_class = ModelVersionSerializer
