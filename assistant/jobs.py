@@ -18,7 +18,7 @@ import socket
 import uuid
 from datetime import timedelta
 
-from celery import states
+from celery import shared_task, states
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -65,6 +65,16 @@ class Job(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in FINISHED
+
+
+def job_task(name: str, *, time_limits: tuple[int, int] | None = None):
+    """The Celery task decorator of a job's task: acked late (a worker that dies mid-job leaves
+    the message to another, whose claim finds the job), with the kind's (soft, hard) time limits
+    in seconds when it has them."""
+    limits = {}
+    if time_limits is not None:
+        limits = {"soft_time_limit": time_limits[0], "time_limit": time_limits[1]}
+    return shared_task(name=name, acks_late=True, **limits)
 
 
 def lease_token() -> str:
