@@ -124,6 +124,15 @@ def anon_api():
 
 
 @pytest.fixture
+def registered_lm(db, tmp_path):
+    """An LM registered through the service on an empty folder: for code that never runs it
+    (unlike the rows named `lm` of tests/api and tests/collection)."""
+    from assistant.services import model_version_register
+
+    return model_version_register(kind="lm", name="tiny", path=str(tmp_path))
+
+
+@pytest.fixture
 def artifacts_dir():
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS

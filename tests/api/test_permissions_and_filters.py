@@ -3,7 +3,6 @@
 import pytest
 from rest_framework.authtoken.models import Token
 
-from assistant.services import model_version_register
 from collection.models import Campaign
 
 pytestmark = pytest.mark.django_db
@@ -20,12 +19,6 @@ LIST_ENDPOINTS = [
     "/api/schema/",
     "/api/docs/",
 ]
-
-
-@pytest.fixture
-def registered_lm(tmp_path):
-    """An LM registered through the service (unlike the row `lm` of tests/api/conftest.py)."""
-    return model_version_register(kind="lm", name="tiny", path=str(tmp_path))
 
 
 @pytest.mark.parametrize("url", LIST_ENDPOINTS)

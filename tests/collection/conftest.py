@@ -100,6 +100,12 @@ def ranking_campaign():
 
 
 @pytest.fixture
+def active_lm(db, tmp_path):
+    """An LM registered (on an empty folder: nothing generates) and made the active one."""
+    return model_version_register(kind="lm", name="chat-lm", path=str(tmp_path), activate=True)
+
+
+@pytest.fixture
 def lm(db):
     """An LM model version as a row, not a registration: nothing generates with it."""
     from assistant.models import ModelVersion
