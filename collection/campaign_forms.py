@@ -202,6 +202,22 @@ class CampaignForm(forms.Form):
             )
         return cleaned
 
+    def fields_of(self, names) -> list:
+        """The bound fields `names`, in that order: what one group of the page shows."""
+        return [self[name] for name in names]
+
+    @property
+    def basic_fields(self):
+        return self.fields_of(BASIC_FIELDS)
+
+    @property
+    def advanced_fields(self):
+        return self.fields_of(ADVANCED_FIELDS)
+
+    @property
+    def loop_fields(self):
+        return self.fields_of(LOOP_FIELDS)
+
     def campaign_fields(self) -> dict:
         """The cleaned values as the service takes them."""
         fields = {name: self.cleaned_data[name] for name in MODEL_FIELDS}
