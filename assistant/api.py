@@ -12,20 +12,22 @@ from . import services
 from .models import ModelVersion, PromptTemplate
 
 
+# Rows the API creates, lists and shows but never edits or deletes in place (model versions,
+# snapshots, runs): what changes them afterwards is an action that calls a service. (Comments,
+# not docstrings, on these bases: the schema would show a base's docstring as each
+# subclass's description.)
 class CreateListRetrieveViewSet(
     mixins.CreateModelMixin,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
     viewsets.GenericViewSet,
 ):
-    """Rows the API creates, lists and shows but never edits or deletes in place (model versions,
-    snapshots, runs): what changes them afterwards is an action that calls a service."""
+    pass
 
 
+# A job's serializer: `create` launches it through `launch` (its service's create) as the
+# requesting user, the service's ValidationError as the API's 400.
 class LaunchedJobSerializer(JSONModelSerializer):
-    """A job's serializer: `create` launches it through `launch` (its service's create) as the
-    requesting user, the service's ValidationError as the API's 400."""
-
     launch = None  # staticmethod(service) in subclasses
 
     def create(self, validated_data):
