@@ -19,7 +19,7 @@ from config import dbtext
 from tests.collection.dataset_builders import collected, hh_line, row_counts, write_lines
 from tests.data import HHH_DIR
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("media_root")]
 
 # Paths an attacker names: one that never ends, one that is secret, one that is missing, a folder,
 # and traversals out of the repository.
@@ -54,11 +54,6 @@ def opened_paths():
         yield seen
     finally:
         _opened = None
-
-
-@pytest.fixture(autouse=True)
-def media_root(settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path / "media"
 
 
 # --- Snapshot filter: eval prompts by name, never by path ---------------------------------------

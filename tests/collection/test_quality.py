@@ -50,7 +50,7 @@ def judge(turn, who, seconds, **choice):
 
 
 @pytest.fixture
-def pairwise(registered_lm, alice, bob, carol, adam):
+def reviewed_pairs(registered_lm, alice, bob, carol, adam):
     """Four turns by alice, reviewed by bob (all) and carol (first two), plus one gold item.
 
     Scales (1–4: A better, 5–8: B better), top choice in brackets:
@@ -77,8 +77,8 @@ def pairwise(registered_lm, alice, bob, carol, adam):
     return campaign, turns, gold
 
 
-def test_contractor_stats_by_hand(pairwise):
-    campaign, _, _ = pairwise
+def test_contractor_stats_by_hand(reviewed_pairs):
+    campaign, _, _ = reviewed_pairs
     stats = {row["username"]: row for row in quality.contractor_stats(campaign=campaign)}
     assert list(stats) == ["alice", "bob", "carol"]
     alice, bob, carol = stats["alice"], stats["bob"], stats["carol"]
@@ -96,7 +96,7 @@ def test_contractor_stats_by_hand(pairwise):
 
 
 def test_contractor_stats_is_per_campaign_and_reads_a_fixed_number_of_queries(
-    pairwise, registered_lm, alice, bob, django_assert_num_queries
+    reviewed_pairs, registered_lm, alice, bob, django_assert_num_queries
 ):
     other = make_campaign(registered_lm, name="other", judgement_type="ranking", k=3)
     turn = ready_turn(other, bob)
@@ -114,8 +114,8 @@ def test_contractor_stats_is_per_campaign_and_reads_a_fixed_number_of_queries(
     assert everywhere["alice"]["judgements"] == 6 and everywhere["bob"]["judgements"] == 6
 
 
-def test_campaign_agreement_by_hand(pairwise, django_assert_num_queries):
-    campaign, _, _ = pairwise
+def test_campaign_agreement_by_hand(reviewed_pairs, django_assert_num_queries):
+    campaign, _, _ = reviewed_pairs
     with django_assert_num_queries(2):
         result = quality.campaign_agreement(campaign=campaign, min_common_turns=3)
     # the gold item is left out: overlap is t1–t4, with 4 + 4 + 2 judgements by three people
@@ -164,8 +164,8 @@ def test_campaign_agreement_without_overlap(registered_lm, alice):
     assert result["alpha_top_choice"] is None and result["alpha_scale"] is None
 
 
-def test_turn_consensus_of_a_pairwise_turn(pairwise, django_assert_num_queries):
-    _, turns, gold = pairwise
+def test_turn_consensus_of_a_pairwise_turn(reviewed_pairs, django_assert_num_queries):
+    _, turns, gold = reviewed_pairs
     a, b = turns[1].responses.order_by("index")
     with django_assert_num_queries(3):
         result = quality.turn_consensus(turn=turns[1])
