@@ -22,6 +22,7 @@ class DatasetImport(Authored):
     sha256 = models.CharField(max_length=64, unique=True, help_text="Content hash: imports once.")
     campaign = models.ForeignKey(Campaign, on_delete=models.PROTECT, related_name="imports")
     counts = models.JSONField(default=dict)
+
     def __str__(self):
         return f"import {self.pk}: {self.source_name} ({self.format})"
 
@@ -34,6 +35,7 @@ class DatasetSnapshot(Authored):
     counts = models.JSONField(default=dict)
     content_hash = models.CharField(max_length=64, db_index=True)
     files = models.JSONField(default=dict, help_text="Written files: format -> path.")
+
     def __str__(self):
         return f"snapshot {self.pk} {self.content_hash[:12]}"
 
