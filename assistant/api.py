@@ -12,6 +12,29 @@ from . import services
 from .models import ModelVersion, PromptTemplate
 
 
+# Rows the API creates, lists and shows but never edits or deletes in place (model versions,
+# snapshots, runs): what changes them afterwards is an action that calls a service. (Comments,
+# not docstrings, on these bases: the schema would show a base's docstring as each
+# subclass's description.)
+class CreateListRetrieveViewSet(
+    mixins.CreateModelMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
+):
+    pass
+
+
+# A job's serializer: `create` launches it through `launch` (its service's create) as the
+# requesting user, the service's ValidationError as the API's 400.
+class LaunchedJobSerializer(JSONModelSerializer):
+    launch = None  # staticmethod(service) in subclasses
+
+    def create(self, validated_data):
+        user = self.context["request"].user
+        return self.saved(self.launch, launched_by=user, **validated_data)
+
+
 class ModelVersionSerializer(JSONModelSerializer):
     # Objects, never null (the schema says so): the backend's options are its own (free-form),
     # the generation defaults are SamplingParams' settings with their types and ranges.
@@ -36,12 +59,7 @@ class ModelVersionSerializer(JSONModelSerializer):
         return self.saved(register, **validated_data, confine_to_roots=True)
 
 
-class ModelVersionViewSet(
-    mixins.CreateModelMixin,
-    mixins.ListModelMixin,
-    mixins.RetrieveModelMixin,
-    viewsets.GenericViewSet,
-):
+class ModelVersionViewSet(CreateListRetrieveViewSet):
     """Language and preference model versions; `?kind=lm|pm` filters."""
 
     serializer_class = ModelVersionSerializer

@@ -19,11 +19,12 @@ import time
 import uuid
 from datetime import timedelta
 
-from celery import states
-from django.conf import settings
+from celery import shared_task, states
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+
+from assistant.fields import author_fk
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +54,7 @@ class Job(models.Model):
     # The claim of the worker running the job; it renews `lease_expires_at` as it goes.
     lease_owner = models.CharField(max_length=100, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
-    launched_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
+    launched_by = author_fk()
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -67,6 +66,16 @@ class Job(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in FINISHED
+
+
+def job_task(name: str, *, time_limits: tuple[int, int] | None = None):
+    """The Celery task decorator of a job's task: acked late (a worker that dies mid-job leaves
+    the message to another, whose claim finds the job), with the kind's (soft, hard) time limits
+    in seconds when it has them."""
+    limits = {}
+    if time_limits is not None:
+        limits = {"soft_time_limit": time_limits[0], "time_limit": time_limits[1]}
+    return shared_task(name=name, acks_late=True, **limits)
 
 
 def lease_token() -> str:

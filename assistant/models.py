@@ -1,9 +1,10 @@
 from urllib.parse import urlsplit
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
+
+from assistant.fields import author_fk
 
 
 def validate_server_url(value: str) -> None:
@@ -26,9 +27,7 @@ class PromptTemplate(models.Model):
     version = models.PositiveIntegerField()
     text = models.TextField()
     notes = models.TextField(blank=True, help_text="What changed in this version and why.")
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
+    created_by = author_fk()
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

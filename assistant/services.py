@@ -197,29 +197,22 @@ def model_version_register(
 
     Web requests pass `confine_to_roots=True`: a path must then lie inside `model_roots()`.
     Trusted callers (the register_model command, training, tests) may register any folder."""
-    path = model_version_check(
-        kind=kind,
-        backend=backend,
-        path=path,
-        url=url,
-        backend_options=backend_options,
-        generation_defaults=generation_defaults,
-        metadata=metadata,
-        confine_to_roots=confine_to_roots,
-    )
+    given = {"kind": kind, "backend": backend, "url": url}
+    objects = {
+        "backend_options": backend_options,
+        "generation_defaults": generation_defaults,
+        "metadata": metadata,
+    }
+    path = model_version_check(**given, **objects, path=path, confine_to_roots=confine_to_roots)
     with transaction.atomic():
         version = ModelVersion(
-            kind=kind,
+            **given,
+            **{field: value or {} for field, value in objects.items()},  # checked: dicts or None
             name=name,
-            backend=backend,
             path=path,
-            url=url,
             remote_model=remote_model,
-            backend_options=backend_options or {},
-            generation_defaults=generation_defaults or {},
             origin=origin,
             training_run_id=training_run_id,
-            metadata=metadata or {},
         )
         version.full_clean()
         version.save()

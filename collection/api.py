@@ -6,9 +6,10 @@ from django.http import StreamingHttpResponse
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
-from rest_framework import mixins, serializers, viewsets
+from rest_framework import serializers, viewsets
 from rest_framework.decorators import action
 
+from assistant.api import CreateListRetrieveViewSet
 from config.roles import ResearcherReadAdminWrite, ResearcherWrite
 from config.schema_objects import (
     JSONModelSerializer,
@@ -316,12 +317,7 @@ class DownloadQuery(serializers.Serializer):
     margin = serializers.BooleanField(default=False, help_text="trl: add the margin column")
 
 
-class SnapshotViewSet(
-    mixins.CreateModelMixin,
-    mixins.ListModelMixin,
-    mixins.RetrieveModelMixin,
-    viewsets.GenericViewSet,
-):
+class SnapshotViewSet(CreateListRetrieveViewSet):
     """Immutable dataset snapshots: researchers create them from a filter and download exports."""
 
     queryset = DatasetSnapshot.objects.all()

@@ -7,7 +7,8 @@ k against the judgement type); everything else is the model's `full_clean()`, ru
 
 from django import forms
 
-from assistant.models import ModelVersion, PromptTemplate
+from assistant.forms import PromptChoice
+from assistant.models import ModelVersion
 
 from .models import Campaign
 
@@ -73,11 +74,6 @@ class NamedChoices(forms.ModelMultipleChoiceField):
         return f"{obj.name} (#{obj.pk})"
 
 
-class _PromptChoice(forms.ModelChoiceField):
-    def label_from_instance(self, obj):
-        return obj.key
-
-
 class CampaignForm(forms.Form):
     name = forms.CharField(max_length=200)
     instructions = forms.CharField(
@@ -94,12 +90,7 @@ class CampaignForm(forms.Form):
         empty_label=None,
         error_messages={"required": "Choose the language model contractors chat with."},
     )
-    prompt = _PromptChoice(
-        queryset=PromptTemplate.objects.order_by("name", "-version"),
-        required=False,
-        empty_label="—",
-        help_text="The system prompt the model answers under.",
-    )
+    prompt = PromptChoice(empty_label="—", help_text="The system prompt the model answers under.")
     no_prompt = forms.BooleanField(
         required=False,
         label="Run without a prompt (ablation)",
@@ -201,6 +192,22 @@ class CampaignForm(forms.Form):
                 "mixed campaign.",
             )
         return cleaned
+
+    def fields_of(self, names) -> list:
+        """The bound fields `names`, in that order: what one group of the page shows."""
+        return [self[name] for name in names]
+
+    @property
+    def basic_fields(self):
+        return self.fields_of(BASIC_FIELDS)
+
+    @property
+    def advanced_fields(self):
+        return self.fields_of(ADVANCED_FIELDS)
+
+    @property
+    def loop_fields(self):
+        return self.fields_of(LOOP_FIELDS)
 
     def campaign_fields(self) -> dict:
         """The cleaned values as the service takes them."""

@@ -3,6 +3,8 @@
 from celery import shared_task
 from django.conf import settings
 
+from assistant.jobs import job_task
+
 from . import generation
 
 
@@ -13,11 +15,9 @@ def generate_responses(turn_id: int) -> str:
     return "skipped: already claimed" if turn is None else turn.status
 
 
-@shared_task(
-    name="collection.run_import",
-    acks_late=True,
-    soft_time_limit=settings.COLLECTION_IMPORT_SOFT_TIME_LIMIT,
-    time_limit=settings.COLLECTION_IMPORT_TIME_LIMIT,
+@job_task(
+    "collection.run_import",
+    time_limits=(settings.COLLECTION_IMPORT_SOFT_TIME_LIMIT, settings.COLLECTION_IMPORT_TIME_LIMIT),
 )
 def run_import(job_id: int) -> str:
     """Import a file uploaded from the datasets page (an ImportJob); idempotent: the claim lets

@@ -3,19 +3,20 @@ of LM versions from contractor judgements."""
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
-from rest_framework import mixins, serializers, viewsets
+from rest_framework import serializers, viewsets
 from rest_framework.response import Response
 
+from assistant.api import CreateListRetrieveViewSet, LaunchedJobSerializer
 from collection.api import StrictQueryMixin
 from collection.models import Campaign, Judgement
 from config.roles import ResearcherWrite
-from config.schema_objects import JSONModelSerializer, SchemaObjectField, eval_options_schema
+from config.schema_objects import SchemaObjectField, eval_options_schema
 
 from . import selectors, services
 from .models import EvalRun
 
 
-class EvalRunSerializer(JSONModelSerializer):
+class EvalRunSerializer(LaunchedJobSerializer):
     # The options OPTION_RANGES knows, whole numbers in their ranges; null or another key: 400.
     options = SchemaObjectField(eval_options_schema(), noun="options", required=False)
 
@@ -32,17 +33,10 @@ class EvalRunSerializer(JSONModelSerializer):
         ]
         fields = ["id", "suite", "model_version", "snapshot", "options", *read_only_fields]
 
-    def create(self, validated_data):
-        user = self.context["request"].user
-        return self.saved(services.eval_run_create, launched_by=user, **validated_data)
+    launch = staticmethod(services.eval_run_create)
 
 
-class EvalRunViewSet(
-    mixins.CreateModelMixin,
-    mixins.ListModelMixin,
-    mixins.RetrieveModelMixin,
-    viewsets.GenericViewSet,
-):
+class EvalRunViewSet(CreateListRetrieveViewSet):
     queryset = EvalRun.objects.select_related("model_version").all()
     serializer_class = EvalRunSerializer
     permission_classes = [ResearcherWrite]

@@ -1,5 +1,6 @@
 from django.db import models
 
+from assistant.fields import optional_fk
 from assistant.jobs import Job
 from assistant.models import ModelVersion
 from collection.models import DatasetSnapshot
@@ -18,12 +19,8 @@ class EvalRun(Job):
 
     suite = models.CharField(max_length=20, choices=Suite.choices)
     model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="+")
-    snapshot = models.ForeignKey(
+    snapshot = optional_fk(
         DatasetSnapshot,
-        null=True,
-        blank=True,
-        on_delete=models.PROTECT,
-        related_name="+",
         help_text="Held-out comparisons: the snapshot whose held-out split is scored.",
     )
     options = models.JSONField(default=dict, blank=True)

@@ -1,14 +1,12 @@
 """Eval tasks: thin and idempotent; they claim a row and call a service."""
 
-from celery import shared_task
-
 from assistant import jobs
 
 from . import services
 from .models import EvalRun
 
 
-@shared_task(name="evals.run_eval", acks_late=True)
+@jobs.job_task("evals.run_eval")
 def run_eval(eval_run_id: int) -> str:
     """Run a queued eval run (a redelivered task finds it leased or finished, and skips it)."""
     run = services.eval_run_claim(eval_run_id=eval_run_id)

@@ -106,6 +106,33 @@ def adam(db, django_user_model):
 
 
 @pytest.fixture
+def api(adam):
+    """An API client signed in as the admin that answers errors instead of raising them."""
+    from rest_framework.test import APIClient
+
+    client = APIClient(raise_request_exception=False)
+    client.force_authenticate(adam)
+    return client
+
+
+@pytest.fixture
+def anon_api():
+    """An API client signed in as no one (a test signs it in as it needs)."""
+    from rest_framework.test import APIClient
+
+    return APIClient()
+
+
+@pytest.fixture
+def registered_lm(db, tmp_path):
+    """An LM registered through the service on an empty folder: for code that never runs it
+    (unlike the rows named `lm` of tests/api and tests/collection)."""
+    from assistant.services import model_version_register
+
+    return model_version_register(kind="lm", name="tiny", path=str(tmp_path))
+
+
+@pytest.fixture
 def artifacts_dir():
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS

@@ -66,46 +66,53 @@ def tiny_tokenizer(vocab_size: int = 512):
     return tokenizer
 
 
-def tiny_causal_lm(tokenizer=None, *, seed: int = 0, hidden_size: int = 32, layers: int = 2):
-    """A random Llama-architecture causal LM (the default model's family), a few K parameters."""
+def _tiny(
+    config_class, model_class, tokenizer, *, seed: int, hidden_size: int, layers: int, **extra
+):
+    """A random `model_class` of a few K parameters over `tokenizer`'s vocabulary."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = tokenizer or tiny_tokenizer()
-    config = LlamaConfig(
+    config = config_class(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
         intermediate_size=hidden_size * 2,
         num_hidden_layers=layers,
         num_attention_heads=4,
-        num_key_value_heads=2,
         max_position_embeddings=512,
         pad_token_id=tokenizer.pad_token_id,
+        **extra,
+    )
+    torch.manual_seed(seed)
+    return model_class(config).eval()
+
+
+def tiny_causal_lm(tokenizer=None, *, seed: int = 0, hidden_size: int = 32, layers: int = 2):
+    """A random Llama-architecture causal LM (the default model's family), a few K parameters."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = tokenizer or tiny_tokenizer()
+    return _tiny(
+        LlamaConfig,
+        LlamaForCausalLM,
+        tokenizer,
+        seed=seed,
+        hidden_size=hidden_size,
+        layers=layers,
+        num_key_value_heads=2,
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=tokenizer.bos_token_id,
         tie_word_embeddings=True,
     )
-    torch.manual_seed(seed)
-    return LlamaForCausalLM(config).eval()
 
 
 def tiny_encoder(tokenizer=None, *, seed: int = 0, hidden_size: int = 32, layers: int = 2):
     """A random BERT-architecture encoder (the MiniLM family), for encoder preference models."""
-    import torch
     from transformers import BertConfig, BertModel
 
-    tokenizer = tokenizer or tiny_tokenizer()
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        intermediate_size=hidden_size * 2,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        max_position_embeddings=512,
-        pad_token_id=tokenizer.pad_token_id,
+    return _tiny(
+        BertConfig, BertModel, tokenizer, seed=seed, hidden_size=hidden_size, layers=layers
     )
-    torch.manual_seed(seed)
-    return BertModel(config).eval()
 
 
 def save_tiny_lm(path: Path, *, seed: int = 0) -> Path:

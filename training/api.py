@@ -1,13 +1,13 @@
 """REST API of training runs: researchers read; admins launch and cancel."""
 
 from drf_spectacular.utils import extend_schema
-from rest_framework import mixins, serializers, viewsets
+from rest_framework import serializers
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from assistant.api import CreateListRetrieveViewSet, LaunchedJobSerializer
 from config.roles import ResearcherReadAdminWrite
 from config.schema_objects import (
-    JSONModelSerializer,
     SchemaObjectField,
     pmp_sources_schema,
     training_config_schema,
@@ -29,7 +29,7 @@ KIND_CONFIG = {
 }
 
 
-class TrainingRunSerializer(JSONModelSerializer):
+class TrainingRunSerializer(LaunchedJobSerializer):
     # The settings of the run's kind, their types and RANGES in the schema (one object per config
     # dataclass, additionalProperties: false); null, an unknown key, a wrong type or a value out
     # of range is a 400 naming "config". Which dataclass applies follows `kind`: the service says
@@ -78,17 +78,10 @@ class TrainingRunSerializer(JSONModelSerializer):
                 raise serializers.ValidationError({"config": error.detail}) from None
         return attrs
 
-    def create(self, validated_data):
-        user = self.context["request"].user
-        return self.saved(services.training_run_create, launched_by=user, **validated_data)
+    launch = staticmethod(services.training_run_create)
 
 
-class TrainingRunViewSet(
-    mixins.CreateModelMixin,
-    mixins.ListModelMixin,
-    mixins.RetrieveModelMixin,
-    viewsets.GenericViewSet,
-):
+class TrainingRunViewSet(CreateListRetrieveViewSet):
     queryset = TrainingRun.objects.all()
     serializer_class = TrainingRunSerializer
     permission_classes = [ResearcherReadAdminWrite]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import KW_ONLY, asdict, dataclass, field
 
 import torch
 from torch.utils.data import Dataset
@@ -125,6 +125,7 @@ class LengthGroupedBatchSampler:
         return -(-len(self.lengths) // self.batch_size)
 
 
+@dataclass(eq=False)
 class RankingCollator:
     """Rankings → one padded batch of all their responses, plus ranks, group and margin.
 
@@ -137,28 +138,19 @@ class RankingCollator:
     context is computed once per ranking rather than once per response.
     """
 
-    def __init__(
-        self,
-        tokenizer,
-        *,
-        eoc_token_id: int,
-        max_length: int,
-        margin_scale: float | None = None,
-        response_mask: bool = False,
-        padding_side: str = "right",
-        pack: bool = False,
-        weighted: bool = False,
-    ):
-        if pack and response_mask:
+    tokenizer: object
+    _: KW_ONLY
+    eoc_token_id: int
+    max_length: int
+    margin_scale: float | None = None
+    response_mask: bool = False
+    padding_side: str = "right"
+    pack: bool = False
+    weighted: bool = False
+
+    def __post_init__(self):
+        if self.pack and self.response_mask:
             raise ValueError("packed batches are for PM losses; imitation needs one row each")
-        self.tokenizer = tokenizer
-        self.eoc_token_id = eoc_token_id
-        self.max_length = max_length
-        self.margin_scale = margin_scale
-        self.response_mask = response_mask
-        self.padding_side = padding_side
-        self.pack = pack
-        self.weighted = weighted
 
     def __call__(self, rankings: Sequence[Ranking]) -> dict[str, torch.Tensor]:
         texts, ranks, group = [], [], []

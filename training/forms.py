@@ -15,8 +15,9 @@ from pathlib import Path
 from django import forms
 from django.conf import settings
 
+from assistant.forms import PromptChoice
 from assistant.hardware import bf16_setting, native_bf16
-from assistant.models import ModelVersion, PromptTemplate
+from assistant.models import ModelVersion
 from collection.models import DatasetSnapshot
 
 from .config import RANGES, DistillationConfig, PMPConfig, PreferenceTrainingConfig
@@ -160,9 +161,7 @@ class LaunchForm(forms.Form):
         help_text="Every kind but PMP trains on a dataset snapshot (its train split; the "
         "held-out split decides promotion).",
     )
-    prompt = forms.ModelChoiceField(
-        PromptTemplate.objects.all(),
-        required=False,
+    prompt = PromptChoice(
         empty_label="the latest HHH prompt",
         help_text="Context distillation only: the prompt to distil.",
     )

@@ -1,5 +1,6 @@
 from django.db import models
 
+from assistant.fields import optional_fk
 from assistant.jobs import Job
 from assistant.models import ModelVersion, PromptTemplate
 from collection.models import DatasetSnapshot
@@ -21,24 +22,13 @@ class TrainingRun(Job):
         DISTILL = "distill", "context distillation"
 
     kind = models.CharField(max_length=12, choices=Kind.choices)
-    base_model = models.ForeignKey(
-        ModelVersion,
-        null=True,
-        blank=True,
-        on_delete=models.PROTECT,
-        related_name="+",
-        help_text="The backbone, or a PMP'd preference model to finetune from.",
+    base_model = optional_fk(
+        ModelVersion, help_text="The backbone, or a PMP'd preference model to finetune from."
     )
-    snapshot = models.ForeignKey(
-        DatasetSnapshot, null=True, blank=True, on_delete=models.PROTECT, related_name="runs"
-    )
+    snapshot = optional_fk(DatasetSnapshot, related_name="runs")
     pmp_sources = models.JSONField(default=list, blank=True, help_text="PMP: files and formats.")
-    prompt = models.ForeignKey(
+    prompt = optional_fk(
         PromptTemplate,
-        null=True,
-        blank=True,
-        on_delete=models.PROTECT,
-        related_name="+",
         help_text="Distillation: the prompt the teacher reads (the student learns without it).",
     )
     config = models.JSONField(default=dict)
@@ -47,9 +37,7 @@ class TrainingRun(Job):
     metrics = models.JSONField(default=list, blank=True, help_text="History: one dict per log.")
     log_tail = models.TextField(blank=True)
     artifact_path = models.CharField(max_length=500, blank=True)
-    result_version = models.ForeignKey(
-        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
+    result_version = optional_fk(ModelVersion, models.SET_NULL)
     promotion = models.JSONField(default=dict, blank=True, help_text="Promoted or not, and why.")
 
     def __str__(self):

@@ -9,11 +9,9 @@ from . import retrain, services
 from .models import TrainingRun
 
 
-@shared_task(
-    name="training.run_training",
-    acks_late=True,
-    soft_time_limit=settings.CELERY_TRAINING_SOFT_TIME_LIMIT,
-    time_limit=settings.CELERY_TRAINING_TIME_LIMIT,
+@jobs.job_task(
+    "training.run_training",
+    time_limits=(settings.CELERY_TRAINING_SOFT_TIME_LIMIT, settings.CELERY_TRAINING_TIME_LIMIT),
 )
 def run_training(run_id: int) -> str:
     """Run a queued training run (or resume one whose worker's lease expired) to its end."""

@@ -3,12 +3,12 @@ and how a turn's candidates are picked and reviewed."""
 
 import dataclasses
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import F, Q
 
 from assistant.backends import SamplingParams
+from assistant.fields import author_fk, optional_fk
 from assistant.models import ModelVersion, PromptTemplate
 
 
@@ -43,22 +43,8 @@ class Campaign(models.Model):
     instructions = models.TextField(blank=True, help_text="Markdown, shown to contractors.")
     mode = models.CharField(max_length=10, choices=Mode.choices, default=Mode.HELPFUL)
     # Empty only for campaigns that hold imported data (no model of ours wrote it).
-    lm_version = models.ForeignKey(
-        ModelVersion,
-        null=True,
-        blank=True,
-        on_delete=models.PROTECT,
-        related_name="+",
-        limit_choices_to={"kind": "lm"},
-    )
-    prompt = models.ForeignKey(
-        PromptTemplate,
-        null=True,
-        blank=True,
-        on_delete=models.PROTECT,
-        related_name="+",
-        help_text="Empty: no prompt (for ablations).",
-    )
+    lm_version = optional_fk(ModelVersion, limit_choices_to={"kind": "lm"})
+    prompt = optional_fk(PromptTemplate, help_text="Empty: no prompt (for ablations).")
     k = models.PositiveSmallIntegerField(default=2, help_text="Responses offered per turn.")
     judgement_type = models.CharField(
         max_length=10, choices=JudgementType.choices, default=JudgementType.PAIRWISE
@@ -97,12 +83,8 @@ class Campaign(models.Model):
     selection_rule = models.CharField(
         max_length=16, choices=SelectionRule.choices, default=SelectionRule.TOP_K
     )
-    pm_version = models.ForeignKey(
+    pm_version = optional_fk(
         ModelVersion,
-        null=True,
-        blank=True,
-        on_delete=models.PROTECT,
-        related_name="+",
         limit_choices_to={"kind": "pm"},
         help_text="The PM that scores candidates (empty: the active PM).",
     )
@@ -113,9 +95,7 @@ class Campaign(models.Model):
     # can be resumed). Closed: closed_at set (and is_active off); its data stays for export.
     is_active = models.BooleanField(default=True)
     closed_at = models.DateTimeField(null=True, blank=True)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
+    created_by = author_fk()
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

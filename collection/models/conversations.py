@@ -5,6 +5,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from assistant.fields import author_fk, optional_fk
 from assistant.models import ModelVersion, PromptTemplate
 
 from .campaigns import Campaign
@@ -37,22 +38,10 @@ class Conversation(models.Model):
 
     campaign = models.ForeignKey(Campaign, on_delete=models.PROTECT, related_name="conversations")
     # Empty for imported conversations: no contractor of ours wrote them.
-    contractor = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        null=True,
-        blank=True,
-        on_delete=models.PROTECT,
-        related_name="conversations",
-    )
+    contractor = author_fk(models.PROTECT, related_name="conversations")
     status = models.CharField(max_length=5, choices=Status.choices, default=Status.OPEN)
     source = models.CharField(max_length=20, choices=Source.choices, default=Source.COLLECTED)
-    dataset_import = models.ForeignKey(
-        "DatasetImport",
-        null=True,
-        blank=True,
-        on_delete=models.CASCADE,
-        related_name="conversations",
-    )
+    dataset_import = optional_fk("DatasetImport", models.CASCADE, related_name="conversations")
     created_at = models.DateTimeField(auto_now_add=True)
     ended_at = models.DateTimeField(null=True, blank=True)
 
@@ -156,12 +145,8 @@ class Sample(models.Model):
 
     text = models.TextField()
     # Empty for imported responses.
-    model_version = models.ForeignKey(
-        ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
-    )
-    prompt = models.ForeignKey(
-        PromptTemplate, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
-    )
+    model_version = optional_fk(ModelVersion)
+    prompt = optional_fk(PromptTemplate)
     sampling_params = models.JSONField(default=dict)
     # The campaign's sampling variant this sample was drawn with ("": the campaign's sampling).
     condition = models.CharField(max_length=60, blank=True)
@@ -170,9 +155,7 @@ class Sample(models.Model):
     finish_reason = models.CharField(max_length=10, blank=True)
     # The PM that scored the sample, its score, its rank among the turn's candidates (1 =
     # best) and the rule that picked the shown ones ("" without best-of-n).
-    pm_version = models.ForeignKey(
-        ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
-    )
+    pm_version = optional_fk(ModelVersion)
     pm_score = models.FloatField(null=True, blank=True)
     pm_rank = models.PositiveSmallIntegerField(null=True, blank=True)
     selection_rule = models.CharField(max_length=16, blank=True)
@@ -222,13 +205,7 @@ class Judgement(models.Model):
 
     turn = models.ForeignKey(Turn, on_delete=models.CASCADE, related_name="judgements")
     # Empty for imported judgements.
-    contractor = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        null=True,
-        blank=True,
-        on_delete=models.PROTECT,
-        related_name="judgements",
-    )
+    contractor = author_fk(models.PROTECT, related_name="judgements")
     origin = models.CharField(max_length=12, choices=Origin.choices)
     ranking = models.JSONField(help_text="Response ids, better first.")
     submitted_ranking = models.JSONField(help_text="Response ids as the contractor ordered them.")

@@ -1,15 +1,15 @@
 """Datasets: imported files (and the upload jobs that import them) and content-hashed
 snapshots of collected judgements."""
 
-from django.conf import settings
 from django.db import models
 
+from assistant.fields import Authored, optional_fk
 from assistant.jobs import Job
 
 from .campaigns import Campaign
 
 
-class DatasetImport(models.Model):
+class DatasetImport(Authored):
     """One imported file: its conversations are tagged with it and never mixed in silently."""
 
     class Format(models.TextChoices):
@@ -22,19 +22,12 @@ class DatasetImport(models.Model):
     sha256 = models.CharField(max_length=64, unique=True, help_text="Content hash: imports once.")
     campaign = models.ForeignKey(Campaign, on_delete=models.PROTECT, related_name="imports")
     counts = models.JSONField(default=dict)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["-created_at"]
 
     def __str__(self):
         return f"import {self.pk}: {self.source_name} ({self.format})"
 
 
-class DatasetSnapshot(models.Model):
+class DatasetSnapshot(Authored):
     """An immutable, content-hashed selection of judgements: what exports and training read."""
 
     name = models.CharField(max_length=200, blank=True)
@@ -42,13 +35,6 @@ class DatasetSnapshot(models.Model):
     counts = models.JSONField(default=dict)
     content_hash = models.CharField(max_length=64, db_index=True)
     files = models.JSONField(default=dict, help_text="Written files: format -> path.")
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["-created_at"]
 
     def __str__(self):
         return f"snapshot {self.pk} {self.content_hash[:12]}"
@@ -70,9 +56,7 @@ class ImportJob(Job):
     stored_path = models.CharField(max_length=500)
     size_bytes = models.PositiveBigIntegerField(default=0)
     progress = models.JSONField(default=dict, blank=True)
-    dataset_import = models.ForeignKey(
-        DatasetImport, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
+    dataset_import = optional_fk(DatasetImport, models.SET_NULL)
 
     def __str__(self):
         return f"import job {self.pk}: {self.source_name} ({self.status})"

@@ -1,9 +1,9 @@
 """The online loop's records: each judgement's agreement with the PM's blind prediction, and the
 drift alarm's settings."""
 
-from django.conf import settings
 from django.db import models
 
+from assistant.fields import author_fk
 from assistant.models import ModelVersion
 
 from .campaigns import Campaign
@@ -21,9 +21,7 @@ class PMAgreement(models.Model):
     pm_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
     campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="+")
     mode = models.CharField(max_length=10, choices=Campaign.Mode.choices)
-    contractor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
-    )
+    contractor = author_fk(models.PROTECT)
     # The response the PM scored highest among those shown, and the human's best.
     predicted_response = models.ForeignKey(Response, on_delete=models.CASCADE, related_name="+")
     chosen_response = models.ForeignKey(Response, on_delete=models.CASCADE, related_name="+")

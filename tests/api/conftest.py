@@ -1,15 +1,6 @@
 import pytest
-from rest_framework.test import APIClient
 
 from assistant.models import ModelVersion
-
-
-@pytest.fixture
-def api(adam):
-    """An API client signed in as the admin that answers errors instead of raising them."""
-    client = APIClient(raise_request_exception=False)
-    client.force_authenticate(adam)
-    return client
 
 
 @pytest.fixture

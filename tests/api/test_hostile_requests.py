@@ -7,17 +7,10 @@ from django.test import Client
 from assistant.models import ModelVersion
 from collection.models import Campaign, Conversation, DatasetSnapshot, Response, Turn
 from evals.models import EvalRun
+from tests.api.refusals import refused
 from training.models import TrainingRun
 
 pytestmark = pytest.mark.django_db
-
-
-def refused(response, field: str) -> str:
-    """The response is a 400 naming `field`; its message, for more checks."""
-    assert response.status_code == 400, (response.status_code, response.content[:300])
-    body = response.json()
-    assert field in body, body
-    return " ".join(map(str, body[field]))
 
 
 @pytest.mark.parametrize(

@@ -2,9 +2,7 @@
 
 import pytest
 from rest_framework.authtoken.models import Token
-from rest_framework.test import APIClient
 
-from assistant.services import model_version_register
 from collection.models import Campaign
 
 pytestmark = pytest.mark.django_db
@@ -23,70 +21,63 @@ LIST_ENDPOINTS = [
 ]
 
 
-@pytest.fixture
-def api():
-    return APIClient()
-
-
-@pytest.fixture
-def lm(tmp_path):
-    return model_version_register(kind="lm", name="tiny", path=str(tmp_path))
-
-
 @pytest.mark.parametrize("url", LIST_ENDPOINTS)
-def test_contractors_and_strangers_get_nothing(api, alice, url):
-    assert api.get(url).status_code in (401, 403)
-    api.force_authenticate(alice)
-    assert api.get(url).status_code == 403
+def test_contractors_and_strangers_get_nothing(anon_api, alice, url):
+    assert anon_api.get(url).status_code in (401, 403)
+    anon_api.force_authenticate(alice)
+    assert anon_api.get(url).status_code == 403
 
 
 @pytest.mark.parametrize("url", LIST_ENDPOINTS)
 @pytest.mark.parametrize("who", ["rita", "adam"])
-def test_researchers_and_admins_read(api, request, who, url):
-    api.force_authenticate(request.getfixturevalue(who))
-    assert api.get(url).status_code == 200
+def test_researchers_and_admins_read(anon_api, request, who, url):
+    anon_api.force_authenticate(request.getfixturevalue(who))
+    assert anon_api.get(url).status_code == 200
 
 
-def test_only_admins_write(api, rita, adam, lm):
-    campaign = {"name": "helpful v1", "mode": "helpful", "lm_version": lm.pk, "k": 2}
-    api.force_authenticate(rita)
-    assert api.post("/api/campaigns/", campaign, format="json").status_code == 403
-    assert api.post(f"/api/model-versions/{lm.pk}/activate/").status_code == 403
-    api.force_authenticate(adam)
-    assert api.post("/api/campaigns/", campaign, format="json").status_code == 201
-    assert api.post(f"/api/model-versions/{lm.pk}/activate/").json()["is_active"] is True
+def test_only_admins_write(anon_api, rita, adam, registered_lm):
+    campaign = {"name": "helpful v1", "mode": "helpful", "lm_version": registered_lm.pk, "k": 2}
+    anon_api.force_authenticate(rita)
+    assert anon_api.post("/api/campaigns/", campaign, format="json").status_code == 403
+    assert anon_api.post(f"/api/model-versions/{registered_lm.pk}/activate/").status_code == 403
+    anon_api.force_authenticate(adam)
+    assert anon_api.post("/api/campaigns/", campaign, format="json").status_code == 201
+    assert (
+        anon_api.post(f"/api/model-versions/{registered_lm.pk}/activate/").json()["is_active"]
+        is True
+    )
     assert Campaign.objects.get().name == "helpful v1"
 
 
-def test_admins_register_models_through_the_service(api, adam, tmp_path, settings):
+def test_admins_register_models_through_the_service(anon_api, adam, tmp_path, settings):
     settings.ALIGNLAB_MODEL_ROOTS = [tmp_path]  # the API registers folders inside the roots only
-    api.force_authenticate(adam)
-    missing = api.post(
+    anon_api.force_authenticate(adam)
+    missing = anon_api.post(
         "/api/model-versions/", {"kind": "lm", "name": "x", "path": "/nope"}, format="json"
     )
     assert missing.status_code == 400 and "no model folder" in str(missing.json())
-    made = api.post(
+    made = anon_api.post(
         "/api/model-versions/", {"kind": "pm", "name": "pm", "path": str(tmp_path)}, format="json"
     )
     assert made.status_code == 201 and made.json()["origin"] == "imported"
 
 
-def test_a_token_signs_a_researcher_in(api, rita):
+def test_a_token_signs_a_researcher_in(anon_api, rita):
     token = Token.objects.create(user=rita)
-    api.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
-    assert api.get("/api/judgements/").status_code == 200
-    api.credentials(HTTP_AUTHORIZATION="Token not-a-token")
-    assert api.get("/api/judgements/").status_code == 401
+    anon_api.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    assert anon_api.get("/api/judgements/").status_code == 200
+    anon_api.credentials(HTTP_AUTHORIZATION="Token not-a-token")
+    assert anon_api.get("/api/judgements/").status_code == 401
 
 
-def test_unknown_or_bad_filters_are_a_400_with_a_message(api, rita):
-    api.force_authenticate(rita)
-    unknown = api.get("/api/judgements/?campain=1")
+def test_unknown_or_bad_filters_are_a_400_with_a_message(anon_api, rita):
+    anon_api.force_authenticate(rita)
+    unknown = anon_api.get("/api/judgements/?campain=1")
     assert unknown.status_code == 400 and "unknown filter(s): campain" in str(unknown.json())
-    bad = api.get("/api/judgements/?mode=evil")
+    bad = anon_api.get("/api/judgements/?mode=evil")
     assert bad.status_code == 400 and "mode" in bad.json()
-    assert api.get("/api/judgements/?mode=red_team&date_from=2026-01-01").status_code == 200
-    assert api.get("/api/model-versions/?kind=xx").status_code == 400
+    assert anon_api.get("/api/judgements/?mode=red_team&date_from=2026-01-01").status_code == 200
+    assert anon_api.get("/api/model-versions/?kind=xx").status_code == 400
 
 
 def test_the_docs_load_their_assets_from_our_own_server(client, rita):
@@ -97,36 +88,36 @@ def test_the_docs_load_their_assets_from_our_own_server(client, rita):
     assert schema.status_code == 200 and b"/api/judgements/" in schema.content
 
 
-def test_researchers_snapshot_and_download_with_clear_errors(api, rita, alice, tmp_path):
+def test_researchers_snapshot_and_download_with_clear_errors(anon_api, rita, alice, tmp_path):
     from collection.imports import dataset_import_create
     from tests.training.test_runs import toy_trl_file
 
     imported = dataset_import_create(path=toy_trl_file(tmp_path / "toy.jsonl", n=10), format="trl")
-    api.force_authenticate(rita)
-    bad = api.post("/api/snapshots/", {"filter": {"campains": [1]}}, format="json")
+    anon_api.force_authenticate(rita)
+    bad = anon_api.post("/api/snapshots/", {"filter": {"campains": [1]}}, format="json")
     assert bad.status_code == 400 and "campains" in str(bad.json())
-    made = api.post(
+    made = anon_api.post(
         "/api/snapshots/", {"filter": {"imports": [imported.pk]}, "name": "toy"}, format="json"
     )
     assert made.status_code == 201, made.json()
     snapshot = made.json()
     assert snapshot["counts"]["judgements"] == 10 and len(snapshot["content_hash"]) == 64
     url = f"/api/snapshots/{snapshot['id']}/download/"
-    download = api.get(url + "?export=hh-rlhf&file_format=jsonl")
+    download = anon_api.get(url + "?export=hh-rlhf&file_format=jsonl")
     lines = b"".join(download.streaming_content).decode().splitlines()
     assert download.status_code == 200 and len(lines) == 10
     assert '"chosen": "\\n\\nHuman: Tell me about' in lines[0]
     assert download["X-Content-Hash"] == snapshot["content_hash"]
-    assert api.get(url + "?export=csv").status_code == 400
-    assert "not a valid choice" in str(api.get(url + "?export=csv").json()["export"])
-    assert "file_format" in api.get(url + "?file_format=xlsx").json()
-    assert api.get(url + "?colour=red").status_code == 400
-    api.force_authenticate(alice)
-    assert api.get(url).status_code == 403
+    assert anon_api.get(url + "?export=csv").status_code == 400
+    assert "not a valid choice" in str(anon_api.get(url + "?export=csv").json()["export"])
+    assert "file_format" in anon_api.get(url + "?file_format=xlsx").json()
+    assert anon_api.get(url + "?colour=red").status_code == 400
+    anon_api.force_authenticate(alice)
+    assert anon_api.get(url).status_code == 403
 
 
 def test_admins_launch_training_runs_researchers_watch(
-    api, rita, adam, tmp_path, django_capture_on_commit_callbacks
+    anon_api, rita, adam, tmp_path, django_capture_on_commit_callbacks
 ):
     from collection.imports import dataset_import_create
     from collection.snapshots import snapshot_create
@@ -135,20 +126,20 @@ def test_admins_launch_training_runs_researchers_watch(
     imported = dataset_import_create(path=toy_trl_file(tmp_path / "toy.jsonl", n=10), format="trl")
     snapshot = snapshot_create(filter={"imports": [imported.pk]})
     body = {"kind": "pm", "snapshot": snapshot.pk, "config": {"max_steps": 2}}
-    api.force_authenticate(rita)
-    assert api.post("/api/training-runs/", body, format="json").status_code == 403
-    api.force_authenticate(adam)
-    bad = api.post("/api/training-runs/", {**body, "config": {"steps": 2}}, format="json")
+    anon_api.force_authenticate(rita)
+    assert anon_api.post("/api/training-runs/", body, format="json").status_code == 403
+    anon_api.force_authenticate(adam)
+    bad = anon_api.post("/api/training-runs/", {**body, "config": {"steps": 2}}, format="json")
     assert bad.status_code == 400 and "steps" in str(bad.json())
     from assistant.models import PromptTemplate
 
     prompt = PromptTemplate.objects.create(name="hhh-api", version=1, text="Be helpful.")
-    bad = api.post("/api/training-runs/", {**body, "prompt": prompt.pk}, format="json")
+    bad = anon_api.post("/api/training-runs/", {**body, "prompt": prompt.pk}, format="json")
     assert bad.status_code == 400 and "only context distillation" in str(bad.json())
     with django_capture_on_commit_callbacks(execute=False):
-        made = api.post("/api/training-runs/", body, format="json")
+        made = anon_api.post("/api/training-runs/", body, format="json")
     assert made.status_code == 201 and made.json()["status"] == "queued"
-    cancelled = api.post(f"/api/training-runs/{made.json()['id']}/cancel/")
+    cancelled = anon_api.post(f"/api/training-runs/{made.json()['id']}/cancel/")
     assert cancelled.json()["status"] == "cancelled"
-    api.force_authenticate(rita)
-    assert api.get("/api/training-runs/").json()["count"] == 1
+    anon_api.force_authenticate(rita)
+    assert anon_api.get("/api/training-runs/").json()["count"] == 1

@@ -2,25 +2,10 @@
 `full_clean()`, and the review queue refreshed when the overlap target changes."""
 
 import pytest
-from rest_framework.test import APIClient
 
-from assistant.services import model_version_register
 from collection.models import Campaign, Conversation, Turn
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def api(adam):
-    client = APIClient()
-    client.force_authenticate(adam)
-    return client
-
-
-@pytest.fixture
-def lm(tmp_path, django_capture_on_commit_callbacks):
-    with django_capture_on_commit_callbacks(execute=False):
-        return model_version_register(kind="lm", name="lm", path=str(tmp_path))
 
 
 def test_it_refuses_sampling_settings_that_would_break_generation(api, lm):

@@ -19,6 +19,7 @@ from config.schema_objects import (
     training_config_schema,
 )
 from evals.models import EvalRun
+from tests.api.refusals import refused
 from training.config import DistillationConfig, PMPConfig, PreferenceTrainingConfig
 from training.models import TrainingRun
 
@@ -30,13 +31,6 @@ def schema(api):
     response = api.get("/api/schema/")
     assert response.status_code == 200
     return yaml.safe_load(response.content)
-
-
-def refused(response, field: str) -> str:
-    assert response.status_code == 400, (response.status_code, response.content[:300])
-    body = response.json()
-    assert field in body, body
-    return " ".join(map(str, body[field]))
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ def tokenizer():
 
 
 @pytest.fixture(scope="session")
-def tiny_lm(tokenizer):
+def tiny_lm_model(tokenizer):
     return tiny_causal_lm(tokenizer)
 
 

@@ -225,8 +225,8 @@ def test_it_renders_raw_transcripts_in_completion_mode(tiny_lm_path):
     assert sample.prompt_tokens == len(backend.tokenizer(rendered.text).input_ids)
 
 
-def test_it_sets_a_pad_token_distinct_from_eos(tokenizer, tiny_lm):
-    tokenizer, model = copy.deepcopy(tokenizer), copy.deepcopy(tiny_lm)
+def test_it_sets_a_pad_token_distinct_from_eos(tokenizer, tiny_lm_model):
+    tokenizer, model = copy.deepcopy(tokenizer), copy.deepcopy(tiny_lm_model)
     tokenizer.pad_token = tokenizer.eos_token
 
     set_distinct_pad_token(tokenizer, model)

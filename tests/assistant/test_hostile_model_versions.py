@@ -4,19 +4,11 @@ the model roots and cloud-metadata URLs are refused with a 400 naming the field,
 from __future__ import annotations
 
 import pytest
-from rest_framework.test import APIClient
 
 from assistant.models import ModelVersion
 from assistant.services import model_version_register
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def api(adam):
-    client = APIClient()
-    client.force_authenticate(adam)
-    return client
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ def tiny_lm_path(tmp_path_factory):
 
 
 @pytest.fixture
-def tiny_lm(db, tiny_lm_path):
+def tiny_lm_version(db, tiny_lm_path):
     """The tiny LM registered as a model version."""
     version = model_version_register(
         kind="lm", name="tiny", path=str(tiny_lm_path), generation_defaults={"max_new_tokens": 12}
@@ -39,11 +39,16 @@ def tiny(db, tiny_lm_path):
 
 
 @pytest.fixture
-def make_campaign(tiny_lm):
+def make_campaign(tiny_lm_version):
     """Campaigns on the tiny LM with no prompt (the HHH prompt does not fit its context)."""
 
     def make(**fields):
-        defaults = {"name": "Be helpful", "lm_version": tiny_lm, "prompt": None, "max_turns": 3}
+        defaults = {
+            "name": "Be helpful",
+            "lm_version": tiny_lm_version,
+            "prompt": None,
+            "max_turns": 3,
+        }
         return Campaign.objects.create(**{**defaults, **fields})
 
     return make
@@ -92,6 +97,12 @@ def pairwise():
 def ranking_campaign():
     """A ranking campaign of 3 responses in the honest mode, on no model."""
     return Campaign.objects.create(name="ranks", k=3, judgement_type="ranking", mode="honest")
+
+
+@pytest.fixture
+def active_lm(db, tmp_path):
+    """An LM registered (on an empty folder: nothing generates) and made the active one."""
+    return model_version_register(kind="lm", name="chat-lm", path=str(tmp_path), activate=True)
 
 
 @pytest.fixture

@@ -20,22 +20,17 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def lm(tmp_path):
-    return model_version_register(kind="lm", name="chat-lm", path=str(tmp_path), activate=True)
-
-
-@pytest.fixture
 def hhh2(adam):
     prompt_template_create(name="hhh", text="An older HHH prompt.", created_by=adam)
     return prompt_template_create(name="hhh", text="A newer HHH prompt.", created_by=adam)
 
 
-def _form(lm, **changes):
+def _form(active_lm, **changes):
     data = {
         "name": "Helpful chat",
         "instructions": "Be **kind**.",
         "mode": "helpful",
-        "lm_version": lm.pk,
+        "lm_version": active_lm.pk,
         "prompt": "",
         "k": 2,
         "judgement_type": "pairwise",
@@ -67,16 +62,16 @@ def test_the_new_campaign_form_starts_on_the_active_lm_and_the_latest_hhh_prompt
     assert f'<option value="{active.pk}" selected>' in page
 
 
-def test_an_admin_creates_a_campaign_and_lands_on_its_page(client, adam, lm, hhh2):
+def test_an_admin_creates_a_campaign_and_lands_on_its_page(client, adam, active_lm, hhh2):
     client.force_login(adam)
-    response = client.post(reverse("collection:campaign_new"), _form(lm, prompt=hhh2.pk))
+    response = client.post(reverse("collection:campaign_new"), _form(active_lm, prompt=hhh2.pk))
     campaign = Campaign.objects.get()
     assert response.status_code == 302
     assert response["Location"] == reverse("collection:campaign", args=[campaign.pk])
     assert (campaign.name, campaign.prompt, campaign.lm_version, campaign.created_by) == (
         "Helpful chat",
         hhh2,
-        lm,
+        active_lm,
         adam,
     )
     assert campaign.is_active and campaign.closed_at is None and campaign.quota_per_contractor == 5
@@ -87,49 +82,51 @@ def test_an_admin_creates_a_campaign_and_lands_on_its_page(client, adam, lm, hhh
     assert "Helpful chat" in listing and "active" in listing
 
 
-def test_no_prompt_must_be_chosen_explicitly(client, adam, lm, hhh2):
+def test_no_prompt_must_be_chosen_explicitly(client, adam, active_lm, hhh2):
     client.force_login(adam)
-    refused = client.post(reverse("collection:campaign_new"), _form(lm))
+    refused = client.post(reverse("collection:campaign_new"), _form(active_lm))
     assert refused.status_code == 400 and not Campaign.objects.exists()
     assert "Run without a prompt (ablation)" in refused.context["form"].errors["prompt"][0]
     both = client.post(
-        reverse("collection:campaign_new"), _form(lm, prompt=hhh2.pk, no_prompt="on")
+        reverse("collection:campaign_new"), _form(active_lm, prompt=hhh2.pk, no_prompt="on")
     )
     assert both.status_code == 400 and "not both" in both.context["form"].errors["no_prompt"][0]
-    made = client.post(reverse("collection:campaign_new"), _form(lm, no_prompt="on"))
+    made = client.post(reverse("collection:campaign_new"), _form(active_lm, no_prompt="on"))
     assert made.status_code == 302 and Campaign.objects.get().prompt is None
 
 
-def test_refusals_of_the_form_and_of_the_service_show_beside_their_fields(client, adam, lm):
+def test_refusals_of_the_form_and_of_the_service_show_beside_their_fields(client, adam, active_lm):
     client.force_login(adam)
     url = reverse("collection:campaign_new")
-    pairwise_k3 = client.post(url, _form(lm, no_prompt="on", k=3))
+    pairwise_k3 = client.post(url, _form(active_lm, no_prompt="on", k=3))
     assert "pairwise campaign offers k = 2" in pairwise_k3.context["form"].errors["k"][0]
     # Mixed with k = 2 and an unknown sampling key: refused by the model's clean(), via the
     # service the API uses too, and shown beside the field it names.
-    mixed = client.post(url, _form(lm, no_prompt="on", judgement_type="mixed", k=2))
+    mixed = client.post(url, _form(active_lm, no_prompt="on", judgement_type="mixed", k=2))
     assert mixed.status_code == 400
     assert "k >= 3" in mixed.context["form"].errors["k"][0]
-    sampling = client.post(url, _form(lm, no_prompt="on", sampling='{"temprature": 0.3}'))
+    sampling = client.post(url, _form(active_lm, no_prompt="on", sampling='{"temprature": 0.3}'))
     errors = sampling.context["form"].errors["sampling"]
     assert "Unknown sampling settings: temprature" in errors[0]
     page = sampling.content.decode()
     assert '<details id="advanced" open>' in page and 'id="id_sampling_error"' in page
-    assert client.post(url, _form(lm, no_prompt="on", name="  ")).status_code == 400
+    assert client.post(url, _form(active_lm, no_prompt="on", name="  ")).status_code == 400
     assert not Campaign.objects.exists()
 
 
-def test_editing_goes_through_the_service_and_refreshes_the_review_queue(client, adam, lm, hhh2):
-    campaign = campaign_create(name="c", lm_version=lm, prompt=hhh2, overlap_target=1)
+def test_editing_goes_through_the_service_and_refreshes_the_review_queue(
+    client, adam, active_lm, hhh2
+):
+    campaign = campaign_create(name="c", lm_version=active_lm, prompt=hhh2, overlap_target=1)
     client.force_login(adam)
     url = reverse("collection:campaign_edit", args=[campaign.pk])
     form = client.get(url).context["form"]
     assert form["name"].value() == "c" and form["prompt"].value() == hhh2.pk
-    other = model_version_register(kind="lm", name="other", path=str(lm.path))
+    other = model_version_register(kind="lm", name="other", path=str(active_lm.path))
     saved = client.post(
         url,
         _form(
-            lm,
+            active_lm,
             name="renamed",
             prompt=hhh2.pk,
             overlap_target=2,
@@ -144,18 +141,18 @@ def test_editing_goes_through_the_service_and_refreshes_the_review_queue(client,
     assert list(campaign.compare_versions.all()) == [other]
     assert campaign.sampling == {"temperature": 0.7}
     assert campaign.sampling_variants == [{"name": "hot", "temperature": 1.2}]
-    refused = client.post(url, _form(lm, name="renamed again", no_prompt="on", max_turns=0))
+    refused = client.post(url, _form(active_lm, name="renamed again", no_prompt="on", max_turns=0))
     assert refused.status_code == 400 and "max_turns" in refused.context["form"].errors
     campaign.refresh_from_db()
     assert campaign.name == "renamed" and campaign.prompt == hhh2
 
 
-def _campaign(lm, **fields):
-    return campaign_create(name=fields.pop("name", "c"), lm_version=lm, **fields)
+def _campaign(active_lm, **fields):
+    return campaign_create(name=fields.pop("name", "c"), lm_version=active_lm, **fields)
 
 
-def test_pause_resume_and_close_with_a_confirmation(client, adam, alice, lm):
-    campaign = _campaign(lm)
+def test_pause_resume_and_close_with_a_confirmation(client, adam, alice, active_lm):
+    campaign = _campaign(active_lm)
     client.force_login(adam)
     pause = reverse("collection:campaign_pause", args=[campaign.pk])
     resume = reverse("collection:campaign_resume", args=[campaign.pk])
@@ -200,8 +197,8 @@ def campaign_status(campaign):
     return campaigns.campaign_status(campaign)
 
 
-def test_the_services_refuse_closed_and_paused_campaigns_whatever_the_caller(alice, lm):
-    campaign = _campaign(lm)
+def test_the_services_refuse_closed_and_paused_campaigns_whatever_the_caller(alice, active_lm):
+    campaign = _campaign(active_lm)
     campaigns.campaign_close(campaign=campaign)
     with pytest.raises(CollectionError, match="closed"):
         conversation_start(campaign=campaign, contractor=alice)
@@ -213,7 +210,7 @@ def test_the_services_refuse_closed_and_paused_campaigns_whatever_the_caller(ali
     campaign.refresh_from_db()
     with pytest.raises(ValidationError, match="closed"):
         campaign_update(campaign=campaign, is_active=True)
-    paused = campaigns.campaign_pause(campaign=_campaign(lm, name="p"))
+    paused = campaigns.campaign_pause(campaign=_campaign(active_lm, name="p"))
     with pytest.raises(CollectionError, match="paused"):
         conversation_start(campaign=paused, contractor=alice)
     with pytest.raises(CollectionError, match="closed"):
@@ -241,9 +238,9 @@ def _judged_turn(campaign, contractor, *, index=0, conversation=None, days_ago=0
 
 
 def test_the_progress_page_shows_judgements_per_day_per_contractor_and_quota(
-    client, adam, alice, bob, lm
+    client, adam, alice, bob, active_lm
 ):
-    campaign = _campaign(lm, name="progress", quota_per_contractor=4, max_turns=5)
+    campaign = _campaign(active_lm, name="progress", quota_per_contractor=4, max_turns=5)
     first = _judged_turn(campaign, alice, days_ago=3)
     _judged_turn(campaign, alice, index=1, conversation=first, days_ago=3)
     _judged_turn(campaign, alice, days_ago=1)
@@ -265,8 +262,10 @@ def test_the_progress_page_shows_judgements_per_day_per_contractor_and_quota(
     assert '<table class="table" id="per-day-table">' in page
 
 
-def test_campaign_text_is_escaped(client, adam, lm):
-    _campaign(lm, name="<script>alert(1)</script>", instructions="<img src=x onerror=alert(1)>")
+def test_campaign_text_is_escaped(client, adam, active_lm):
+    _campaign(
+        active_lm, name="<script>alert(1)</script>", instructions="<img src=x onerror=alert(1)>"
+    )
     client.force_login(adam)
     campaign = Campaign.objects.get()
     for url in (
@@ -280,13 +279,17 @@ def test_campaign_text_is_escaped(client, adam, lm):
 
 
 @pytest.mark.parametrize("who", ["alice", "rita"])
-def test_contractors_and_researchers_get_403_on_every_campaign_page(client, request, who, lm):
-    campaign = _campaign(lm)
+def test_contractors_and_researchers_get_403_on_every_campaign_page(
+    client, request, who, active_lm
+):
+    campaign = _campaign(active_lm)
     client.force_login(request.getfixturevalue(who))
     for name in ("campaigns", "campaign_new"):
         assert client.get(reverse(f"collection:{name}")).status_code == 403
     assert (
-        client.post(reverse("collection:campaign_new"), _form(lm, no_prompt="on")).status_code
+        client.post(
+            reverse("collection:campaign_new"), _form(active_lm, no_prompt="on")
+        ).status_code
         == 403
     )
     for name in ("campaign", "campaign_edit", "campaign_close"):
@@ -298,10 +301,10 @@ def test_contractors_and_researchers_get_403_on_every_campaign_page(client, requ
     assert campaign.is_active and campaign.closed_at is None and Campaign.objects.count() == 1
 
 
-def test_state_changes_need_the_csrf_token(adam, lm):
+def test_state_changes_need_the_csrf_token(adam, active_lm):
     from django.test import Client
 
-    campaign = _campaign(lm)
+    campaign = _campaign(active_lm)
     client = Client(enforce_csrf_checks=True)
     client.force_login(adam)
     assert client.post(reverse("collection:campaign_pause", args=[campaign.pk])).status_code == 403
@@ -310,9 +313,9 @@ def test_state_changes_need_the_csrf_token(adam, lm):
 
 
 def test_progress_takes_a_fixed_number_of_queries_whatever_the_volume(
-    alice, bob, lm, django_assert_num_queries
+    alice, bob, active_lm, django_assert_num_queries
 ):
-    campaign = _campaign(lm, name="volume", max_turns=8)
+    campaign = _campaign(active_lm, name="volume", max_turns=8)
     for contractor in (alice, bob):
         conversation = _judged_turn(campaign, contractor, days_ago=2)
         for index in range(1, 6):

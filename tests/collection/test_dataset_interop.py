@@ -5,7 +5,8 @@ import math
 import pytest
 
 from collection import exports, snapshots
-from collection.models import Campaign, Conversation, Judgement, Response, Turn
+from collection.models import Campaign, Conversation, Response, Turn
+from tests.collection.dataset_builders import judgement_write
 from tests.tinymodels import tiny_tokenizer
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("media_root")]
@@ -25,14 +26,7 @@ QUESTIONS = [
 def judged(turn, contractor, order, origin, strength=None):
     ids = list(turn.responses.order_by("index").values_list("pk", flat=True))
     ranking = [ids[i] for i in order]
-    return Judgement.objects.create(
-        turn=turn,
-        contractor=contractor,
-        origin=origin,
-        ranking=ranking,
-        submitted_ranking=ranking,
-        strength=strength,
-    )
+    return judgement_write(turn, contractor, ranking, origin=origin, strength=strength)
 
 
 @pytest.fixture

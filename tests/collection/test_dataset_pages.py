@@ -7,7 +7,6 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from assistant.services import model_version_register
 from collection import dataset_views
 from collection.imports import dataset_import_create
 from collection.judgements import judgement_submit
@@ -15,11 +14,6 @@ from collection.models import Campaign, Conversation, DatasetSnapshot, Judgement
 from tests.training.test_runs import toy_trl_file
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def lm(tmp_path):
-    return model_version_register(kind="lm", name="chat-lm", path=str(tmp_path), activate=True)
 
 
 def _turn(campaign, contractor, text, responses=("Sure: here it is.", "No."), index=0, conv=None):
@@ -45,9 +39,9 @@ def _post(client, **fields):
 
 
 def test_the_empty_snapshot_form_makes_a_snapshot_of_every_collected_judgement(
-    client, rita, alice, lm
+    client, rita, alice, active_lm
 ):
-    campaign = Campaign.objects.create(name="c", lm_version=lm)
+    campaign = Campaign.objects.create(name="c", lm_version=active_lm)
     _judge(_turn(campaign, alice, "hello"), alice)
     client.force_login(rita)
     page = client.get(reverse("collection:datasets")).content.decode()
@@ -60,9 +54,9 @@ def test_the_empty_snapshot_form_makes_a_snapshot_of_every_collected_judgement(
     assert snapshot.counts["judgements"] == 1
 
 
-def test_the_fields_build_the_filter_that_snapshot_create_gets(client, rita, alice, bob, lm):
-    helpful = Campaign.objects.create(name="helpful one", lm_version=lm)
-    red = Campaign.objects.create(name="red one", lm_version=lm, mode=Campaign.Mode.RED_TEAM)
+def test_the_fields_build_the_filter_that_snapshot_create_gets(client, rita, alice, bob, active_lm):
+    helpful = Campaign.objects.create(name="helpful one", lm_version=active_lm)
+    red = Campaign.objects.create(name="red one", lm_version=active_lm, mode=Campaign.Mode.RED_TEAM)
     kept = _judge(_turn(helpful, alice, "plan a trip"), alice)
     _judge(_turn(red, bob, "do harm"), bob)
     old = _judge(_turn(helpful, bob, "an old one"), bob)
@@ -97,9 +91,9 @@ def test_the_fields_build_the_filter_that_snapshot_create_gets(client, rita, ali
     assert "<strong>helpful, this week</strong>" in page  # snapshots shown by name
 
 
-def test_refusals_show_beside_the_field_they_are_about(client, rita, alice, lm, tmp_path):
+def test_refusals_show_beside_the_field_they_are_about(client, rita, alice, active_lm, tmp_path):
     imported = dataset_import_create(path=toy_trl_file(tmp_path / "toy.jsonl", n=3), format="trl")
-    campaign = Campaign.objects.create(name="c", lm_version=lm)
+    campaign = Campaign.objects.create(name="c", lm_version=active_lm)
     _judge(_turn(campaign, alice, "hello"), alice)
     client.force_login(rita)
 
@@ -127,9 +121,9 @@ def test_refusals_show_beside_the_field_they_are_about(client, rita, alice, lm, 
     assert DatasetSnapshot.objects.get().counts["judgements"] == 3
 
 
-def test_the_conversation_browser_filters_searches_and_pages(client, rita, alice, bob, lm):
-    first = Campaign.objects.create(name="first", lm_version=lm, overlap_target=2)
-    second = Campaign.objects.create(name="second", lm_version=lm)
+def test_the_conversation_browser_filters_searches_and_pages(client, rita, alice, bob, active_lm):
+    first = Campaign.objects.create(name="first", lm_version=active_lm, overlap_target=2)
+    second = Campaign.objects.create(name="second", lm_version=active_lm)
     agreed = _turn(first, alice, "How do I bake sourdough bread?")
     _judge(agreed, alice, scale=2)
     _judge(agreed, bob, scale=3)  # the same top choice (A)
@@ -168,9 +162,9 @@ def test_the_conversation_browser_filters_searches_and_pages(client, rita, alice
     assert bad.status_code == 400 and len(bad.context["page"].object_list) == 3
 
 
-def test_the_browser_pages_with_the_filters_kept(client, rita, alice, lm, monkeypatch):
+def test_the_browser_pages_with_the_filters_kept(client, rita, alice, active_lm, monkeypatch):
     monkeypatch.setattr(dataset_views, "PAGE_SIZE", 2)
-    campaign = Campaign.objects.create(name="c", lm_version=lm)
+    campaign = Campaign.objects.create(name="c", lm_version=active_lm)
     turns = [_turn(campaign, alice, f"message {i}") for i in range(5)]
     client.force_login(rita)
     url = reverse("collection:conversations")
@@ -186,9 +180,9 @@ def test_the_browser_pages_with_the_filters_kept(client, rita, alice, lm, monkey
 
 
 def test_the_browser_runs_a_fixed_number_of_queries(
-    client, rita, alice, lm, django_assert_max_num_queries
+    client, rita, alice, active_lm, django_assert_max_num_queries
 ):
-    campaign = Campaign.objects.create(name="c", lm_version=lm)
+    campaign = Campaign.objects.create(name="c", lm_version=active_lm)
     for i in range(12):
         _judge(_turn(campaign, alice, f"message {i}"), alice)
     client.force_login(rita)
@@ -198,8 +192,10 @@ def test_the_browser_runs_a_fixed_number_of_queries(
     assert len(response.context["page"].object_list) == 12
 
 
-def test_the_read_only_view_shows_every_turn_with_its_judgements(client, rita, alice, bob, lm):
-    campaign = Campaign.objects.create(name="c", lm_version=lm, overlap_target=2)
+def test_the_read_only_view_shows_every_turn_with_its_judgements(
+    client, rita, alice, bob, active_lm
+):
+    campaign = Campaign.objects.create(name="c", lm_version=active_lm, overlap_target=2)
     turn = _turn(campaign, alice, "Is <b>this</b> bold?", responses=("<script>x()</script>", "B"))
     _judge(turn, alice, scale=1)
     judgement_submit(turn=turn, contractor=bob, scale=6, note="B reads better")
@@ -217,8 +213,8 @@ def test_the_read_only_view_shows_every_turn_with_its_judgements(client, rita, a
     assert "<form" not in page.split("<main>")[1]
 
 
-def test_contractors_never_reach_the_dataset_pages(client, alice, lm):
-    campaign = Campaign.objects.create(name="c", lm_version=lm)
+def test_contractors_never_reach_the_dataset_pages(client, alice, active_lm):
+    campaign = Campaign.objects.create(name="c", lm_version=active_lm)
     turn = _turn(campaign, alice, "mine")
     client.force_login(alice)
     for url in (

@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 from collection import exports, imports, quality, snapshot_filters, snapshots
 from collection.dataset_errors import SnapshotFilterError
 from collection.models import Conversation, DatasetSnapshot, GoldAnswer, Judgement, Response, Turn
-from tests.collection.dataset_builders import collected, hh_line, write_lines
+from tests.collection.dataset_builders import collected, hh_line, judgement_write, write_lines
 from tests.data import HHH_DIR
 
 # Snapshots write their frozen id lists under MEDIA_ROOT: `media_root` keeps them in the
@@ -114,9 +114,7 @@ def test_min_gold_accuracy_keeps_contractors_who_answer_gold_items_well(alice, b
     worst = Response.objects.create(turn=turn, index=1, text="wrong")
     GoldAnswer.objects.create(turn=turn, best_response=best, created_by=adam)
     for who, ranking in ((alice, [best.pk, worst.pk]), (bob, [worst.pk, best.pk])):
-        Judgement.objects.create(
-            turn=turn, contractor=who, origin="review", ranking=ranking, submitted_ranking=ranking
-        )
+        judgement_write(turn, who, ranking, origin="review")
     assert quality.contractor_gold_accuracy() == {alice.pk: (1, 1), bob.pk: (0, 1)}
     snapshot = snapshots.snapshot_create(filter={"min_gold_accuracy": 0.8})
     kept = Judgement.objects.filter(pk__in=snapshots.snapshot_judgement_ids(snapshot))

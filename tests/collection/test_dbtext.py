@@ -58,14 +58,14 @@ def test_a_contractor_message_with_a_nul_byte_is_kept(client, alice, make_campai
     assert page.status_code == 200 and f"Hi{R} there" in page.content.decode()
 
 
-def test_a_model_response_with_a_nul_byte_is_stored(alice, make_campaign, tiny_lm):
+def test_a_model_response_with_a_nul_byte_is_stored(alice, make_campaign, tiny_lm_version):
     conversation = conversation_start(campaign=make_campaign(), contractor=alice)
     turn = Turn.objects.create(conversation=conversation, index=0, human_text="Hello")
     # The path turn_generate takes: bulk_create of the sampled texts, then the turn's update.
     Response.objects.bulk_create(
         [
-            Response(turn=turn, index=0, text=f"one{NUL}", model_version=tiny_lm),
-            Response(turn=turn, index=1, text=f"two{LONE}", model_version=tiny_lm),
+            Response(turn=turn, index=0, text=f"one{NUL}", model_version=tiny_lm_version),
+            Response(turn=turn, index=1, text=f"two{LONE}", model_version=tiny_lm_version),
         ]
     )
     Turn.objects.filter(pk=turn.pk).update(partial_texts=[f"one{NUL}", f"two{LONE}"])
@@ -97,8 +97,8 @@ def test_an_imported_line_with_nul_and_a_lone_surrogate_is_imported(tmp_path):
     assert sorted(turn.responses.values_list("text", flat=True)) == ["Go away", f"Hi{R} there"]
 
 
-def test_an_eval_result_with_a_nul_byte_is_stored(tiny_lm):
-    run = EvalRun.objects.create(suite="hhh", model_version=tiny_lm)
+def test_an_eval_result_with_a_nul_byte_is_stored(tiny_lm_version):
+    run = EvalRun.objects.create(suite="hhh", model_version=tiny_lm_version)
     results = {"items": [{"sample": f"bad{NUL}", f"key{NUL}": [LONE]}], "overall": {"n": 1}}
     EvalRun.objects.filter(pk=run.pk).update(status="succeeded", results=results)
     stored = EvalRun.objects.get(pk=run.pk).results

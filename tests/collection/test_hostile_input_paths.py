@@ -11,7 +11,6 @@ from contextlib import contextmanager
 
 import pytest
 from django.core.management import CommandError, call_command
-from rest_framework.test import APIClient
 
 from collection import imports
 from collection.dataset_errors import ImportFormatError
@@ -20,7 +19,7 @@ from config import dbtext
 from tests.collection.dataset_builders import collected, hh_line, row_counts, write_lines
 from tests.data import HHH_DIR
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("media_root")]
 
 # Paths an attacker names: one that never ends, one that is secret, one that is missing, a folder,
 # and traversals out of the repository.
@@ -57,26 +56,16 @@ def opened_paths():
         _opened = None
 
 
-@pytest.fixture
-def api():
-    return APIClient()
-
-
-@pytest.fixture(autouse=True)
-def media_root(settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path / "media"
-
-
 # --- Snapshot filter: eval prompts by name, never by path ---------------------------------------
 
 
-def test_a_researcher_cannot_make_the_server_open_a_path(api, rita):
-    api.force_authenticate(rita)
+def test_a_researcher_cannot_make_the_server_open_a_path(anon_api, rita):
+    anon_api.force_authenticate(rita)
     answers = []
     with opened_paths() as opened:
         for path in HOSTILE_PATHS:
             started = time.monotonic()
-            response = api.post(
+            response = anon_api.post(
                 "/api/snapshots/", {"filter": {"exclude_eval_prompts": path}}, format="json"
             )
             assert time.monotonic() - started < 2, path  # /dev/zero read would never end
@@ -103,9 +92,9 @@ def test_a_researcher_cannot_make_the_server_open_a_path(api, rita):
         ["fine", 7],
     ],
 )
-def test_inline_prompt_lists_are_size_limited(api, rita, value):
-    api.force_authenticate(rita)
-    response = api.post(
+def test_inline_prompt_lists_are_size_limited(anon_api, rita, value):
+    anon_api.force_authenticate(rita)
+    response = anon_api.post(
         "/api/snapshots/", {"filter": {"exclude_eval_prompts": value}}, format="json"
     )
     assert response.status_code == 400
@@ -116,15 +105,19 @@ def test_inline_prompt_lists_are_size_limited(api, rita, value):
     ("name", "excluded"),
     [("hhh", 2), ("hhh:harmless", 1), ("hhh:helpful", 1), ("hhh:honest", 0), ("truthfulqa", 1)],
 )
-def test_the_shipped_eval_sets_are_excluded_by_name(api, rita, alice, name, excluded, settings):
+def test_the_shipped_eval_sets_are_excluded_by_name(
+    anon_api, rita, alice, name, excluded, settings
+):
     harmless = json.loads((HHH_DIR / "harmless" / "task.json").read_text())["examples"][0]
     helpful = json.loads((HHH_DIR / "helpful" / "task.json").read_text())["examples"][0]
     truthful = json.loads(settings.ALIGNLAB_TRUTHFULQA_FILE.read_text())[0]["question"]
     campaign = Campaign.objects.create(name="pairs", k=2)
     for human in (harmless["input"], helpful["input"], "unrelated", truthful):
         collected(campaign, alice, [(human, ["a", "b"], [0, 1], 1)])
-    api.force_authenticate(rita)
-    made = api.post("/api/snapshots/", {"filter": {"exclude_eval_prompts": name}}, format="json")
+    anon_api.force_authenticate(rita)
+    made = anon_api.post(
+        "/api/snapshots/", {"filter": {"exclude_eval_prompts": name}}, format="json"
+    )
     assert made.status_code == 201, made.json()
     assert made.json()["counts"]["excluded_eval_prompts"] == excluded
     assert made.json()["counts"]["judgements"] == 4 - excluded
@@ -133,12 +126,14 @@ def test_the_shipped_eval_sets_are_excluded_by_name(api, rita, alice, name, excl
 # --- PMP sources: inside the data roots only -----------------------------------------------------
 
 
-def pmp_launch(api, sources):
-    return api.post("/api/training-runs/", {"kind": "pmp", "pmp_sources": sources}, format="json")
+def pmp_launch(anon_api, sources):
+    return anon_api.post(
+        "/api/training-runs/", {"kind": "pmp", "pmp_sources": sources}, format="json"
+    )
 
 
 def test_pmp_sources_outside_the_data_roots_are_refused(
-    api, adam, tmp_path, settings, django_capture_on_commit_callbacks
+    anon_api, adam, tmp_path, settings, django_capture_on_commit_callbacks
 ):
     root = tmp_path / "data"
     (root / "reddit").mkdir(parents=True)
@@ -146,7 +141,7 @@ def test_pmp_sources_outside_the_data_roots_are_refused(
     comments.write_text("")
     (root / "escape").symlink_to("/etc")
     settings.ALIGNLAB_DATA_ROOTS = [root]
-    api.force_authenticate(adam)
+    anon_api.force_authenticate(adam)
     answers = []
     for path in [
         "../../../../etc/passwd",
@@ -157,17 +152,19 @@ def test_pmp_sources_outside_the_data_roots_are_refused(
         "/" + "a" * 299,
         "nul\x00byte",
     ]:
-        response = pmp_launch(api, [{"format": "reddit", "path": path}])
+        response = pmp_launch(anon_api, [{"format": "reddit", "path": path}])
         assert response.status_code == 400, (path, response.content[:300])
         [message] = response.json()["pmp_sources"]
         assert message.startswith(f"source 0: no file or folder {path!r} inside the data roots")
         answers.append(message.replace(repr(path), "PATH"))
     assert len(set(answers)) == 1  # existing or not, outside is outside
     for bad in ([{"format": "csv", "path": str(comments)}], [str(comments)], "x", [{"path": 1}]):
-        response = pmp_launch(api, bad)
+        response = pmp_launch(anon_api, bad)
         assert response.status_code == 400 and "pmp_sources" in response.json(), bad
     with django_capture_on_commit_callbacks(execute=False):  # queued, not trained
-        made = pmp_launch(api, [{"format": "reddit", "path": str(root / "x" / ".." / "reddit")}])
+        made = pmp_launch(
+            anon_api, [{"format": "reddit", "path": str(root / "x" / ".." / "reddit")}]
+        )
     assert made.status_code == 201, made.json()
     stored = [{"format": "reddit", "path": str((root / "reddit").resolve())}]
     assert made.json()["pmp_sources"] == stored

@@ -8,7 +8,6 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection
 
-from assistant.models import ModelVersion
 from collection.conversations import turn_submit
 from collection.errors import CollectionError
 from collection.gold import gold_item_create
@@ -28,12 +27,6 @@ def refusals(outcomes, words: str) -> int:
     unexpected = [o for o in outcomes if isinstance(o, Exception) and words not in str(o)]
     assert not unexpected, unexpected[:3]
     return sum(isinstance(o, CollectionError) for o in outcomes)
-
-
-@pytest.fixture
-def lm():
-    # A row, not a registration: nothing here generates, and a registration would queue evals.
-    return ModelVersion.objects.create(kind="lm", name="lm", path="/models/none")
 
 
 def test_40_messages_at_once_from_one_contractor_store_at_most_the_per_minute_limit(

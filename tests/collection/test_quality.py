@@ -3,7 +3,6 @@
 import pytest
 from django.contrib.auth.models import Group
 
-from assistant.services import model_version_register
 from collection import quality
 from collection.agreement import krippendorff_alpha
 from collection.gold import gold_item_create
@@ -15,12 +14,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def tiny(tmp_path):
-    # quality never runs the model: any existing folder registers
-    return model_version_register(kind="lm", name="tiny", path=str(tmp_path))
-
-
-@pytest.fixture
 def carol(alice, django_user_model):
     """A third contractor (alice's fixture made the role groups)."""
     user = django_user_model.objects.create_user(username="carol", password="pw-carol")
@@ -28,8 +21,14 @@ def carol(alice, django_user_model):
     return user
 
 
-def make_campaign(tiny, **fields):
-    defaults = {"name": "c", "lm_version": tiny, "k": 2, "max_turns": 1, "overlap_target": 3}
+def make_campaign(registered_lm, **fields):
+    defaults = {
+        "name": "c",
+        "lm_version": registered_lm,
+        "k": 2,
+        "max_turns": 1,
+        "overlap_target": 3,
+    }
     return Campaign.objects.create(**{**defaults, **fields})
 
 
@@ -51,7 +50,7 @@ def judge(turn, who, seconds, **choice):
 
 
 @pytest.fixture
-def pairwise(tiny, alice, bob, carol, adam):
+def reviewed_pairs(registered_lm, alice, bob, carol, adam):
     """Four turns by alice, reviewed by bob (all) and carol (first two), plus one gold item.
 
     Scales (1–4: A better, 5–8: B better), top choice in brackets:
@@ -62,7 +61,7 @@ def pairwise(tiny, alice, bob, carol, adam):
         t4     8 (B)     1 (A)    –
         gold   6 (B) ✓   3 (A) ✗  –       (gold answer: B)
     """
-    campaign = make_campaign(tiny)
+    campaign = make_campaign(registered_lm)
     turns = [ready_turn(campaign, alice, f"question {i}") for i in range(4)]
     for turn, scale, seconds in zip(turns, [1, 2, 7, 8], [10, 20, 30, 40], strict=True):
         judge(turn, alice, seconds, scale=scale)
@@ -78,8 +77,8 @@ def pairwise(tiny, alice, bob, carol, adam):
     return campaign, turns, gold
 
 
-def test_contractor_stats_by_hand(pairwise):
-    campaign, _, _ = pairwise
+def test_contractor_stats_by_hand(reviewed_pairs):
+    campaign, _, _ = reviewed_pairs
     stats = {row["username"]: row for row in quality.contractor_stats(campaign=campaign)}
     assert list(stats) == ["alice", "bob", "carol"]
     alice, bob, carol = stats["alice"], stats["bob"], stats["carol"]
@@ -97,9 +96,9 @@ def test_contractor_stats_by_hand(pairwise):
 
 
 def test_contractor_stats_is_per_campaign_and_reads_a_fixed_number_of_queries(
-    pairwise, tiny, alice, bob, django_assert_num_queries
+    reviewed_pairs, registered_lm, alice, bob, django_assert_num_queries
 ):
-    other = make_campaign(tiny, name="other", judgement_type="ranking", k=3)
+    other = make_campaign(registered_lm, name="other", judgement_type="ranking", k=3)
     turn = ready_turn(other, bob)
     a, b, c = turn.responses.order_by("index")
     judge(turn, bob, 12, ranking=[c.pk, b.pk, a.pk])
@@ -115,8 +114,8 @@ def test_contractor_stats_is_per_campaign_and_reads_a_fixed_number_of_queries(
     assert everywhere["alice"]["judgements"] == 6 and everywhere["bob"]["judgements"] == 6
 
 
-def test_campaign_agreement_by_hand(pairwise, django_assert_num_queries):
-    campaign, _, _ = pairwise
+def test_campaign_agreement_by_hand(reviewed_pairs, django_assert_num_queries):
+    campaign, _, _ = reviewed_pairs
     with django_assert_num_queries(2):
         result = quality.campaign_agreement(campaign=campaign, min_common_turns=3)
     # the gold item is left out: overlap is t1–t4, with 4 + 4 + 2 judgements by three people
@@ -144,8 +143,8 @@ def test_campaign_agreement_by_hand(pairwise, django_assert_num_queries):
     assert pairs[1]["kappa"] == pytest.approx(0.0) and pairs[2]["kappa"] == pytest.approx(0.0)
 
 
-def test_campaign_agreement_alpha_by_hand_for_two_contractors(tiny, alice, bob):
-    campaign = make_campaign(tiny)
+def test_campaign_agreement_alpha_by_hand_for_two_contractors(registered_lm, alice, bob):
+    campaign = make_campaign(registered_lm)
     turns = [ready_turn(campaign, alice, f"q{i}") for i in range(4)]
     for turn, mine, theirs in zip(turns, [1, 2, 7, 8], [2, 3, 6, 1], strict=True):
         judge(turn, alice, 1, scale=mine)
@@ -156,8 +155,8 @@ def test_campaign_agreement_alpha_by_hand_for_two_contractors(tiny, alice, bob):
     assert result["pairs"][0]["kappa"] == pytest.approx(0.5)
 
 
-def test_campaign_agreement_without_overlap(tiny, alice):
-    campaign = make_campaign(tiny, judgement_type="ranking", k=3)
+def test_campaign_agreement_without_overlap(registered_lm, alice):
+    campaign = make_campaign(registered_lm, judgement_type="ranking", k=3)
     turn = ready_turn(campaign, alice)
     judge(turn, alice, 3, ranking=list(turn.responses.values_list("pk", flat=True)))
     result = quality.campaign_agreement(campaign=campaign)
@@ -165,8 +164,8 @@ def test_campaign_agreement_without_overlap(tiny, alice):
     assert result["alpha_top_choice"] is None and result["alpha_scale"] is None
 
 
-def test_turn_consensus_of_a_pairwise_turn(pairwise, django_assert_num_queries):
-    _, turns, gold = pairwise
+def test_turn_consensus_of_a_pairwise_turn(reviewed_pairs, django_assert_num_queries):
+    _, turns, gold = reviewed_pairs
     a, b = turns[1].responses.order_by("index")
     with django_assert_num_queries(3):
         result = quality.turn_consensus(turn=turns[1])
@@ -180,8 +179,8 @@ def test_turn_consensus_of_a_pairwise_turn(pairwise, django_assert_num_queries):
     assert gold_result["gold_best_response_id"] == gold.gold.best_response_id
 
 
-def test_turn_consensus_of_a_ranking_turn(tiny, alice, bob, carol):
-    campaign = make_campaign(tiny, judgement_type="ranking", k=3)
+def test_turn_consensus_of_a_ranking_turn(registered_lm, alice, bob, carol):
+    campaign = make_campaign(registered_lm, judgement_type="ranking", k=3)
     turn = ready_turn(campaign, alice)
     a, b, c = turn.responses.order_by("index")
     judge(turn, alice, 5, ranking=[a.pk, b.pk, c.pk])

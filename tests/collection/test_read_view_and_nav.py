@@ -5,18 +5,11 @@ page for researchers and admins only (issue 13)."""
 import pytest
 from django.urls import reverse
 
-from assistant.models import ModelVersion
 from collection.conversations import conversation_start
 from collection.judgements import judgement_submit
 from collection.models import Campaign, Response, Turn
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def lm(db):
-    # A row, not a registration: nothing here generates.
-    return ModelVersion.objects.create(kind="lm", name="lm", path="/models/none")
 
 
 def judged_turns(lm, alice, bob, *, mode="helpful"):

@@ -40,8 +40,8 @@ def generation_worker(transactional_db, tmp_path):
 
 
 @pytest.fixture
-def campaign(tiny_lm):
-    return campaign_create(name="c", lm_version=tiny_lm, prompt=None, k=2, max_turns=3)
+def campaign(tiny_lm_version):
+    return campaign_create(name="c", lm_version=tiny_lm_version, prompt=None, k=2, max_turns=3)
 
 
 @pytest.mark.django_db(transaction=True)

@@ -34,7 +34,7 @@ def generate(django_capture_on_commit_callbacks):
 
 
 @pytest.fixture
-def pairwise(make_campaign, alice):
+def pairwise_conversation(make_campaign, alice):
     return conversation_start(campaign=make_campaign(), contractor=alice)
 
 
@@ -49,17 +49,17 @@ def post_twice(client, url, data):
     return first, second
 
 
-def test_it_shows_bob_none_of_alices_conversation(client, bob, pairwise, generate):
-    turn = generate(pairwise)
+def test_it_shows_bob_none_of_alices_conversation(client, bob, pairwise_conversation, generate):
+    turn = generate(pairwise_conversation)
     client.force_login(bob)
     urls = {
         "get": [
-            reverse("collection:conversation", args=[pairwise.pk]),
+            reverse("collection:conversation", args=[pairwise_conversation.pk]),
             reverse("collection:turn", args=[turn.pk]),
         ],
         "post": [
-            reverse("collection:message", args=[pairwise.pk]),
-            reverse("collection:end", args=[pairwise.pk]),
+            reverse("collection:message", args=[pairwise_conversation.pk]),
+            reverse("collection:end", args=[pairwise_conversation.pk]),
             reverse("collection:judge", args=[turn.pk]),
             reverse("collection:retry", args=[turn.pk]),
             reverse("collection:review_judge", args=[turn.pk]),  # not in bob's queue
@@ -69,19 +69,21 @@ def test_it_shows_bob_none_of_alices_conversation(client, bob, pairwise, generat
         assert client.get(url, **HTMX).status_code == 404, url
     for url in urls["post"]:
         assert client.post(url, {"text": "mine now", "scale": "1"}).status_code == 404, url
-    pairwise.refresh_from_db()
-    assert pairwise.status == Conversation.Status.OPEN and not Judgement.objects.exists()
-    assert pairwise.turns.count() == 1
+    pairwise_conversation.refresh_from_db()
+    assert (
+        pairwise_conversation.status == Conversation.Status.OPEN and not Judgement.objects.exists()
+    )
+    assert pairwise_conversation.turns.count() == 1
 
 
 @pytest.mark.parametrize("who", ["rita", "adam"])
-def test_it_refuses_researchers_and_admins(client, request, who, pairwise, generate):
-    turn = generate(pairwise)
+def test_it_refuses_researchers_and_admins(client, request, who, pairwise_conversation, generate):
+    turn = generate(pairwise_conversation)
     client.force_login(request.getfixturevalue(who))
     for url in (
         reverse("collection:dashboard"),
         reverse("collection:review"),
-        reverse("collection:conversation", args=[pairwise.pk]),
+        reverse("collection:conversation", args=[pairwise_conversation.pk]),
         reverse("collection:turn", args=[turn.pk]),
     ):
         assert client.get(url).status_code == 403, url
@@ -105,11 +107,15 @@ def test_the_dashboard_lists_campaigns_conversations_and_counts(client, alice, m
     assert reverse("collection:conversation", args=[conversation.pk]) in page
 
 
-def test_it_shows_why_a_message_is_refused_and_keeps_it(client, alice, pairwise, settings):
+def test_it_shows_why_a_message_is_refused_and_keeps_it(
+    client, alice, pairwise_conversation, settings
+):
     settings.COLLECTION_MAX_MESSAGE_CHARS = 50
     client.force_login(alice)
-    url = reverse("collection:message", args=[pairwise.pk])
-    page = client.get(reverse("collection:conversation", args=[pairwise.pk])).content.decode()
+    url = reverse("collection:message", args=[pairwise_conversation.pk])
+    page = client.get(
+        reverse("collection:conversation", args=[pairwise_conversation.pk])
+    ).content.decode()
     assert 'maxlength="50"' in page and "Enter</kbd> sends" in page
 
     long_text = "word " * 20
@@ -123,14 +129,16 @@ def test_it_shows_why_a_message_is_refused_and_keeps_it(client, alice, pairwise,
 
 
 def test_a_message_queues_generation_and_the_page_shows_progress(
-    client, alice, pairwise, django_capture_on_commit_callbacks
+    client, alice, pairwise_conversation, django_capture_on_commit_callbacks
 ):
     client.force_login(alice)
     with django_capture_on_commit_callbacks(execute=False) as queued:
         response = client.post(
-            reverse("collection:message", args=[pairwise.pk]), {"text": "Hi there"}
+            reverse("collection:message", args=[pairwise_conversation.pk]), {"text": "Hi there"}
         )
-    assert response["Location"] == reverse("collection:conversation", args=[pairwise.pk])
+    assert response["Location"] == reverse(
+        "collection:conversation", args=[pairwise_conversation.pk]
+    )
     assert len(queued) == 1 and Turn.objects.get().human_text == "Hi there"
     page = client.get(response["Location"]).content.decode()
     assert "The model is writing 2 responses…" in page and 'hx-trigger="every 1s"' in page
@@ -138,11 +146,11 @@ def test_a_message_queues_generation_and_the_page_shows_progress(
 
 
 def test_the_turn_fragment_polls_while_generating_and_then_shows_the_form(
-    client, alice, pairwise, django_capture_on_commit_callbacks
+    client, alice, pairwise_conversation, django_capture_on_commit_callbacks
 ):
     client.force_login(alice)
     with django_capture_on_commit_callbacks(execute=False):
-        turn = turn_submit(conversation=pairwise, contractor=alice, text="Hi")
+        turn = turn_submit(conversation=pairwise_conversation, contractor=alice, text="Hi")
     url = reverse("collection:turn", args=[turn.pk])
     for status in (Turn.Status.QUEUED, Turn.Status.GENERATING):
         Turn.objects.filter(pk=turn.pk).update(status=status)
@@ -158,13 +166,15 @@ def test_the_turn_fragment_polls_while_generating_and_then_shows_the_form(
     assert "Which response is more helpful?" in fragment
     assert all(label in fragment for label in SCALE_LABELS.values())
     assert "Response A" in fragment and "Response B" in fragment
-    assert client.get(url)["Location"].endswith(f"/conversations/{pairwise.pk}/#turn-{turn.pk}")
+    assert client.get(url)["Location"].endswith(
+        f"/conversations/{pairwise_conversation.pk}/#turn-{turn.pk}"
+    )
 
 
 def test_pairwise_judging_is_recorded_once_then_the_next_message_is_asked(
-    client, alice, pairwise, generate
+    client, alice, pairwise_conversation, generate
 ):
-    turn = generate(pairwise)
+    turn = generate(pairwise_conversation)
     a, b = turn.responses.order_by("index")
     client.force_login(alice)
     data = {"scale": "6", "flags": ["unhelpful"], "note": " vague ", "time_spent_ms": "4200"}
@@ -209,9 +219,9 @@ def test_ranking_judging_is_recorded_once_with_and_without_javascript(
 
 
 def test_without_javascript_the_time_spent_is_measured_from_when_the_responses_were_ready(
-    client, alice, pairwise, generate
+    client, alice, pairwise_conversation, generate
 ):
-    turn = generate(pairwise)
+    turn = generate(pairwise_conversation)
     Turn.objects.filter(pk=turn.pk).update(ready_at=timezone.now() - timedelta(seconds=5))
     client.force_login(alice)
     client.post(reverse("collection:judge", args=[turn.pk]), {"scale": "1"})
@@ -219,19 +229,23 @@ def test_without_javascript_the_time_spent_is_measured_from_when_the_responses_w
 
 
 def test_a_failed_turn_shows_the_error_and_try_again_requeues_it(
-    client, alice, pairwise, generate, django_capture_on_commit_callbacks
+    client, alice, pairwise_conversation, generate, django_capture_on_commit_callbacks
 ):
     # Really fails: the message does not fit the tiny model's 512-token context.
-    turn = generate(pairwise, " ".join(f"q{i}z" for i in range(350)))
+    turn = generate(pairwise_conversation, " ".join(f"q{i}z" for i in range(350)))
     assert turn.status == Turn.Status.FAILED
     client.force_login(alice)
-    page = client.get(reverse("collection:conversation", args=[pairwise.pk])).content.decode()
+    page = client.get(
+        reverse("collection:conversation", args=[pairwise_conversation.pk])
+    ).content.decode()
     assert "The model is not answering right now" in page and "Try again" in page
     assert reverse("collection:retry", args=[turn.pk]) in page and "hx-trigger" not in page
 
     with django_capture_on_commit_callbacks(execute=False) as queued:
         response = client.post(reverse("collection:retry", args=[turn.pk]))
-    assert response["Location"] == reverse("collection:conversation", args=[pairwise.pk])
+    assert response["Location"] == reverse(
+        "collection:conversation", args=[pairwise_conversation.pk]
+    )
     assert len(queued) == 1
     turn.refresh_from_db()
     assert turn.status == Turn.Status.QUEUED and turn.error == ""
@@ -250,18 +264,22 @@ def test_the_last_turn_ends_the_conversation_and_says_so(client, alice, make_cam
     assert conversation.status == Conversation.Status.ENDED
 
 
-def test_ending_a_conversation_twice_is_harmless(client, alice, pairwise):
+def test_ending_a_conversation_twice_is_harmless(client, alice, pairwise_conversation):
     client.force_login(alice)
-    url = reverse("collection:end", args=[pairwise.pk])
+    url = reverse("collection:end", args=[pairwise_conversation.pk])
     asked = client.post(url, {})  # the page's button: the server asks first
     assert asked.status_code == 200 and 'name="confirm" value="yes"' in asked.content.decode()
-    pairwise.refresh_from_db()
-    assert pairwise.status == Conversation.Status.OPEN
+    pairwise_conversation.refresh_from_db()
+    assert pairwise_conversation.status == Conversation.Status.OPEN
     first, second = post_twice(client, url, {"confirm": "yes"})
     assert first["Location"] == second["Location"] == reverse("collection:dashboard")
-    pairwise.refresh_from_db()
-    assert pairwise.status == Conversation.Status.ENDED and pairwise.ended_at
-    page = client.get(reverse("collection:conversation", args=[pairwise.pk])).content.decode()
+    pairwise_conversation.refresh_from_db()
+    assert (
+        pairwise_conversation.status == Conversation.Status.ENDED and pairwise_conversation.ended_at
+    )
+    page = client.get(
+        reverse("collection:conversation", args=[pairwise_conversation.pk])
+    ).content.decode()
     assert "This conversation has ended." in page and 'name="text"' not in page
 
 

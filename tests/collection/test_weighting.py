@@ -8,7 +8,7 @@ from collection import exports, snapshot_filters, snapshots
 from collection.dataset_errors import SnapshotFilterError
 from collection.models import Conversation, GoldAnswer, Judgement, Response, Turn
 from collection.reliability import contractor_reliability
-from tests.collection.dataset_builders import collected
+from tests.collection.dataset_builders import collected, judgement_write
 from training.losses import ranked_preference_loss
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("media_root")]
@@ -26,10 +26,7 @@ def gold_answers(campaign, adam, answers: dict, n: int = 6):
         GoldAnswer.objects.create(turn=turn, best_response=best, created_by=adam)
         for user, right in answers.items():
             ranking = [best.pk, worst.pk] if i < right else [worst.pk, best.pk]
-            Judgement.objects.create(
-                turn=turn, contractor=user, origin="review", ranking=ranking,
-                submitted_ranking=ranking,
-            )  # fmt: skip
+            judgement_write(turn, user, ranking, origin="review")
 
 
 def test_a_weighted_snapshot_freezes_each_judgements_reliability_and_weighs_consensus(

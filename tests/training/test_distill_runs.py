@@ -12,6 +12,7 @@ from transformers import AutoModelForCausalLM
 from assistant.models import ModelVersion
 from assistant.services import model_version_register, prompt_template_create
 from collection.snapshots import snapshot_create
+from tests.collection.dataset_builders import judgement_write
 from tests.training.distill_builders import (
     PROMPT,
     WORDS,
@@ -47,7 +48,7 @@ def sharp_backbone(tmp_path):
 
 def collected_snapshot(contractor, lm, *, conversations: int, seed: int = 0):
     """Collected two-turn conversations, each turn judged, the better response not always A."""
-    from collection.models import Campaign, Conversation, Judgement, Response, Turn
+    from collection.models import Campaign, Conversation, Response, Turn
 
     rng = random.Random(seed)
     campaign = Campaign.objects.create(name="distil", lm_version=lm)
@@ -69,13 +70,7 @@ def collected_snapshot(contractor, lm, *, conversations: int, seed: int = 0):
                 ]
             )
             better, worse = (a, b) if rng.random() < 0.5 else (b, a)
-            Judgement.objects.create(
-                turn=turn,
-                contractor=contractor,
-                origin="conversation",
-                ranking=[better.pk, worse.pk],
-                submitted_ranking=[better.pk, worse.pk],
-            )
+            judgement_write(turn, contractor, [better.pk, worse.pk], origin="conversation")
             turn.chosen_response = better
             turn.save(update_fields=["chosen_response"])
     return snapshot_create(filter={"sources": ["collected"]}, name="distil")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.tinymodels import tiny_causal_lm, tiny_tokenizer
-from tests.training.toy_pm import config, tiny_pm, toy_rankings
+from tests.training.toy_pm import config, tiny_pm, toy_rankings, toy_train
 from training.checkpoints import latest_checkpoint
 from training.config import PreferenceTrainingConfig
 from training.loop import train_preference_model
@@ -130,26 +130,14 @@ def test_a_checkpoint_with_the_retired_backbone_setting_still_resumes(tmp_path):
 
 def test_binary_and_imitation_baselines_run():
     model, tokenizer = tiny_pm("encoder")
-    binary = train_preference_model(
-        model,
-        tokenizer,
-        toy_rankings(32, 1),
-        config(max_steps=2, loss="binary"),
-        eval_set=toy_rankings(8, 2),
-    )
+    binary = toy_train(model, tokenizer, 32, max_steps=2, loss="binary")
     assert binary.steps == 2 and "eval_loss" in binary.metrics
 
     # The imitation baseline trains the causal LM itself; its "reward" is the log-probability.
     tokenizer = copy.deepcopy(tiny_tokenizer())
     lm = tiny_causal_lm(tokenizer)
     before = lm.model.norm.weight.detach().clone()
-    imitation = train_preference_model(
-        lm,
-        tokenizer,
-        toy_rankings(32, 1),
-        config(max_steps=3, loss="imitation"),
-        eval_set=toy_rankings(8, 2),
-    )
+    imitation = toy_train(lm, tokenizer, 32, max_steps=3, loss="imitation")
     assert imitation.steps == 3 and imitation.history[-1]["loss"] > 0
     assert 0.0 <= imitation.metrics["eval_accuracy"] <= 1.0
     assert not torch.equal(lm.model.norm.weight, before)

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from tests.training.toy_pm import config, tiny_pm, toy_rankings
+from tests.training.toy_pm import config, tiny_pm, toy_rankings, toy_train
 from training.config import PMPConfig, PreferenceTrainingConfig
 from training.loop import train_preference_model
 
@@ -17,12 +17,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def test_bf16_autocast_grad_accum_and_gradient_checkpointing_run():
     model, tokenizer = tiny_pm("decoder")
-    result = train_preference_model(
-        model,
-        tokenizer,
-        toy_rankings(48, 1),
-        config(max_steps=2, bf16=True, grad_accum=2, gradient_checkpointing=True),
-        eval_set=toy_rankings(8, 2),
+    result = toy_train(
+        model, tokenizer, 48, max_steps=2, bf16=True, grad_accum=2, gradient_checkpointing=True
     )
     assert result.steps == 2
     assert all(torch.isfinite(torch.tensor(m["loss"])) for m in result.history)
@@ -49,13 +45,7 @@ def test_bf16_auto_trains_in_float32_where_bf16_is_emulated_and_an_explicit_requ
     model, tokenizer = tiny_pm("decoder")
     computed = _linear_output_dtypes(model)
     with caplog.at_level("WARNING", logger="training.loop"):
-        train_preference_model(
-            model,
-            tokenizer,
-            toy_rankings(16, 1),
-            config(max_steps=1, bf16="auto"),
-            eval_set=toy_rankings(4, 2),
-        )
+        toy_train(model, tokenizer, 16, eval_n=4, max_steps=1, bf16="auto")
     assert computed == {torch.float32} and "far slower" not in caplog.text
 
     computed.clear()

@@ -13,6 +13,7 @@ from config.celery import app
 from config.tasks import sweep_stranded_work
 from tests.conftest import start_worker, stop_worker
 from tests.training import test_runs
+from tests.waiting import wait_until
 from training import services
 from training.models import TrainingRun
 from training.tasks import run_training
@@ -46,19 +47,18 @@ def kill(worker):
     worker.process.wait()
 
 
-def wait_until(condition, timeout=90):
-    deadline = time.monotonic() + timeout
-    while not (found := condition()):
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-    return found
+def run_now(run):
+    return TrainingRun.objects.get(pk=run.pk)
 
 
 def training_mid_run(run, steps=3):
-    return wait_until(lambda: (r := TrainingRun.objects.get(pk=run.pk)).steps_done >= steps and r)
+    return wait_until(
+        lambda: (r := run_now(run)).steps_done >= steps and r, 90, f"{steps} steps", every=0.05
+    )
 
 
-def a_run_whose_worker_died(workers, backbone, snapshot):
+@pytest.fixture
+def dead_worker_run(workers, backbone, snapshot):
     """A PM run, mid-training on a worker that is then killed (its lease still holds it):
     (the run as created, the run as it was when its worker died)."""
     worker = workers()
@@ -78,11 +78,9 @@ def expire_lease(run):
 
 @pytest.mark.django_db(transaction=True)
 def test_a_run_whose_worker_died_is_taken_over_only_once_its_lease_expired(
-    backbone,
-    snapshot,
-    workers,
+    dead_worker_run, workers
 ):
-    run, held = a_run_whose_worker_died(workers, backbone, snapshot)
+    run, held = dead_worker_run
     run.refresh_from_db()
     assert run.status == TrainingRun.Status.RUNNING and run.lease_expires_at > timezone.now()
 
@@ -96,10 +94,13 @@ def test_a_run_whose_worker_died_is_taken_over_only_once_its_lease_expired(
     assert sweep_stranded_work()["training_runs"]["requeued"] == [run.pk]
     taken = wait_until(
         lambda: (
-            (r := TrainingRun.objects.get(pk=run.pk)).lease_owner not in {"", held.lease_owner}
+            (r := run_now(run)).lease_owner not in {"", held.lease_owner}
             and r.steps_done > held.steps_done
             and r
-        )
+        ),
+        90,
+        "another worker's lease and steps",
+        every=0.05,
     )
     assert taken.status == TrainingRun.Status.RUNNING
     assert f"Task training.run_training[{taken.celery_task_id}] received" in second.output()
@@ -111,12 +112,8 @@ def test_a_run_whose_worker_died_is_taken_over_only_once_its_lease_expired(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_cancelled_run_whose_worker_died_ends_cancelled(
-    backbone,
-    snapshot,
-    workers,
-):
-    run, _ = a_run_whose_worker_died(workers, backbone, snapshot)
+def test_a_cancelled_run_whose_worker_died_ends_cancelled(dead_worker_run, snapshot):
+    run, _ = dead_worker_run
 
     # The worker is dead but its lease has not run out yet: the cancel is recorded, and the
     # sweeper ends the run once the lease expired (no worker will).
@@ -164,6 +161,6 @@ def test_a_run_launched_while_the_broker_is_down_is_sent_by_the_sweeper(
     settings.JOBS_ENQUEUE_GRACE_S = 0
     TrainingRun.objects.filter(pk=run.pk).update(created_at=timezone.now() - timedelta(seconds=1))
     assert sweep_stranded_work()["training_runs"]["enqueued"] == [run.pk]
-    done = wait_until(lambda: (r := TrainingRun.objects.get(pk=run.pk)).is_finished and r, 120)
+    done = wait_until(lambda: (r := run_now(run)).is_finished and r, 120, "the run", every=0.05)
     assert done.status == TrainingRun.Status.SUCCEEDED, done.error + done.log_tail
     assert done.result_version is not None

@@ -12,6 +12,7 @@ from assistant.services import model_version_register, prompt_template_create
 from collection.imports import dataset_import_create
 from collection.snapshots import snapshot_create
 from config.celery import app
+from tests.collection.dataset_builders import judgement_write
 from tests.tinymodels import save_tiny_lm
 from training import retrain, services
 from training.models import TrainingRun
@@ -279,7 +280,7 @@ def test_the_retrain_schedule_is_an_editable_beat_task():
 
 @pytest.mark.django_db
 def test_retrain_launches_only_with_enough_new_judgements(backbone, alice, settings):
-    from collection.models import Campaign, Conversation, Judgement, Response, Turn
+    from collection.models import Campaign, Conversation, Response, Turn
 
     campaign = Campaign.objects.create(name="c", lm_version=backbone)
     for i in range(3):
@@ -288,13 +289,7 @@ def test_retrain_launches_only_with_enough_new_judgements(backbone, alice, setti
         a, b = Response.objects.bulk_create(
             [Response(turn=turn, index=j, text=f"r{j}", model_version=backbone) for j in (0, 1)]
         )
-        Judgement.objects.create(
-            turn=turn,
-            contractor=alice,
-            origin="conversation",
-            ranking=[a.pk, b.pk],
-            submitted_ranking=[a.pk, b.pk],
-        )
+        judgement_write(turn, alice, [a.pk, b.pk], origin="conversation")
     assert retrain.retrain_if_enough_new_data(min_new_judgements=4) is None
     run = retrain.retrain_if_enough_new_data(min_new_judgements=3)
     assert run.kind == "pm" and run.snapshot.counts["judgements"] == 3

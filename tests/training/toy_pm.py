@@ -52,3 +52,12 @@ def toy_rankings(n: int, seed: int) -> list[Ranking]:
 def config(**overrides) -> PreferenceTrainingConfig:
     base = dict(warmup_steps=2, max_steps=6, seed=0, max_length=48, weight_decay=0.0)
     return quick_config(PreferenceTrainingConfig, **{**base, **overrides})
+
+
+def toy_train(model, tokenizer, n: int, *, eval_n: int = 8, **overrides):
+    """`train_preference_model` on `n` toy rankings (seed 1) under `config(**overrides)`,
+    evaluated on `eval_n` others (seed 2)."""
+    from training.loop import train_preference_model
+
+    train, held_out = toy_rankings(n, 1), toy_rankings(eval_n, 2)
+    return train_preference_model(model, tokenizer, train, config(**overrides), eval_set=held_out)
