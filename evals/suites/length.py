@@ -10,9 +10,10 @@ accuracy means little until it is set against that baseline on the same pairs:
 - `length_bias`: Spearman's rank correlation of the PM's score with the response's length, over
   every scored response (n = all of them; the two of one pair are not independent, so the
   p-value is approximate). Ranks, not values: a reward scale has no meaning, only its order.
-- `versus_length`: PM accuracy − baseline accuracy on the same pairs, with Newcombe's paired
-  interval (training.promotion, the one the promotion test uses); a PM whose interval does not
-  lie above 0 does not beat length: it may have learned length rather than preference.
+- `versus_length`: PM accuracy − the stronger length rule's (longer wins, or shorter wins where
+  that scores more) on the same pairs, with Newcombe's paired interval (training.promotion, the
+  one the promotion test uses); a PM whose interval does not lie above 0 does not beat length:
+  it may have learned length rather than preference.
 
 Length is counted in characters of the response (stripped, as the PM reads it): the same for any
 tokenizer. Plain Python and scipy, no Django.
@@ -73,21 +74,36 @@ def length_bias(scores: Sequence[float], lengths: Sequence[int]) -> dict:
 def versus_length(
     pm_correct: Sequence[bool], chosen_lengths: Sequence[int], rejected_lengths: Sequence[int]
 ) -> dict:
-    """PM − length baseline on the same pairs: {"difference", "low", "high", "verdict"}, the
-    verdict "beats" (interval above 0), "worse" (below 0) or "no_better" (it holds 0)."""
+    """PM − the stronger length rule on the same pairs: {"rule", "baseline", "difference",
+    "low", "high", "verdict"}; the verdict "beats" (interval above 0), "worse" (below 0) or
+    "no_better" (it holds 0).
+
+    The rule is "longer wins" unless "shorter wins" scores more on these pairs (harmless data,
+    where refusals are short: HH-RLHF harmless-base has longer-wins at 0.45), so a PM that
+    learned either direction of length does not pass for one that learned more. Picking the
+    direction on the same pairs favours the baseline a little: the check errs against the PM.
+    """
     baseline = _baseline_outcomes(chosen_lengths, rejected_lengths)
     if len(pm_correct) != len(baseline):
         raise ValueError("one PM outcome per pair")
+    n = len(baseline)
+    rule = "longer"
+    if n and sum(baseline) < n / 2:
+        rule, baseline = "shorter", [1 - b for b in baseline]
     # The paired 2x2 table; a tied pair is half a baseline win and half a loss.
     both = sum(float(ok) * b for ok, b in zip(pm_correct, baseline, strict=True))
     pm_only = sum(float(ok) * (1 - b) for ok, b in zip(pm_correct, baseline, strict=True))
     base_only = sum(baseline) - both
-    neither = len(baseline) - both - pm_only - base_only
-    n = len(baseline)
-    difference = (pm_only - base_only) / n if n else None
+    neither = n - both - pm_only - base_only
     low, high = newcombe_paired_interval(both, pm_only, base_only, neither)
-    verdict = "beats" if n and low > 0 else "worse" if n and high < 0 else "no_better"
-    return {"difference": difference, "low": low, "high": high, "verdict": verdict}
+    return {
+        "rule": rule,
+        "baseline": sum(baseline) / n if n else None,
+        "difference": (pm_only - base_only) / n if n else None,
+        "low": low,
+        "high": high,
+        "verdict": "beats" if n and low > 0 else "worse" if n and high < 0 else "no_better",
+    }
 
 
 def length_report(
