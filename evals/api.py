@@ -22,6 +22,7 @@ class EvalRunSerializer(JSONModelSerializer):
     class Meta:
         model = EvalRun
         read_only_fields = [
+            "pairs_name",
             "status",
             "results",
             "error",
@@ -30,7 +31,18 @@ class EvalRunSerializer(JSONModelSerializer):
             "started_at",
             "finished_at",
         ]
-        fields = ["id", "suite", "model_version", "snapshot", "options", *read_only_fields]
+        # The preference-file suite: a file inside the data roots and its rows' format (an
+        # upload goes through the model's page).
+        fields = [
+            "id",
+            "suite",
+            "model_version",
+            "snapshot",
+            "options",
+            "pairs_path",
+            "pairs_format",
+            *read_only_fields,
+        ]
 
     def create(self, validated_data):
         user = self.context["request"].user
