@@ -470,3 +470,38 @@ def test_the_api_launches_the_suite_on_a_named_file(rita, alice, pm_version, dat
     assert unknown.status_code == 400 and "pairs_format" in unknown.json()
     api.force_authenticate(alice)
     assert api.post("/api/eval-runs/", body, format="json").status_code == 403
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_uploaded_file_is_scored_by_a_real_worker(
+    client, rita, tiny_pm_folder, celery_worker_process
+):
+    """The page stores the upload where the worker reads it (the uploads folder both share),
+    the worker scores it and deletes it."""
+    import os
+    import time
+
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from django.urls import reverse
+
+    version = model_version_register(kind="pm", name="tiny pm", path=str(tiny_pm_folder))
+    EvalRun.objects.filter(model_version=version).delete()  # the HHH run registering queued
+    client.force_login(rita)
+    upload = SimpleUploadedFile("hh.jsonl", "\n".join(json.dumps(r) for r in hh_rows()).encode())
+    response = client.post(
+        reverse("evals:launch", args=[version.pk]),
+        {"suite": "preference_file", "pairs_format": "hh-rlhf", "upload": upload},
+    )
+    assert response.status_code == 302
+    run = EvalRun.objects.get(suite="preference_file")
+    assert os.path.exists(run.pairs_path)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        run.refresh_from_db()
+        if run.is_finished:
+            break
+        time.sleep(0.25)
+    assert run.status == "succeeded", (run.error, celery_worker_process.output()[-3000:])
+    assert run.results["length_baseline"]["accuracy"] == 0.625
+    assert run.results["file"]["name"] == "hh.jsonl" and run.results["overall"]["n"] == 4
+    assert not os.path.exists(run.pairs_path)
