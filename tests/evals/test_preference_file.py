@@ -479,10 +479,11 @@ def test_an_uploaded_file_is_scored_by_a_real_worker(
     """The page stores the upload where the worker reads it (the uploads folder both share),
     the worker scores it and deletes it."""
     import os
-    import time
 
     from django.core.files.uploadedfile import SimpleUploadedFile
     from django.urls import reverse
+
+    from tests.waiting import wait_until
 
     version = model_version_register(kind="pm", name="tiny pm", path=str(tiny_pm_folder))
     EvalRun.objects.filter(model_version=version).delete()  # the HHH run registering queued
@@ -495,13 +496,27 @@ def test_an_uploaded_file_is_scored_by_a_real_worker(
     assert response.status_code == 302
     run = EvalRun.objects.get(suite="preference_file")
     assert os.path.exists(run.pairs_path)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        run.refresh_from_db()
-        if run.is_finished:
-            break
-        time.sleep(0.25)
+    wait_until(lambda: EvalRun.objects.get(pk=run.pk).is_finished, 120, "the worker to run it")
+    run.refresh_from_db()
     assert run.status == "succeeded", (run.error, celery_worker_process.output()[-3000:])
     assert run.results["length_baseline"]["accuracy"] == 0.625
     assert run.results["file"]["name"] == "hh.jsonl" and run.results["overall"]["n"] == 4
     assert not os.path.exists(run.pairs_path)
+
+
+@pytest.mark.django_db
+def test_the_run_eval_command_scores_a_named_file(pm_version, data_root):
+    import io
+
+    from django.core.management import CommandError, call_command
+
+    path = write_jsonl(data_root / "hh.jsonl", hh_rows())
+    out = io.StringIO()
+    arguments = ["--suite", "preference_file", "--model", str(pm_version.pk)]
+    call_command(
+        "run_eval", *arguments, "--pairs-path", str(path), "--pairs-format", "hh-rlhf", stdout=out
+    )
+    assert "preference file vs the length baseline" in out.getvalue()
+    assert "length_baseline: {'accuracy': 0.625" in out.getvalue()
+    with pytest.raises(CommandError, match="inside the data roots"):
+        call_command("run_eval", *arguments, "--pairs-path", "/etc/passwd", "--pairs-format", "trl")

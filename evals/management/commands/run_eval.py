@@ -16,6 +16,14 @@ class Command(BaseCommand):
         parser.add_argument("--model", required=True, type=int, help="model version id")
         parser.add_argument("--snapshot", type=int, help="held_out: the dataset snapshot")
         parser.add_argument("--limit", type=int, help="only the first N items (a quick look)")
+        parser.add_argument(
+            "--pairs-path", help="preference_file: the file, inside ALIGNLAB_DATA_ROOTS"
+        )
+        parser.add_argument(
+            "--pairs-format",
+            choices=EvalRun.PairsFormat.values,
+            help="preference_file: the rows' format (jsonl, jsonl.gz or Parquet alike)",
+        )
 
     def handle(self, *args, **o):
         try:
@@ -29,6 +37,8 @@ class Command(BaseCommand):
                 model_version=version,
                 snapshot_id=o["snapshot"],
                 options=options,
+                pairs_path=o["pairs_path"],
+                pairs_format=o["pairs_format"],
             )
         except ValidationError as error:
             raise CommandError("; ".join(error.messages)) from None
@@ -53,6 +63,6 @@ class Command(BaseCommand):
                     f"  {name:<10} {cell['accuracy']:.3f}  [{cell['low']:.3f}, {cell['high']:.3f}]"
                     f"  n={cell['n']}"
                 )
-        for key in ("mc1", "mc2", "prompt"):
+        for key in ("mc1", "mc2", "prompt", "length_baseline", "length_bias", "versus_length"):
             if key in results:
                 self.stdout.write(f"  {key}: {results[key]}")
