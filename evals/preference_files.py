@@ -23,6 +23,7 @@ from pathlib import Path
 
 from django.conf import settings
 
+from assistant.jobs import FINISHED
 from assistant.uploads import UploadTooLarge, path_inside, remove_upload, store_upload
 from collection.dataset_errors import DatasetError
 from collection.imports import upload_max_bytes
@@ -149,5 +150,25 @@ def _pair(item: ImportItem) -> tuple[list[tuple[str, str]], str, str]:
 
 def release(run: EvalRun) -> None:
     """Delete the run's uploaded file once the run has ended (a named file is left alone)."""
-    if run.pairs_path and run.is_finished:
+    if run.pairs_path and run.is_finished and _is_upload(run.pairs_path):
         remove_upload(run.pairs_path, uploads_root())
+        EvalRun.objects.filter(pk=run.pk).update(pairs_path="")  # handled once; the name stays
+        run.pairs_path = ""
+
+
+def release_finished() -> int:
+    """Delete the uploads of runs that ended without their worker (cancelled by the sweeper,
+    say); how many. Run by the sweeper, after the eval runs' sweep."""
+    runs = EvalRun.objects.filter(
+        status__in=FINISHED,
+        pairs_path__startswith=str(uploads_root()),
+    ).only("pk", "status", "pairs_path")
+    released = 0
+    for run in runs:
+        release(run)
+        released += 1
+    return released
+
+
+def _is_upload(path: str) -> bool:
+    return Path(path).parent.parent == uploads_root()

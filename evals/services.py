@@ -190,10 +190,12 @@ def eval_run_cancel(*, run: EvalRun) -> EvalRun:
 
 
 def eval_runs_sweep() -> dict:
-    """Queue again the runs with no live task or an expired lease; end cancelled ones."""
+    """Queue again the runs with no live task or an expired lease; end cancelled ones; delete
+    the uploads of runs that ended."""
     from .tasks import run_eval
 
-    return jobs.job_sweep(EvalRun, run_eval, grace_s=settings.JOBS_ENQUEUE_GRACE_S)
+    swept = jobs.job_sweep(EvalRun, run_eval, grace_s=settings.JOBS_ENQUEUE_GRACE_S)
+    return {**swept, "uploads_removed": preference_files.release_finished()}
 
 
 def eval_run_execute(*, run: EvalRun) -> EvalRun:

@@ -495,13 +495,14 @@ def test_an_uploaded_file_is_scored_by_a_real_worker(
     )
     assert response.status_code == 302
     run = EvalRun.objects.get(suite="preference_file")
-    assert os.path.exists(run.pairs_path)
+    stored = run.pairs_path
+    assert os.path.exists(stored)
     wait_until(lambda: EvalRun.objects.get(pk=run.pk).is_finished, 120, "the worker to run it")
     run.refresh_from_db()
     assert run.status == "succeeded", (run.error, celery_worker_process.output()[-3000:])
     assert run.results["length_baseline"]["accuracy"] == 0.625
     assert run.results["file"]["name"] == "hh.jsonl" and run.results["overall"]["n"] == 4
-    assert not os.path.exists(run.pairs_path)
+    assert not os.path.exists(stored) and run.pairs_path == ""
 
 
 @pytest.mark.django_db
@@ -520,3 +521,40 @@ def test_the_run_eval_command_scores_a_named_file(pm_version, data_root):
     assert "length_baseline: {'accuracy': 0.625" in out.getvalue()
     with pytest.raises(CommandError, match="inside the data roots"):
         call_command("run_eval", *arguments, "--pairs-path", "/etc/passwd", "--pairs-format", "trl")
+
+
+@pytest.mark.django_db
+def test_an_upload_is_deleted_when_its_run_is_cancelled_or_swept(pm_version, data_root):
+    import os
+
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from django.utils import timezone
+
+    from config.tasks import sweep_stranded_work
+
+    def launch():
+        upload = SimpleUploadedFile("hh.jsonl", json.dumps(hh_rows()[0]).encode())
+        return services.eval_run_create(
+            suite="preference_file",
+            model_version=pm_version,
+            pairs_format="hh-rlhf",
+            upload=upload,
+        )
+
+    queued = launch()
+    stored = queued.pairs_path
+    assert os.path.exists(stored)
+    cancelled = services.eval_run_cancel(run=queued)  # queued: it ends at once, so does the file
+    assert cancelled.status == "cancelled" and not os.path.exists(stored)
+    assert cancelled.pairs_path == "" and cancelled.pairs_name == "hh.jsonl"
+    # A running one whose worker died, cancelled: the sweeper ends it, and deletes its file.
+    running = launch()
+    stored = running.pairs_path
+    services.eval_run_claim(eval_run_id=running.pk)
+    services.eval_run_cancel(run=running)
+    assert os.path.exists(stored)
+    EvalRun.objects.filter(pk=running.pk).update(lease_expires_at=timezone.now())
+    swept = sweep_stranded_work()["eval_runs"]
+    assert swept["cancelled"] == [running.pk] and swept["uploads_removed"] == 1
+    assert not os.path.exists(stored)
+    assert sweep_stranded_work()["eval_runs"]["uploads_removed"] == 0  # once
