@@ -42,7 +42,7 @@ def length_summary(results: dict) -> dict | None:
         rows.append(
             _cell("this PM", overall["accuracy"], overall["low"], overall["high"], overall["n"])
         )
-    ties = f"{baseline['ties']} ties {baseline['ties_rule']}"
+    ties = f"{baseline['ties']} tie{'s' if baseline['ties'] != 1 else ''} {baseline['ties_rule']}"
     rows.append(
         _cell(
             "the longer response wins",

@@ -6,6 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 from assistant.models import ModelVersion
 from evals import services
 from evals.models import EvalRun
+from evals.reports import length_summary
 
 
 class Command(BaseCommand):
@@ -63,6 +64,14 @@ class Command(BaseCommand):
                     f"  {name:<10} {cell['accuracy']:.3f}  [{cell['low']:.3f}, {cell['high']:.3f}]"
                     f"  n={cell['n']}"
                 )
-        for key in ("mc1", "mc2", "prompt", "length_baseline", "length_bias", "versus_length"):
+        for key in ("mc1", "mc2", "prompt"):
             if key in results:
                 self.stdout.write(f"  {key}: {results[key]}")
+        length = length_summary(results)  # what the run's page says of length, in lines
+        if length:
+            for row in length["rows"]:
+                self.stdout.write(
+                    f"  {row['label']}: {row['accuracy']:.1f}% [{row['low']:.1f}, "
+                    f"{row['high']:.1f}] n={row['n']} {row['note']}".rstrip()
+                )
+            self.stdout.write(f"  {length['verdict']}\n  length bias: {length['bias']}")
