@@ -32,10 +32,14 @@ def _verdict(versus: dict) -> tuple[bool, str]:
 
 
 def length_summary(results: dict) -> dict | None:
-    """{"rows", "beats", "verdict", "bias"} for the page, or None for a run without them."""
+    """{"rows", "beats", "verdict", "bias"} for the page, or None for a run without them
+    (an LM's); only "bias" for a run that scored answers, not pairs."""
     baseline, versus = results.get("length_baseline"), results.get("versus_length")
-    if not baseline or not versus:
+    bias = results.get("length_bias")
+    if not bias:
         return None
+    if not baseline or not versus:  # answers scored without pairs (TruthfulQA): the bias alone
+        return {"rows": [], "beats": None, "verdict": "", "bias": _bias(bias)}
     overall = results.get("overall") or {}
     rows = []
     if overall.get("accuracy") is not None:
@@ -65,9 +69,10 @@ def length_summary(results: dict) -> dict | None:
             )
         )
     beats, verdict = _verdict(versus)
-    bias = results.get("length_bias") or {}
+    return {"rows": rows, "beats": beats, "verdict": verdict, "bias": _bias(bias)}
+
+
+def _bias(bias: dict) -> str:
     if bias.get("rho") is None:
-        said = f"not defined: the scores or the lengths are all equal (n = {bias.get('n', 0)})"
-    else:
-        said = f"Spearman ρ = {bias['rho']:+.3f} (n = {bias['n']} responses, p = {bias['p']:.2g})"
-    return {"rows": rows, "beats": beats, "verdict": verdict, "bias": said}
+        return f"not defined: the scores or the lengths are all equal (n = {bias.get('n', 0)})"
+    return f"Spearman ρ = {bias['rho']:+.3f} (n = {bias['n']} responses, p = {bias['p']:.2g})"
