@@ -7,6 +7,7 @@ from collection.models import Campaign, Judgement
 from config.roles import ADMIN, RESEARCHER, has_role, role_required
 
 from . import charts, selectors
+from .forms import EvalLaunchForm
 from .models import EvalRun
 from .reports import length_summary
 
@@ -37,14 +38,12 @@ def model_detail(request, version_id: int):
 
 def model_context(request, version, launch_form=None) -> dict:
     """The model page's context; `launch_form` a bound eval launch form with its errors."""
-    from .forms import EvalLaunchForm
-
     return {
         "version": version,
         "runs": selectors.version_runs(version),
         "counts": selectors.eval_status_counts(version=version),
         "is_admin": has_role(request.user, ADMIN),
-        "launch_form": launch_form or EvalLaunchForm(version),
+        "launch_form": EvalLaunchForm(version) if launch_form is None else launch_form,
     }
 
 
