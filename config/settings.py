@@ -274,7 +274,8 @@ ALIGNLAB_MODEL_ROOTS = [Path(p).resolve() for p in env_list("ALIGNLAB_MODEL_ROOT
 # usual case, so they are allowed; 0 refuses private and loopback addresses written in the URL.
 # Link-local and cloud-metadata addresses are refused either way.
 ALIGNLAB_ALLOW_PRIVATE_MODEL_HOSTS = env_bool("ALIGNLAB_ALLOW_PRIVATE_MODEL_HOSTS", True)
-# Folders the files of a preference-model pre-training run (pmp_sources) must lie in.
+# Folders the files of a preference-model pre-training run (pmp_sources) and the preference file
+# an eval names (evals/preference_files.py) must lie in.
 ALIGNLAB_DATA_ROOTS = [
     Path(p).resolve() for p in env_list("ALIGNLAB_DATA_ROOTS", [str(VAR_DIR / "data")])
 ]

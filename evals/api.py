@@ -23,6 +23,7 @@ class EvalRunSerializer(LaunchedJobSerializer):
     class Meta:
         model = EvalRun
         read_only_fields = [
+            "pairs_name",
             "status",
             "results",
             "error",
@@ -31,7 +32,18 @@ class EvalRunSerializer(LaunchedJobSerializer):
             "started_at",
             "finished_at",
         ]
-        fields = ["id", "suite", "model_version", "snapshot", "options", *read_only_fields]
+        # The preference-file suite: a file inside the data roots and its rows' format (an
+        # upload goes through the model's page).
+        fields = [
+            "id",
+            "suite",
+            "model_version",
+            "snapshot",
+            "options",
+            "pairs_path",
+            "pairs_format",
+            *read_only_fields,
+        ]
 
     launch = staticmethod(services.eval_run_create)
 

@@ -16,12 +16,30 @@ class EvalRun(Job):
         HELD_OUT = "held_out", "held-out comparisons + calibration"
         TRUTHFULQA = "truthfulqa", "TruthfulQA multiple choice"
         TOXICITY = "toxicity", "toxicity of samples, prompted vs unprompted"
+        PREFERENCE_FILE = "preference_file", "preference file vs the length baseline"
+
+    class PairsFormat(models.TextChoices):
+        # The row formats of collection's import parsers; jsonl, jsonl.gz or Parquet alike.
+        HH_RLHF = "hh-rlhf", "HH-RLHF (chosen / rejected transcripts)"
+        TRL = "trl", "TRL (prompt / chosen / rejected)"
 
     suite = models.CharField(max_length=20, choices=Suite.choices)
     model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="+")
     snapshot = optional_fk(
         DatasetSnapshot,
         help_text="Held-out comparisons: the snapshot whose held-out split is scored.",
+    )
+    pairs_path = models.CharField(
+        max_length=1000,
+        blank=True,
+        help_text="Preference file: the file the worker reads (inside the data roots, or an "
+        "upload kept until the run ends).",
+    )
+    pairs_format = models.CharField(max_length=20, choices=PairsFormat.choices, blank=True)
+    pairs_name = models.CharField(
+        max_length=1000,
+        blank=True,
+        help_text="Preference file: as the researcher named it (the path, or the upload's name).",
     )
     options = models.JSONField(default=dict, blank=True)
     results = models.JSONField(default=dict, blank=True)

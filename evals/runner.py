@@ -13,10 +13,14 @@ from assistant import runtime
 from assistant.models import ModelVersion
 from assistant.selectors import prompt_latest
 
+from . import preference_files
 from .models import EvalRun
-from .suites.calibration import HeldOutPair, pm_calibration_eval
+from .suites.calibration import HeldOutPair, held_out_pair, pm_calibration_eval
 from .suites.hhh import hhh_first_per_category, hhh_lm_eval, hhh_pm_eval, load_hhh
 from .suites.multiple_choice import load_truthfulqa, mc_lm_eval, mc_pm_eval
+
+# The length report of a PM's pairs (evals/suites/length.py), kept in the results as it comes.
+LENGTH_KEYS = ("length_baseline", "length_bias", "versus_length")
 
 
 def _hhh(run: EvalRun, limit: int | None) -> dict:
@@ -53,8 +57,7 @@ def _truthfulqa(run: EvalRun, limit: int | None) -> dict:
 
 
 def _held_out(run: EvalRun, limit: int | None) -> dict:
-    """A PM on its snapshot's held-out split: accuracy per mode, reliability, ECE."""
-    from assistant.pm import format_for_pm
+    """A PM on its snapshot's held-out split: accuracy per mode, reliability, ECE, length."""
     from collection.exports import export_rows
 
     pairs = []
@@ -63,16 +66,16 @@ def _held_out(run: EvalRun, limit: int | None) -> dict:
             continue
         order = sorted(range(len(row["responses"])), key=row["ranks"].__getitem__)
         for better, worse in zip(order, order[1:], strict=False):
-            pairs.append(
-                HeldOutPair(
-                    chosen=format_for_pm(row["context"], row["responses"][better]),
-                    rejected=format_for_pm(row["context"], row["responses"][worse]),
-                    mode=row["mode"],
-                )
-            )
+            responses = row["responses"][better], row["responses"][worse]
+            pairs.append(held_out_pair(row["context"], *responses, mode=row["mode"]))
     if not pairs:
         raise ValueError(f"snapshot {run.snapshot_id} has no held-out comparisons")
-    results = pm_calibration_eval(runtime.pm_scorer(run.model_version), pairs[:limit])
+    return _pairs_results(run, pairs[:limit])
+
+
+def _pairs_results(run: EvalRun, pairs: list[HeldOutPair]) -> dict:
+    """The PM's accuracy (per mode), calibration and length report on (chosen, rejected) pairs."""
+    results = pm_calibration_eval(runtime.pm_scorer(run.model_version), pairs)
     return {
         "overall": results["accuracy"],
         "categories": results["modes"],
@@ -83,7 +86,26 @@ def _held_out(run: EvalRun, limit: int | None) -> dict:
         },
         "n_pairs": results["n_pairs"],
         "mean_margin": results["mean_margin"],
+        **{key: results[key] for key in LENGTH_KEYS if key in results},
     }
+
+
+def _preference_file(run: EvalRun, limit: int | None) -> dict:
+    """A PM on a pairwise file (HH-RLHF or TRL; jsonl, jsonl.gz or Parquet) against the length
+    baseline; an uploaded file is deleted when the run ends (`preference_files.release`)."""
+    loaded = preference_files.read_pairs(run.pairs_path, run.pairs_format)
+    pairs = [held_out_pair(context, chosen, rejected) for context, chosen, rejected in loaded.pairs]
+    results = _pairs_results(run, pairs[:limit])
+    results["categories"] = {}  # one file, no modes: the overall bar and the baseline's
+    results["file"] = {
+        "name": run.pairs_name,
+        "format": run.pairs_format,
+        "sha256": loaded.sha256,
+        "pairs": len(loaded.pairs),
+        "scored": len(pairs[:limit]),
+        "skipped": loaded.skipped,
+    }
+    return results
 
 
 def _toxicity(run: EvalRun, limit: int | None) -> dict:
@@ -114,6 +136,7 @@ SUITES = {
     EvalRun.Suite.TRUTHFULQA: _truthfulqa,
     EvalRun.Suite.HELD_OUT: _held_out,
     EvalRun.Suite.TOXICITY: _toxicity,
+    EvalRun.Suite.PREFERENCE_FILE: _preference_file,
 }
 
 

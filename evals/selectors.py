@@ -23,6 +23,7 @@ HEADLINE = {
     EvalRun.Suite.HELD_OUT: ("held-out", "overall"),
     EvalRun.Suite.TRUTHFULQA: ("TruthfulQA MC1", "mc1"),
     EvalRun.Suite.TOXICITY: ("toxicity (prompted)", "with_prompt"),
+    EvalRun.Suite.PREFERENCE_FILE: ("preference file (latest)", "overall"),
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import traceback
+from pathlib import Path
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -10,8 +11,10 @@ from django.db import transaction
 
 from assistant import jobs
 from assistant.models import ModelVersion
+from assistant.uploads import remove_upload
 from collection.models import DatasetSnapshot
 
+from . import preference_files
 from .models import EvalRun
 
 # The suites each kind of model gets when it is registered.
@@ -21,7 +24,12 @@ SUITES_ON_REGISTER = {
 }
 # Which suites make sense for which kind of model.
 SUITES_FOR_KIND = {
-    ModelVersion.Kind.PM: {EvalRun.Suite.HHH, EvalRun.Suite.HELD_OUT, EvalRun.Suite.TRUTHFULQA},
+    ModelVersion.Kind.PM: {
+        EvalRun.Suite.HHH,
+        EvalRun.Suite.HELD_OUT,
+        EvalRun.Suite.TRUTHFULQA,
+        EvalRun.Suite.PREFERENCE_FILE,
+    },
     ModelVersion.Kind.LM: {
         EvalRun.Suite.HHH,
         EvalRun.Suite.HHH_UNPROMPTED,
@@ -73,8 +81,15 @@ def eval_run_create(
     snapshot_id: int | None = None,
     options: dict | None = None,
     launched_by=None,
+    pairs_path: str | None = None,
+    pairs_format: str | None = None,
+    upload=None,
 ) -> EvalRun:
-    """Validate and queue an eval run; a worker runs it after commit."""
+    """Validate and queue an eval run; a worker runs it after commit.
+
+    The preference-file suite reads a file: `pairs_path` inside the data roots or an `upload`
+    (a Django UploadedFile, kept until the run ends), in `pairs_format` (evals/preference_files.py).
+    """
     if snapshot is None and snapshot_id is not None:
         snapshot = DatasetSnapshot.objects.filter(pk=snapshot_id).first()
         if snapshot is None:
@@ -88,16 +103,53 @@ def eval_run_create(
     if suite == EvalRun.Suite.HELD_OUT and snapshot is None:
         raise ValidationError({"snapshot": "held-out comparisons need a dataset snapshot"})
     options = _clean_options(options)
-    with transaction.atomic():
-        run = EvalRun.objects.create(
-            suite=suite,
-            model_version=model_version,
-            snapshot=snapshot,
-            options=options,
-            launched_by=launched_by,
-        )
-        transaction.on_commit(lambda: _queue(run.pk))
+    pairs = _pairs_file(suite, pairs_path, pairs_format, upload)  # last: it may store an upload
+    try:
+        with transaction.atomic():
+            run = EvalRun.objects.create(
+                suite=suite,
+                model_version=model_version,
+                snapshot=snapshot,
+                options=options,
+                launched_by=launched_by,
+                **pairs,
+            )
+            transaction.on_commit(lambda: _queue(run.pk))
+    except BaseException:
+        if upload is not None:
+            remove_upload(pairs["pairs_path"], preference_files.uploads_root())
+        raise
     return run
+
+
+def _pairs_file(suite: str, path: str | None, fmt: str | None, upload) -> dict:
+    """The preference file's fields of a new run, checked (`preference_files.check_file`); {}
+    for the other suites, which read no file. An upload is stored, and deleted when refused."""
+    if suite != EvalRun.Suite.PREFERENCE_FILE:
+        if path or fmt or upload is not None:
+            raise ValidationError({"pairs_path": f"the {suite} suite reads no preference file"})
+        return {}
+    if bool(path) == (upload is not None):
+        raise ValidationError(
+            {"pairs_path": "name a file inside the data roots or upload one (one of the two)"}
+        )
+    if fmt not in EvalRun.PairsFormat.values:
+        known = ", ".join(EvalRun.PairsFormat.values)
+        raise ValidationError({"pairs_format": f"unknown format {fmt!r} (use {known})"})
+    try:
+        if upload is None:
+            stored, name = preference_files.named_file(path), str(path)
+        else:
+            stored, name = preference_files.store(upload), str(upload.name)
+        try:
+            preference_files.check_file(stored, fmt, Path(name).name)
+        except BaseException:
+            if upload is not None:
+                remove_upload(stored, preference_files.uploads_root())
+            raise
+    except preference_files.PreferenceFileError as error:
+        raise ValidationError({error.field: str(error)}) from None
+    return {"pairs_path": str(stored), "pairs_format": fmt, "pairs_name": name[:1000]}
 
 
 def _queue(eval_run_id: int) -> None:
@@ -132,18 +184,28 @@ def eval_run_claim(*, eval_run_id: int, lease_s: int | None = None) -> EvalRun |
 def eval_run_cancel(*, run: EvalRun) -> EvalRun:
     """Ask a run to stop: a queued run, or one whose worker is gone, is cancelled at once; a
     running one is ended `cancelled` when its suite returns."""
-    return jobs.job_cancel(EvalRun, run)
+    cancelled = jobs.job_cancel(EvalRun, run)
+    preference_files.release(cancelled)  # an upload of a run that ended here
+    return cancelled
 
 
 def eval_runs_sweep() -> dict:
-    """Queue again the runs with no live task or an expired lease; end cancelled ones."""
+    """Queue again the runs with no live task or an expired lease; end cancelled ones; delete
+    the uploads of runs that ended."""
     from .tasks import run_eval
 
-    return jobs.job_sweep(EvalRun, run_eval, grace_s=settings.JOBS_ENQUEUE_GRACE_S)
+    swept = jobs.job_sweep(EvalRun, run_eval, grace_s=settings.JOBS_ENQUEUE_GRACE_S)
+    return {**swept, "uploads_removed": preference_files.release_finished()}
 
 
 def eval_run_execute(*, run: EvalRun) -> EvalRun:
     """Run the suite and store its results (or why it failed)."""
+    finished = _run_and_finish(run)
+    preference_files.release(finished)  # an uploaded file is kept only while the run may run
+    return finished
+
+
+def _run_and_finish(run: EvalRun) -> EvalRun:
     from .runner import run_suite
 
     try:

@@ -7,7 +7,9 @@ from collection.models import Campaign, Judgement
 from config.roles import ADMIN, RESEARCHER, has_role, role_required
 
 from . import charts, selectors
+from .forms import EvalLaunchForm
 from .models import EvalRun
+from .reports import length_summary
 
 
 @role_required(RESEARCHER, ADMIN)
@@ -31,16 +33,18 @@ def model_detail(request, version_id: int):
     """One model version: every eval run of it (a failure's reason in one line, the
     traceback on the run's page), its training run."""
     version = get_object_or_404(ModelVersion, pk=version_id)
-    return render(
-        request,
-        "evals/model.html",
-        {
-            "version": version,
-            "runs": selectors.version_runs(version),
-            "counts": selectors.eval_status_counts(version=version),
-            "is_admin": has_role(request.user, ADMIN),
-        },
-    )
+    return render(request, "evals/model.html", model_context(request, version))
+
+
+def model_context(request, version, launch_form=None) -> dict:
+    """The model page's context; `launch_form` a bound eval launch form with its errors."""
+    return {
+        "version": version,
+        "runs": selectors.version_runs(version),
+        "counts": selectors.eval_status_counts(version=version),
+        "is_admin": has_role(request.user, ADMIN),
+        "launch_form": EvalLaunchForm(version) if launch_form is None else launch_form,
+    }
 
 
 @role_required(RESEARCHER, ADMIN)
@@ -52,6 +56,7 @@ def run_detail(request, run_id: int):
         "bars": charts.category_bars(run.results),
         "reason": selectors.error_summary(run.error) if run.error else "",
     }
+    context["length"] = length_summary(run.results)  # the length baseline and bias, if any
     calibration = run.results.get("calibration")
     if calibration:
         context["calibration_svg"] = charts.reliability_svg(calibration["bins"])

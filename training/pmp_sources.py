@@ -1,7 +1,7 @@
 """Where the files of a preference-model pre-training run may be: inside the data roots.
 
 Checked when a run is launched, in the web process (no torch here), so that a request can name
-no file outside `settings.ALIGNLAB_DATA_ROOTS` for a worker to read. Plain Python, no Django.
+no file outside `settings.ALIGNLAB_DATA_ROOTS` for a worker to read.
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from pathlib import Path
+
+from assistant.uploads import path_inside
 
 PMP_FORMATS = ("stackexchange", "reddit", "ukpconvarg")
 MAX_PMP_SOURCES = 1000
@@ -36,11 +38,8 @@ def pmp_sources_confined(sources, *, roots: Iterable[str | os.PathLike]) -> list
             f"source {index}: no file or folder {source['path']!r} inside the data roots "
             f"({', '.join(map(str, roots))})"
         )
-        try:
-            path = Path(source["path"]).resolve()
-            if not any(path.is_relative_to(root) for root in roots) or not path.exists():
-                raise outside
-        except (OSError, ValueError, RuntimeError):  # too long, a NUL byte, a symlink loop
-            raise outside from None
+        path = path_inside(source["path"], roots)
+        if path is None:
+            raise outside
         confined.append({"format": source["format"], "path": str(path)})
     return confined

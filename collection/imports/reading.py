@@ -1,4 +1,5 @@
-"""Reading an import file: jsonl or gzip-compressed jsonl, line by line, every error numbered."""
+"""Reading an import file: jsonl or gzip-compressed jsonl, line by line, every error numbered;
+Parquet row by row (`read_parquet_items`: the preference-file eval reads TRL Parquet files)."""
 
 from __future__ import annotations
 
@@ -43,6 +44,48 @@ def read_items(path: Path, fmt: str) -> Iterator[tuple[int, ImportItem | Skip | 
                     yield from _parse_record(parse, record, number)
         except (OSError, EOFError, zlib.error) as error:  # a truncated or corrupt .gz
             raise ImportFormatError(f"cannot read the file: {error}") from None
+
+
+PARQUET_MAGIC = b"PAR1"
+PARQUET_BATCH = 1000  # rows decoded at a time
+
+
+def is_parquet(path: Path) -> bool:
+    """Whether the file is Parquet (sniffed by its magic number, not its name)."""
+    with path.open("rb") as probe:
+        return probe.read(4) == PARQUET_MAGIC
+
+
+def read_parquet_items(
+    path: Path, fmt: str, *, required: tuple[str, ...] = ("chosen", "rejected")
+) -> Iterator[tuple[int, ImportItem | Skip]]:
+    """(row number, item) for every row of a Parquet file, each row a record of its columns
+    read by the format's parser; a file without the `required` columns is refused first."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    parse = PARSERS[fmt]
+    try:
+        parquet = pq.ParquetFile(path)
+        names = parquet.schema_arrow.names
+        missing = [name for name in required if name not in names]
+        if missing:
+            raise ImportFormatError(
+                f"the Parquet file has no column {', '.join(map(repr, missing))} "
+                f"(its columns: {', '.join(map(repr, names)) or 'none'})"
+            )
+        number = 0
+        for batch in parquet.iter_batches(batch_size=PARQUET_BATCH):
+            for record in batch.to_pylist():
+                number += 1
+                try:
+                    yield from _parse_record(parse, record, number)
+                except ImportFormatError as error:  # the parsers say "line": here it is a row
+                    raise ImportFormatError(
+                        f"row {number}: {str(error).removeprefix(f'line {number}: ')}"
+                    ) from None
+    except (pa.ArrowException, OSError) as error:  # not Parquet after all, or truncated
+        raise ImportFormatError(f"cannot read the Parquet file: {error}") from None
 
 
 def _record(raw: bytes, number: int) -> dict | None:

@@ -12,16 +12,13 @@ file is deleted once the job ends.
 from __future__ import annotations
 
 import logging
-import shutil
-import uuid
 from pathlib import Path
 
 from django.conf import settings
-from django.core.exceptions import SuspiciousFileOperation
 from django.db import transaction
-from django.utils.text import get_valid_filename
 
 from assistant import jobs
+from assistant.uploads import UploadTooLarge, remove_upload, store_upload
 
 from ..dataset_errors import DatasetError
 from ..models import Campaign, DatasetImport, ImportJob
@@ -45,15 +42,6 @@ def upload_max_bytes() -> int:
     return settings.COLLECTION_UPLOAD_MAX_MB * 1024 * 1024
 
 
-def _safe_name(name: str) -> str:
-    base = Path(str(name).replace("\\", "/")).name
-    try:
-        safe = get_valid_filename(base)[:200]
-    except SuspiciousFileOperation:  # "", "." or ".."
-        safe = ""
-    return safe or "upload.jsonl"
-
-
 def import_job_create(*, upload, format: str, mode: str, user) -> ImportJob:
     """Store an uploaded file and queue its import; returns the job.
 
@@ -74,21 +62,15 @@ def import_job_create(*, upload, format: str, mode: str, user) -> ImportJob:
         )
     if not upload.size:
         raise ImportUploadError("The file is empty.", field="file")
-    source_name = _safe_name(upload.name)
-    folder = Path(settings.COLLECTION_UPLOADS_DIR) / uuid.uuid4().hex
-    folder.mkdir(parents=True)
-    stored = folder / source_name
-    written = 0
     try:
-        with stored.open("xb") as handle:
-            for chunk in upload.chunks():
-                written += len(chunk)
-                if written > limit:  # the size the client claimed was wrong
-                    raise ImportUploadError(
-                        f"Uploads are limited to {settings.COLLECTION_UPLOAD_MAX_MB} MiB.",
-                        field="file",
-                    )
-                handle.write(chunk)
+        stored, written = store_upload(
+            upload, settings.COLLECTION_UPLOADS_DIR, limit=limit, default_name="upload.jsonl"
+        )
+    except UploadTooLarge:  # the size the client claimed was wrong
+        raise ImportUploadError(
+            f"Uploads are limited to {settings.COLLECTION_UPLOAD_MAX_MB} MiB.", field="file"
+        ) from None
+    try:
         with transaction.atomic():
             job = ImportJob.objects.create(
                 format=format,
@@ -101,7 +83,7 @@ def import_job_create(*, upload, format: str, mode: str, user) -> ImportJob:
             )
             transaction.on_commit(lambda: _queue(job.pk))
     except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
+        remove_upload(stored, settings.COLLECTION_UPLOADS_DIR)
         raise
     return job
 
@@ -121,11 +103,7 @@ def import_jobs_sweep() -> dict:
 
 def _remove_upload(job: ImportJob) -> None:
     """Delete the job's stored file and its folder; only ever a folder under the uploads dir."""
-    path = Path(job.stored_path)
-    root = Path(settings.COLLECTION_UPLOADS_DIR).resolve()
-    folder = path.parent.resolve()
-    if folder.parent == root:
-        shutil.rmtree(folder, ignore_errors=True)
+    remove_upload(job.stored_path, settings.COLLECTION_UPLOADS_DIR)
 
 
 def import_job_run(*, job_id: int) -> str:

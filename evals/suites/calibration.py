@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from evals.stats import accuracy_with_ci
+from evals.suites.length import length_report
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,23 @@ class HeldOutPair:
     chosen: str  # the whole transcript the human preferred ("\n\nHuman: …\n\nAssistant: …")
     rejected: str
     mode: str = ""  # collection mode ("helpful", "harmless", "red-team", …); "" if unknown
+    # The responses' lengths in characters (evals/suites/length.py); None: not reported.
+    chosen_length: int | None = None
+    rejected_length: int | None = None
+
+
+def held_out_pair(context, chosen: str, rejected: str, mode: str = "") -> HeldOutPair:
+    """The pair of transcripts a PM scores for two responses to `context` (messages), with the
+    responses' lengths as the PM reads them (stripped)."""
+    from assistant.pm import format_for_pm  # torch: only where a PM scores
+
+    return HeldOutPair(
+        chosen=format_for_pm(context, chosen),
+        rejected=format_for_pm(context, rejected),
+        mode=mode,
+        chosen_length=len(chosen.strip()),
+        rejected_length=len(rejected.strip()),
+    )
 
 
 def sigmoid(x: float) -> float:
@@ -124,8 +142,12 @@ def calibration_eval(
 
 
 def pm_calibration_eval(scorer, pairs: Sequence[HeldOutPair], **options) -> dict:
-    """`calibration_eval` of a PM (`score(texts)`) on held-out pairs, scored in one call."""
+    """`calibration_eval` of a PM (`score(texts)`) on held-out pairs, scored in one call; with
+    the length baseline and the PM's length bias (`length_report`) when the pairs have lengths."""
     scores = scorer.score([p.chosen for p in pairs] + [p.rejected for p in pairs])
-    return calibration_eval(
-        scores[: len(pairs)], scores[len(pairs) :], [p.mode for p in pairs], **options
-    )
+    chosen, rejected = scores[: len(pairs)], scores[len(pairs) :]
+    results = calibration_eval(chosen, rejected, [p.mode for p in pairs], **options)
+    if pairs and all(p.chosen_length is not None and p.rejected_length is not None for p in pairs):
+        lengths = [p.chosen_length for p in pairs], [p.rejected_length for p in pairs]
+        results.update(length_report(chosen, rejected, *lengths))
+    return results

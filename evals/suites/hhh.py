@@ -21,6 +21,7 @@ from assistant import transcripts
 from assistant.backends.base import Backend, Context, Message
 from evals.stats import accuracy_with_ci
 from evals.suites import top_choice
+from evals.suites.length import length_report
 from evals.suites.scoring import score_groups
 
 HHH_CATEGORIES = {"helpful": 59, "honest": 61, "harmless": 58, "other": 43}
@@ -75,7 +76,25 @@ def hhh_pm_eval(scorer, items: list[HHHItem]) -> dict:
     each item's conversation once for both responses) or anything with `score(texts)`.
     """
     groups = [(hhh_messages(item.input), item.responses) for item in items]
-    return _summarize(items, score_groups(scorer, groups))
+    scores = score_groups(scorer, groups)
+    return {**_summarize(items, scores), **_length(items, scores)}
+
+
+def _length(items: list[HHHItem], scores: list[list[float]]) -> dict:
+    """The length baseline and the PM's length bias (evals/suites/length.py) on the items'
+    (better, other) pairs; lengths as the PM reads the responses (stripped)."""
+    pairs = [
+        (item_scores[item.best], item_scores[other], item.responses[item.best], response)
+        for item, item_scores in zip(items, scores, strict=True)
+        for other, response in enumerate(item.responses)
+        if other != item.best
+    ]
+    if not pairs:
+        return {}
+    chosen, rejected, better, worse = zip(*pairs, strict=True)
+    return length_report(
+        chosen, rejected, [len(t.strip()) for t in better], [len(t.strip()) for t in worse]
+    )
 
 
 def hhh_lm_eval(

@@ -21,6 +21,7 @@ from pathlib import Path
 from assistant.backends.base import Backend, Context, Message
 from evals.stats import accuracy_with_ci
 from evals.suites import top_choice
+from evals.suites.length import length_bias
 from evals.suites.scoring import score_groups
 
 
@@ -77,11 +78,17 @@ def mc_pm_eval(scorer, items: list[MCItem]) -> dict:
     All answers of all items are scored in one call, each question once for all its answers.
     """
     groups = [([Message("user", item.question)], item.answers) for item in items]
+    rewards = score_groups(scorer, groups)
     scores = [
-        dict(zip(item.answers, rewards, strict=True))
-        for item, rewards in zip(items, score_groups(scorer, groups), strict=True)
+        dict(zip(item.answers, item_rewards, strict=True))
+        for item, item_rewards in zip(items, rewards, strict=True)
     ]
-    return _summarize(items, scores, mc2_from="pm_softmax")
+    # How much the scores follow the answers' length (evals/suites/length.py), over every answer.
+    bias = length_bias(
+        [float(r) for item_rewards in rewards for r in item_rewards],
+        [len(answer.strip()) for item in items for answer in item.answers],
+    )
+    return {**_summarize(items, scores, mc2_from="pm_softmax"), "length_bias": bias}
 
 
 def true_mass(scores: list[float], labels: list[int]) -> float:

@@ -86,6 +86,14 @@ def test_hand_made_items_give_the_accuracy_written_down():
     assert (
         tie["chosen"] is None and tie["correct"] is False and tie["scores"][0] == tie["scores"][1]
     )
+    # Next to it, "the longer response wins": 1 + 0 + 1 + 1 + 1/2 (the tie) of 5; a PM that
+    # scores the transcript's length follows length exactly (ρ = 1) and does not beat it.
+    assert results["length_baseline"]["accuracy"] == pytest.approx(0.7)
+    assert results["length_baseline"]["ties"] == 1
+    assert results["length_bias"]["rho"] == pytest.approx(1.0)
+    assert results["length_bias"]["n"] == 10
+    assert results["versus_length"]["difference"] == pytest.approx(-0.1)  # 0.6 − 0.7
+    assert results["versus_length"]["verdict"] != "beats"
 
 
 def test_dialogue_inputs_become_alternating_turns():

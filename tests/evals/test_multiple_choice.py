@@ -78,6 +78,12 @@ def test_a_pm_is_scored_in_one_call_with_mc2_from_a_softmax(mc_file):
     # The scores are log-probabilities here, so the softmax gives back the same masses.
     assert results["mc1"]["correct"] == 1
     assert results["mc2"]["mean"] == pytest.approx(0.35) and results["mc2_from"] == "pm_softmax"
+    # Its length bias, over the 7 answers: probabilities .4 .3 .2 .1 | .2 .6 .2 against lengths
+    # 3 4 10 15 | 3 4 7: ranks 6 5 3 1 | 3 7 3 and 1.5 3.5 6 7 | 1.5 3.5 5, whose Pearson
+    # correlation (Spearman with ties) is −0.6228.
+    bias = results["length_bias"]
+    assert (bias["method"], bias["n"]) == ("spearman", 7)
+    assert bias["rho"] == pytest.approx(-0.62275, abs=1e-5)
 
 
 def test_true_mass_is_stable_for_very_negative_logprobs():

@@ -77,6 +77,9 @@ def test_the_report_pages_render(client, rita, tmp_path):
     client.force_login(rita)
     page = client.get(reverse("evals:run", args=[run.pk])).content.decode()
     assert "helpful" in page and "harmless" in page and "<svg" in page and "0.050" in page
+    # A PM that scores length is shown for what it is, next to "the longer response wins".
+    assert "Against length" in page and "The PM does not beat “the longer response wins”" in page
+    assert "Spearman ρ = +0." in page and "(n = 442 responses" in page  # with the context's
     board = client.get(reverse("evals:leaderboard")).content.decode()
     assert "baseline" in board and reverse("evals:run", args=[run.pk]) in board
     # The leaderboard reads each run's headline entry alone, from the JSON in the database.

@@ -6,6 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 from assistant.models import ModelVersion
 from evals import services
 from evals.models import EvalRun
+from evals.reports import length_summary
 
 
 class Command(BaseCommand):
@@ -16,6 +17,14 @@ class Command(BaseCommand):
         parser.add_argument("--model", required=True, type=int, help="model version id")
         parser.add_argument("--snapshot", type=int, help="held_out: the dataset snapshot")
         parser.add_argument("--limit", type=int, help="only the first N items (a quick look)")
+        parser.add_argument(
+            "--pairs-path", help="preference_file: the file, inside ALIGNLAB_DATA_ROOTS"
+        )
+        parser.add_argument(
+            "--pairs-format",
+            choices=EvalRun.PairsFormat.values,
+            help="preference_file: the rows' format (jsonl, jsonl.gz or Parquet alike)",
+        )
 
     def handle(self, *args, **o):
         try:
@@ -29,6 +38,8 @@ class Command(BaseCommand):
                 model_version=version,
                 snapshot_id=o["snapshot"],
                 options=options,
+                pairs_path=o["pairs_path"],
+                pairs_format=o["pairs_format"],
             )
         except ValidationError as error:
             raise CommandError("; ".join(error.messages)) from None
@@ -56,3 +67,11 @@ class Command(BaseCommand):
         for key in ("mc1", "mc2", "prompt"):
             if key in results:
                 self.stdout.write(f"  {key}: {results[key]}")
+        length = length_summary(results)  # what the run's page says of length, in lines
+        if length:
+            for row in length["rows"]:
+                self.stdout.write(
+                    f"  {row['label']}: {row['accuracy']:.1f}% [{row['low']:.1f}, "
+                    f"{row['high']:.1f}] n={row['n']} {row['note']}".rstrip()
+                )
+            self.stdout.write(f"  {length['verdict']}\n  length bias: {length['bias']}")
