@@ -11,11 +11,20 @@ from config.schema_objects import JSONModelSerializer, SchemaObjectField, sampli
 from . import services
 from .models import ModelVersion, PromptTemplate
 
-
 # Rows the API creates, lists and shows but never edits or deletes in place (model versions,
 # snapshots, runs): what changes them afterwards is an action that calls a service. (Comments,
 # not docstrings, on these bases: the schema would show a base's docstring as each
 # subclass's description.)
+# Who launched a job and when it was made, started and finished: the last fields of every job's
+# serializer (assistant/jobs.py), read-only.
+JOB_TIMES = ["launched_by", "created_at", "started_at", "finished_at"]
+
+
+def read_only_but(fields: list[str], *writable: str) -> list[str]:
+    """A serializer's read_only_fields: all its `fields` except the `writable` ones."""
+    return [name for name in fields if name not in writable]
+
+
 class CreateListRetrieveViewSet(
     mixins.CreateModelMixin,
     mixins.ListModelMixin,

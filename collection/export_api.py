@@ -4,11 +4,12 @@ job, and download its file when a worker has written it (`collection.export_jobs
 from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import mixins, serializers, status, viewsets
+from rest_framework import serializers, status
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 
+from assistant.api import JOB_TIMES, CreateListRetrieveViewSet, read_only_but
 from config.roles import ResearcherWrite
 
 from .dataset_errors import DatasetError
@@ -42,24 +43,14 @@ class ExportJobSerializer(serializers.ModelSerializer):
             "size_bytes",
             "file_name",
             "error",
-            "launched_by",
-            "created_at",
-            "started_at",
-            "finished_at",
+            *JOB_TIMES,
         ]
-        read_only_fields = [
-            f
-            for f in fields
-            if f not in {"snapshot", "export_format", "file_format", "split", "pairs", "margin"}
-        ]
+        read_only_fields = read_only_but(
+            fields, "snapshot", "export_format", "file_format", "split", "pairs", "margin"
+        )
 
 
-class ExportJobViewSet(
-    mixins.CreateModelMixin,
-    mixins.ListModelMixin,
-    mixins.RetrieveModelMixin,
-    viewsets.GenericViewSet,
-):
+class ExportJobViewSet(CreateListRetrieveViewSet):
     """Export jobs. POST gives 201 with a new job, or 200 with the one already asked for."""
 
     queryset = ExportJob.objects.all()

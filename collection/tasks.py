@@ -27,11 +27,10 @@ def run_import(job_id: int) -> str:
     return import_job_run(job_id=job_id)
 
 
-@shared_task(
-    name="collection.run_export",
-    acks_late=True,
-    soft_time_limit=settings.COLLECTION_IMPORT_SOFT_TIME_LIMIT,
-    time_limit=settings.COLLECTION_IMPORT_TIME_LIMIT,
+# An export's time limits are the import's: a million pairs take well under a minute.
+@job_task(
+    "collection.run_export",
+    time_limits=(settings.COLLECTION_IMPORT_SOFT_TIME_LIMIT, settings.COLLECTION_IMPORT_TIME_LIMIT),
 )
 def run_export(job_id: int) -> str:
     """Write a snapshot's export to a file (an ExportJob); idempotent: the claim lets one task

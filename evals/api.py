@@ -6,7 +6,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, viewsets
 from rest_framework.response import Response
 
-from assistant.api import CreateListRetrieveViewSet, LaunchedJobSerializer
+from assistant.api import JOB_TIMES, CreateListRetrieveViewSet, LaunchedJobSerializer
 from collection.api import StrictQueryMixin
 from collection.models import Campaign, Judgement
 from config.roles import ResearcherWrite
@@ -27,10 +27,7 @@ class EvalRunSerializer(LaunchedJobSerializer):
             "status",
             "results",
             "error",
-            "launched_by",
-            "created_at",
-            "started_at",
-            "finished_at",
+            *JOB_TIMES,
         ]
         # The preference-file suite: a file inside the data roots and its rows' format (an
         # upload goes through the model's page).

@@ -5,7 +5,7 @@ from rest_framework import serializers
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from assistant.api import CreateListRetrieveViewSet, LaunchedJobSerializer
+from assistant.api import JOB_TIMES, CreateListRetrieveViewSet, LaunchedJobSerializer, read_only_but
 from config.roles import ResearcherReadAdminWrite
 from config.schema_objects import (
     SchemaObjectField,
@@ -57,16 +57,11 @@ class TrainingRunSerializer(LaunchedJobSerializer):
             "artifact_path",
             "result_version",
             "promotion",
-            "launched_by",
-            "created_at",
-            "started_at",
-            "finished_at",
+            *JOB_TIMES,
         ]
-        read_only_fields = [
-            f
-            for f in fields
-            if f not in {"kind", "base_model", "snapshot", "pmp_sources", "prompt", "config"}
-        ]
+        read_only_fields = read_only_but(
+            fields, "kind", "base_model", "snapshot", "pmp_sources", "prompt", "config"
+        )
 
     def validate(self, attrs):
         # Against the kind's own config, so that a refusal lists that kind's settings (a PMP key

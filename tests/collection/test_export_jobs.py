@@ -3,13 +3,10 @@ lease and progress), the file offered when ready; contractors can neither start 
 one; a failed job says why; big snapshots are never streamed by a request."""
 
 import json
-import time
-from datetime import timedelta
 
 import pytest
 from django.test import Client
 from django.urls import reverse
-from django.utils import timezone
 
 from assistant import jobs
 from collection import export_jobs, exports, snapshots
@@ -17,6 +14,7 @@ from collection.models import ExportJob
 from collection.tasks import run_export
 from config.tasks import sweep_stranded_work
 from tests.collection.dataset_builders import collected
+from tests.waiting import job_when_finished, strand
 
 
 @pytest.fixture
@@ -280,11 +278,7 @@ def test_the_sweeper_sends_stranded_export_jobs_again(alice, pairwise, exports_d
     running, _ = export_jobs.export_job_create(
         snapshot=snapshot, export_format="raw", file_format="jsonl"
     )
-    old = timezone.now() - timedelta(hours=1)
-    ExportJob.objects.filter(pk=queued.pk).update(created_at=old, celery_task_id="")
-    ExportJob.objects.filter(pk=running.pk).update(
-        status="running", lease_owner="dead-worker", lease_expires_at=old, created_at=old
-    )
+    strand(ExportJob, queued=queued, running=running)
     swept = sweep_stranded_work()["export_jobs"]
     assert swept["requeued"] == [running.pk] and swept["enqueued"] == [queued.pk]
     assert run_export(running.pk) == "succeeded"
@@ -302,12 +296,7 @@ def test_a_real_worker_writes_an_export_the_page_then_offers(
     response = _ask(client, snapshot)
     job = ExportJob.objects.get()
     assert response.status_code == 302 and job.celery_task_id  # sent after commit
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        job.refresh_from_db()
-        if job.is_finished:
-            break
-        time.sleep(0.3)
+    job_when_finished(job)
     assert job.status == "succeeded", (job.status, job.error, celery_worker_process.output())
     assert "collection.run_export" in celery_worker_process.output()
     page = client.get(reverse("collection:export_job", args=[job.pk])).content.decode()

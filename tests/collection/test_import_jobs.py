@@ -2,14 +2,11 @@
 worker (an ImportJob with its lease and progress), line-numbered errors shown, idempotent."""
 
 import json
-import time
-from datetime import timedelta
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
-from django.utils import timezone
 
 from assistant import jobs
 from collection.imports import uploads as import_uploads
@@ -17,6 +14,7 @@ from collection.models import DatasetImport, ImportJob
 from collection.tasks import run_import
 from config.tasks import sweep_stranded_work
 from tests.training.test_runs import toy_trl_file
+from tests.waiting import job_when_finished, strand
 
 
 @pytest.fixture
@@ -196,11 +194,7 @@ def test_the_sweeper_sends_stranded_import_jobs_again(client, rita, uploads, tmp
     _upload(client, _toy_bytes(tmp_path))
     _upload(client, _toy_bytes(tmp_path, seed=1))
     queued, running = ImportJob.objects.order_by("pk")
-    old = timezone.now() - timedelta(hours=1)
-    ImportJob.objects.filter(pk=queued.pk).update(created_at=old, celery_task_id="")
-    ImportJob.objects.filter(pk=running.pk).update(
-        status="running", lease_owner="dead-worker", lease_expires_at=old, created_at=old
-    )
+    strand(ImportJob, queued=queued, running=running)
     swept = sweep_stranded_work()["import_jobs"]
     assert swept["requeued"] == [running.pk] and swept["enqueued"] == [queued.pk]
     running.refresh_from_db()
@@ -229,12 +223,7 @@ def test_a_real_worker_imports_an_upload(celery_worker_process, rita, tmp_path, 
     assert response.status_code == 302
     job = ImportJob.objects.get()
     assert job.celery_task_id  # sent after commit
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        job.refresh_from_db()
-        if job.is_finished:
-            break
-        time.sleep(0.5)
+    job_when_finished(job)
     assert job.status == "succeeded", (job.status, job.error, celery_worker_process.output())
     assert job.dataset_import.counts["judgements"] == 30
     assert "collection.run_import" in celery_worker_process.output()
