@@ -38,3 +38,12 @@ def run_export(job_id: int) -> str:
     from .export_jobs import export_job_run
 
     return export_job_run(job_id=job_id)
+
+
+@shared_task(name="collection.refresh_quality")
+def refresh_quality() -> dict:
+    """Recompute the quality page's summaries (beat, every few minutes); idempotent: each run
+    replaces them."""
+    from .quality_summaries import quality_summaries_refresh
+
+    return quality_summaries_refresh()

@@ -434,7 +434,7 @@ def snapshot_download(request, snapshot_id: int):
 @role_required(RESEARCHER, ADMIN)
 def quality(request):
     """Contractor quality and agreement: per contractor, and per campaign."""
-    from . import quality as quality_stats
+    from .quality_summaries import quality_numbers
 
     form = QualityFilterForm(request.GET)
     valid = form.is_valid()
@@ -447,8 +447,7 @@ def quality(request):
         {
             "campaigns": Campaign.objects.exclude(imports__isnull=False).order_by("-pk"),
             "campaign": campaign,
-            "contractors": quality_stats.contractor_stats(campaign=campaign),
-            "agreement": quality_stats.campaign_agreement(campaign=campaign) if campaign else None,
+            **quality_numbers(campaign),
         },
         status=200 if valid else 400,
     )

@@ -298,6 +298,10 @@ COLLECTION_EXPORTS_DIR = Path(env_str("ALIGNLAB_EXPORTS_DIR", str(VAR_DIR / "exp
 # it (seconds at most); a bigger one only as an export job, so no request holds a connection for
 # minutes.
 COLLECTION_EXPORT_STREAM_MAX_ROWS = env_int("ALIGNLAB_EXPORT_STREAM_MAX_ROWS", 50_000)
+# The quality page computes its numbers live while there are at most this many judgements;
+# beyond, it reads the summaries `collection.refresh_quality` stores (beat, every 5 minutes:
+# an ordinary django-celery-beat entry that admins can edit).
+COLLECTION_QUALITY_LIVE_MAX_JUDGEMENTS = env_int("ALIGNLAB_QUALITY_LIVE_MAX", 20_000)
 
 # --- Evals ----------------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from .conversations import (
 from .datasets import DatasetImport, DatasetSnapshot, ImportJob
 from .exports import ExportJob
 from .loop import LoopSettings, PMAgreement
+from .quality import QualitySummary
 
 __all__ = [
     "FLAGS",
@@ -31,6 +32,7 @@ __all__ = [
     "Judgement",
     "LoopSettings",
     "PMAgreement",
+    "QualitySummary",
     "Response",
     "ReviewOrder",
     "Sample",
