@@ -58,6 +58,9 @@ RANGES = {
     # Fewer than 2 answers to a question make no comparison.
     "max_responses": Range(2, 10_000),
     "min_conversations": Range(1, 10_000_000),
+    # A subset of the training rankings (None: all of them).
+    "train_comparisons": Range(1, 100_000_000),
+    "subset_seed": Range(0, 2**32 - 1),
 }
 _TYPE_WORDS = {
     "int": "a whole number",
@@ -200,6 +203,12 @@ class PreferenceTrainingConfig(RunConfig):
     # Decoder PMs: one row per ranking, its context computed once for all k responses (a block
     # attention mask); encoders and the imitation baseline always take one row per response.
     pack_context: bool = True
+    # Train on this many of the training rankings (comparisons, for pairwise data) instead of
+    # all: the first n of one seeded permutation of the split (training.data.nested_subset), so
+    # a smaller size is always inside a larger one of the same subset_seed (experiments'
+    # data-efficiency curves). Part of the config, so of the run's identity and meta.json.
+    train_comparisons: int | None = None
+    subset_seed: int = 0
 
     def __post_init__(self):
         if self.loss not in LOSSES:
