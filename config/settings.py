@@ -127,6 +127,7 @@ INSTALLED_APPS = [
     "collection",
     "training",
     "evals",
+    "experiments",
 ]
 
 MIDDLEWARE = [

@@ -23,10 +23,11 @@ def sweep_stranded_work() -> dict:
     """Recover work no task carries (run every minute by beat): turns, training runs and eval
     runs and import jobs queued without a live task are sent again, turns whose worker went
     silent are failed (retryable), jobs whose worker's lease expired are taken back (or ended,
-    when cancelled)."""
+    when cancelled), and live experiments are advanced."""
     from collection.generation import turns_sweep
     from collection.imports import import_jobs_sweep
     from evals.services import eval_runs_sweep
+    from experiments.services import experiments_sweep
     from training.services import training_runs_sweep
 
     return {
@@ -34,4 +35,6 @@ def sweep_stranded_work() -> dict:
         "training_runs": training_runs_sweep(),
         "eval_runs": eval_runs_sweep(),
         "import_jobs": import_jobs_sweep(),
+        # After the runs' own sweeps: advances every live experiment (launches what is next).
+        "experiments": experiments_sweep(),
     }
