@@ -177,7 +177,11 @@ def _advance_training(cell: Cell) -> bool:
             pass
         except ValidationError as error:
             _end_cell(cell, Cell.Status.FAILED, "; ".join(error.messages))
-        return False
+            return False
+        # A borrowed run may have ended already: no signal will come for it, look now.
+        cell.training_run_id = Cell.objects.values_list("training_run_id", flat=True).get(
+            pk=cell.pk
+        )
     run = TrainingRun.objects.only("status", "error", "result_version").get(pk=cell.training_run_id)
     if run.status == TrainingRun.Status.SUCCEEDED:
         Cell.objects.filter(pk=cell.pk, model_version__isnull=True).update(
@@ -218,7 +222,8 @@ def _advance_evals(cell: Cell) -> None:
                     eval_run=run
                 ):
                     transaction.set_rollback(True)
-            statuses.append(jobs.JobStatus.QUEUED)
+                    run.status = jobs.JobStatus.QUEUED  # the other advance's run: not ended
+            statuses.append(run.status)  # a reused run may have ended: no signal will come
         else:
             statuses.append(wanted.eval_run.status)
     Cell.objects.filter(pk=cell.pk, status=Cell.Status.PENDING).update(
