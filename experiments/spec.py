@@ -80,7 +80,7 @@ class ConditionSerializer(serializers.Serializer):
         wrong = [s for s in data["evals"] if s not in SUITES_FOR_KIND[model_kind]]
         if wrong:
             raise serializers.ValidationError(
-                {"evals": f"{', '.join(wrong)} do(es) not apply to a {model_kind} model"}
+                {"evals": f"{', '.join(wrong)}: not a suite for a {model_kind} model"}
             )
         return data
 
