@@ -38,3 +38,50 @@ def two_by_two(snapshot, backbone, **config) -> dict:
              "b": {"condition": "binary", "eval": "held_out"}},
         ],
     }
+
+
+class LongerIsBetter:
+    """A preference model that always prefers the longer response (a baseline from the paper)."""
+
+    def score(self, texts):
+        return [float(len(text)) for text in texts]
+
+    def score_groups(self, groups):
+        return [self.score(texts) for texts in groups]
+
+
+def finish_with_numbers(experiment, held_out: dict, tmp_path):
+    """Give every cell of `experiment` a succeeded training run and eval runs with made-up
+    held-out counts (`held_out[(condition, size)]` = correct of 400) and real HHH results of a
+    length baseline, then advance it with the real service: every cell ends succeeded."""
+    from django.conf import settings
+
+    from assistant.services import model_version_register
+    from evals.models import EvalRun
+    from evals.suites.hhh import hhh_pm_eval, load_hhh
+    from experiments import services
+    from training.models import TrainingRun
+
+    hhh = hhh_pm_eval(LongerIsBetter(), load_hhh(settings.ALIGNLAB_HHH_DIR))
+    for cell in experiment.cells.all():
+        correct = held_out[(cell.condition, cell.size)]
+        version = model_version_register(kind="pm", name=f"pm {cell.pk}", path=str(tmp_path))
+        run = TrainingRun.objects.create(
+            kind=cell.plan["kind"], snapshot=experiment.snapshot, status="succeeded",
+            config=cell.plan["config"], result_version=version,
+            metrics=[{"step": 4, "eval_accuracy": correct / 400, "eval_pairs": 400}],
+        )
+        cell.training_run = run
+        cell.save()
+        bins = [{"count": 40, "mean_predicted": 0.05 + i / 10, "observed": 0.1 * i} for i in range(10)]
+        EvalRun.objects.create(
+            suite="held_out", model_version=version, snapshot=experiment.snapshot,
+            status="succeeded", options={},
+            results={"overall": {"correct": correct, "n": 400, "accuracy": correct / 400},
+                     "calibration": {"bins": bins, "ece": 0.04}},
+        )
+    services.experiment_advance(experiment_id=experiment.pk)  # queues each cell's HHH eval
+    EvalRun.objects.filter(suite="hhh", status="queued").update(status="succeeded", results=hhh)
+    services.experiment_advance(experiment_id=experiment.pk)
+    experiment.refresh_from_db()
+    return experiment
