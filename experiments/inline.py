@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable
 
 from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
 
 from evals import services as evals
 from evals.models import EvalRun
@@ -41,7 +43,7 @@ def _next_queued(experiment: Experiment):
 
 
 def _execute(job, say: Callable[[str], None]) -> None:
-    started = time.monotonic()
+    started, cpu = time.monotonic(), time.process_time()
     if isinstance(job, TrainingRun):
         claimed = training.training_run_claim(run_id=job.pk)
         if claimed is not None:
@@ -52,7 +54,8 @@ def _execute(job, say: Callable[[str], None]) -> None:
             job = evals.eval_run_execute(run=claimed)
     if claimed is not None:
         say(
-            f"  {job}: {job.status} in {time.monotonic() - started:.0f} s"
+            f"  {job}: {job.status} in {time.monotonic() - started:.0f} s "
+            f"({time.process_time() - cpu:.0f} s CPU)"
             + (f" ({job.error.splitlines()[0]})" if job.error else "")
         )
 
