@@ -44,12 +44,25 @@ def test_subsets_are_seeded_and_nested():
         ({"config": {"lrr": 1e-3}}, "unknown PreferenceTrainingConfig keys: lrr"),
         ({"snapshot": 999_999}, "no dataset snapshot 999999"),
         ({"backbone": "424242"}, "no model version"),
-        ({"conditions": [{"name": "r", "kind": "pm", "evals": ["toxicity"]}]}, "not a suite for a pm"),
+        (
+            {"conditions": [{"name": "r", "kind": "pm", "evals": ["toxicity"]}]},
+            "not a suite for a pm",
+        ),
         ({"conditions": [{"name": "r", "kind": "pmp_finetune"}]}, "pmp"),
         ({"eval_options": {"hhh": {"per_category": -1}}}, "per_category"),
-        ({"findings": [{"claim": "c", "test": "better", "a": {"condition": "nope",
-                        "eval": "held_out"}, "b": {"condition": "ranked", "eval": "held_out"}}]},
-         "no condition 'nope'"),
+        (
+            {
+                "findings": [
+                    {
+                        "claim": "c",
+                        "test": "better",
+                        "a": {"condition": "nope", "eval": "held_out"},
+                        "b": {"condition": "ranked", "eval": "held_out"},
+                    }
+                ]
+            },
+            "no condition 'nope'",
+        ),
     ],
 )
 def test_bad_definitions_are_refused_with_the_field_named(snapshot, backbone, change, message):
@@ -66,7 +79,10 @@ def test_the_grid_and_its_hashes(snapshot, backbone, django_capture_on_commit_ca
     assert len(queued) == 1  # its first advance, after commit
     cells = list(experiment.cells.all())
     assert [(c.condition, c.size) for c in cells] == [
-        ("ranked", 16), ("ranked", None), ("binary", 16), ("binary", None)
+        ("ranked", 16),
+        ("ranked", None),
+        ("binary", 16),
+        ("binary", None),
     ]
     assert len({c.spec_hash for c in cells}) == 4
     again = services.experiment_create(data=two_by_two(snapshot, backbone))

@@ -43,13 +43,21 @@ def test_the_report_shows_every_cell_interval_and_verdict(client, rita, finished
     body = standalone.content.decode()
     assert "<style>" in body and "<script" not in body and 'href="/static' not in body
     assert "yes, +10.0 points" in body
-    data = json.loads(client.get(reverse("experiments:download", args=[finished.pk, "json"])).content)
+    data = json.loads(
+        client.get(reverse("experiments:download", args=[finished.pk, "json"])).content
+    )
     assert len(data["cells"]) == 4 and data["findings"][0]["reproduced"] is True
     ranked = data["curves"]["held_out"]["ranked"]
     assert [point[0] for point in ranked] == [16, finished.spec["train_rankings"]]
-    rows = list(csv.DictReader(io.StringIO(
-        client.get(reverse("experiments:download", args=[finished.pk, "csv"])).content.decode()
-    )))
+    rows = list(
+        csv.DictReader(
+            io.StringIO(
+                client.get(
+                    reverse("experiments:download", args=[finished.pk, "csv"])
+                ).content.decode()
+            )
+        )
+    )
     assert {r["metric"] for r in rows} == {"held_out", "hhh"}
     assert {r["category"] for r in rows if r["metric"] == "hhh"} >= {"overall", "harmless"}
 
@@ -61,14 +69,20 @@ def test_the_verdict_turns_with_the_numbers(client, rita, snapshot, backbone, tm
     experiment = finish_with_numbers(experiment, flipped, tmp_path)
     client.force_login(rita)
     page = client.get(reverse("experiments:detail", args=[experiment.pk])).content.decode()
-    assert "ranked (held_out) &gt; binary (held_out): no (not significant at this scale), −2.5" in page
+    assert (
+        "ranked (held_out) &gt; binary (held_out): no (not significant at this scale), −2.5" in page
+    )
 
 
 @pytest.mark.django_db
 def test_roles_and_ownership(client, alice, rita, adam, django_user_model, finished):
     client.force_login(alice)
-    for name, args in [("list", []), ("curves", []), ("detail", [finished.pk]),
-                       ("download", [finished.pk, "csv"])]:
+    for name, args in [
+        ("list", []),
+        ("curves", []),
+        ("detail", [finished.pk]),
+        ("download", [finished.pk, "csv"]),
+    ]:
         assert client.get(reverse(f"experiments:{name}", args=args)).status_code == 403
     assert client.post(reverse("experiments:cancel", args=[finished.pk])).status_code == 403
     assert client.get(reverse("evals:data_efficiency")).status_code == 403
@@ -101,10 +115,13 @@ def test_the_form_and_the_api_define_experiments(client, rita, snapshot, backbon
     assert bad.status_code == 400 and "conditions" in bad.content.decode()
     good = client.post(reverse("experiments:list"), {"definition": yaml.safe_dump(definition)})
     assert good.status_code == 302
-    api = client.post("/api/experiments/", {"definition": definition}, content_type="application/json")
+    api = client.post(
+        "/api/experiments/", {"definition": definition}, content_type="application/json"
+    )
     assert api.status_code == 201, api.content
     refused = client.post(
-        "/api/experiments/", {"definition": {**definition, "sizes": [-3]}},
+        "/api/experiments/",
+        {"definition": {**definition, "sizes": [-3]}},
         content_type="application/json",
     )
     assert refused.status_code == 400 and "sizes" in refused.content.decode()

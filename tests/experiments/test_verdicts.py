@@ -22,7 +22,9 @@ def test_a_clear_win_reproduces_with_its_interval():
     assert result["reproduced"] is True
     assert result["estimate"] == pytest.approx(0.1)
     assert 0 < result["low"] < 0.1 < result["high"]
-    assert result["text"].startswith("ranked (held_out) > imitation (held_out): yes, +10.0 points [")
+    assert result["text"].startswith(
+        "ranked (held_out) > imitation (held_out): yes, +10.0 points ["
+    )
     assert result["claim"] == FINDING["claim"]
 
 
@@ -45,8 +47,10 @@ def test_not_worse_uses_the_margin_both_ways():
 def test_gain_shrinks_both_ways():
     finding = {**FINDING, "test": "gain_shrinks"}
     shrinking = {
-        "a_small": counts(700, 1000), "b_small": counts(550, 1000),  # +15 at the small size
-        "a_large": counts(720, 1000), "b_large": counts(715, 1000),  # +0.5 at the large one
+        "a_small": counts(700, 1000),
+        "b_small": counts(550, 1000),  # +15 at the small size
+        "a_large": counts(720, 1000),
+        "b_large": counts(715, 1000),  # +0.5 at the large one
     }
     assert verdict(finding, shrinking)["reproduced"] is True
     growing = {**shrinking, "a_small": counts(560, 1000), "a_large": counts(800, 1000)}

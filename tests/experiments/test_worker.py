@@ -27,7 +27,10 @@ def test_an_experiment_runs_reuses_and_cancels_on_a_real_worker(
     cells = list(first.cells.select_related("training_run"))
     assert first.status == "succeeded", (first.error, celery_worker_process.output()[-3000:])
     assert {(c.condition, c.size) for c in cells} == {
-        ("ranked", 16), ("ranked", None), ("binary", 16), ("binary", None)
+        ("ranked", 16),
+        ("ranked", None),
+        ("binary", 16),
+        ("binary", None),
     }
     assert all(c.status == "succeeded" and not c.reused for c in cells)
     # Each cell trained on its own nested subset: 16 of the split, or all of it.
@@ -53,8 +56,9 @@ def test_an_experiment_runs_reuses_and_cancels_on_a_real_worker(
         data=two_by_two(snapshot, backbone, lr=1e-3, epochs=1000), launched_by=rita
     )
     wait_until(
-        lambda: ExperimentCell.objects.filter(experiment=third, training_run__isnull=False).count()
-        == 4,
+        lambda: (
+            ExperimentCell.objects.filter(experiment=third, training_run__isnull=False).count() == 4
+        ),
         60,
         "the third experiment's runs",
     )
@@ -64,9 +68,7 @@ def test_an_experiment_runs_reuses_and_cancels_on_a_real_worker(
     wait_until(
         lambda: all(
             run.is_finished
-            for run in TrainingRun.objects.filter(
-                pk__in=third.cells.values("training_run_id")
-            )
+            for run in TrainingRun.objects.filter(pk__in=third.cells.values("training_run_id"))
         ),
         60,
         "the cancelled runs to stop",
