@@ -180,7 +180,10 @@ def resolve_backbone(value: str) -> ModelVersion:
     from assistant.services import default_lm_ensure
 
     if value == "default":
-        return default_lm_ensure()
+        try:
+            return default_lm_ensure()
+        except (OSError, ImportError) as error:  # the package is missing, the disk is full
+            raise ValueError(f"the default LM is not available here: {error}") from None
     version = ModelVersion.objects.filter(pk=int(value)).first() if value.isdigit() else None
     if version is None:
         raise ValueError(f'no model version {value!r} (give its id, or "default")')
