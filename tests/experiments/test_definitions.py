@@ -117,3 +117,24 @@ def test_the_paper_experiments_are_complete_definitions():
             spec = build(scale=scale, snapshot=1)
             assert spec["findings"] and spec["conditions"], key
             assert all("Askell et al. 2021" in f["claim"] for f in spec["findings"])
+
+
+@pytest.mark.django_db
+def test_the_sweeper_advances_an_experiment_whose_task_was_lost(
+    snapshot, backbone, django_capture_on_commit_callbacks
+):
+    from config.tasks import sweep_stranded_work
+    from training.models import TrainingRun
+
+    with django_capture_on_commit_callbacks(execute=False):  # its advance never sent
+        experiment = services.experiment_create(data=two_by_two(snapshot, backbone))
+    assert sweep_stranded_work()["experiments"] == [experiment.pk]
+    experiment.refresh_from_db()
+    assert experiment.status == "running"
+    assert set(experiment.cells.values_list("status", flat=True)) == {"training"}
+    assert TrainingRun.objects.filter(status="queued").count() == 4
+    sweep_stranded_work()  # idempotent: nothing is launched twice
+    assert TrainingRun.objects.count() == 4
+    services.experiment_cancel(experiment=experiment)
+    assert set(TrainingRun.objects.values_list("status", flat=True)) == {"cancelled"}
+    assert sweep_stranded_work()["experiments"] == []
