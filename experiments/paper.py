@@ -26,6 +26,7 @@ SCALES = {
         "lm_hhh_per_category": 6,
         "distill_steps": 24,
         "distill_max_length": 96,
+        "distill_eval_conversations": 16,
     },
     "paper": {
         "sizes": [64, 256, 1024, "all"],
@@ -38,6 +39,7 @@ SCALES = {
         "lm_hhh_per_category": None,
         "distill_steps": 2000,
         "distill_max_length": 1024,
+        "distill_eval_conversations": None,
     },
 }
 
@@ -203,6 +205,7 @@ def f4(scale: str = "small", snapshot: int = 0, backbone: str = "default", **_) 
                     "eval_every": 0,
                     "checkpoint_every": 0,
                     "min_conversations": 16,
+                    "eval_conversations": s["distill_eval_conversations"],
                 },
             },
         ],

@@ -58,6 +58,7 @@ RANGES = {
     # Fewer than 2 answers to a question make no comparison.
     "max_responses": Range(2, 10_000),
     "min_conversations": Range(1, 10_000_000),
+    "eval_conversations": Range(1, 10_000_000),
     # A subset of the training rankings (None: all of them).
     "train_comparisons": Range(1, 100_000_000),
     "subset_seed": Range(0, 2**32 - 1),
@@ -253,6 +254,10 @@ class DistillationConfig(RunConfig):
     # A snapshot with fewer usable conversations in its train split fails the run: distilling
     # on a handful would teach the student those few conversations, not the prompt.
     min_conversations: int = 16
+    # Measure the held-out KL on the first N held-out conversations only (None: all). The teacher
+    # reads the whole prompt for each, so on a CPU the held-out KL before the first step and after
+    # the last can cost more than the training itself (experiments' small scale sets it).
+    eval_conversations: int | None = None
 
     def __post_init__(self):
         if self.render_mode not in RENDER_MODES:

@@ -136,6 +136,7 @@ def distil(run, config: DistillationConfig, *, on_step, should_stop) -> Trained:
             f"{len(train)} (and {len(held_out)} held out): collect more, or lower "
             "min_conversations"
         )
+    held_out = held_out[: config.eval_conversations]  # None: all of them
     tokenizer = AutoTokenizer.from_pretrained(base.path)
     mode = config.render_mode
     if mode == "auto":  # as the base version is served (assistant.backends.hf's default)
