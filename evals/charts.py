@@ -364,9 +364,14 @@ def grouped_bars_svg(
                 f'height="{y(0) - y(acc):.1f}" fill="{colour}" fill-opacity="0.7"/>'
             )
             parts.append(
-                _whisker(bx + bar / 2, y(cell["low"]), y(cell["high"]), "#222",
-                         f"{name}, {group}: {acc:.3f} [{float(cell['low']):.3f}, "
-                         f"{float(cell['high']):.3f}], n = {int(cell.get('n') or 0)}")
+                _whisker(
+                    bx + bar / 2,
+                    y(cell["low"]),
+                    y(cell["high"]),
+                    "#222",
+                    f"{name}, {group}: {acc:.3f} [{float(cell['low']):.3f}, "
+                    f"{float(cell['high']):.3f}], n = {int(cell.get('n') or 0)}",
+                )
             )
         parts.append(
             f'<text x="{left + (g + 0.5) * slot:.1f}" y="{height - bottom + 16}" '
