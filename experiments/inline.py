@@ -21,12 +21,17 @@ from . import services
 from .models import Experiment, ExperimentCell, ExperimentEval
 
 
+def _claimable() -> Q:
+    """Queued, or running with an expired lease (its process died: resume it here)."""
+    return Q(status=TrainingRun.Status.QUEUED) | Q(
+        status=TrainingRun.Status.RUNNING, lease_expires_at__lt=timezone.now()
+    )
+
+
 def _next_queued(experiment: Experiment):
     cells = ExperimentCell.objects.filter(experiment=experiment)
     run = (
-        TrainingRun.objects.filter(
-            pk__in=cells.values("training_run_id"), status=TrainingRun.Status.QUEUED
-        )
+        TrainingRun.objects.filter(_claimable(), pk__in=cells.values("training_run_id"))
         .order_by("pk")
         .first()
     )
@@ -34,8 +39,8 @@ def _next_queued(experiment: Experiment):
         return run
     return (
         EvalRun.objects.filter(
+            _claimable(),
             pk__in=ExperimentEval.objects.filter(cell__in=cells).values("eval_run_id"),
-            status=EvalRun.Status.QUEUED,
         )
         .order_by("pk")
         .first()
