@@ -88,3 +88,31 @@ def test_an_experiment_runs_reuses_and_cancels_on_a_real_worker(
     assert page.count("n=") >= 8  # held-out and HHH of each cell, each with its interval
     assert "ranked beats binary" in page and "held-out accuracy vs comparisons" in page
     assert "<svg" in page
+
+
+@pytest.mark.django_db
+def test_an_experiment_runs_inline_without_a_worker(backbone, snapshot, tmp_path, capsys):
+    """`manage.py experiment run FILE --inline`: the same cells, trained and evaluated here."""
+    import yaml
+    from django.core.management import call_command
+
+    definition = tmp_path / "grid.yaml"
+    definition.write_text(
+        yaml.safe_dump(two_by_two(snapshot, backbone, max_length=32) | {"sizes": [8]})
+    )
+    call_command("experiment", "run", str(definition), "--inline")
+    experiment = Experiment.objects.get()
+    assert experiment.status == "succeeded", experiment.error
+    assert experiment.cells.filter(status="succeeded").count() == 2
+    out = capsys.readouterr().out
+    assert "s CPU)" in out and "succeeded" in out
+
+
+@pytest.mark.django_db
+def test_repro_refuses_bad_arguments(tmp_path):
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="no HH-RLHF file"):
+        call_command("repro", "--hh-rlhf", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path))
+    with pytest.raises(CommandError, match="no Posts.xml"):
+        call_command("repro", "--stackexchange", str(tmp_path), "--out", str(tmp_path))

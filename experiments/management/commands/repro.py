@@ -53,8 +53,8 @@ class Command(BaseCommand):
         started = time.monotonic()
         out = Path(options["out"] or settings.VAR_DIR / "repro")
         out.mkdir(parents=True, exist_ok=True)
+        sources = self._pmp_sources(options)  # checked first: the import takes a while
         snapshot = self._snapshot(Path(options["hh_rlhf"]))
-        sources = self._pmp_sources(options)
         self.stdout.write(
             f"snapshot {snapshot.pk} ({snapshot.content_hash[:12]}); scale "
             f"{options['scale']}: {json.dumps(SCALES[options['scale']])}"
