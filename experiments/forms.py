@@ -11,11 +11,23 @@ from .paper import PAPER_EXPERIMENTS
 MAX_DEFINITION_CHARS = 100_000
 
 
+class _NoAliases(yaml.SafeLoader):
+    """PyYAML's safe loader (plain data only, no object tags) without aliases: `*name` repeats
+    a node without copying it, so a short file of nested aliases expands to gigabytes once
+    stored as JSON (a "billion laughs"). A definition never needs one."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not accepted", mark)
+        return super().compose_node(parent, index)
+
+
 def parse_definition(text: str) -> dict:
     """A definition's text (YAML, so JSON too) as a dict, or a ValidationError saying where it
-    does not parse. PyYAML's safe loader: plain data only, no object tags."""
+    does not parse."""
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_NoAliases)  # noqa: S506 (a safe loader, see above)
     except yaml.YAMLError as error:
         raise ValidationError(f"not valid YAML or JSON: {error}") from None
     if not isinstance(data, dict):

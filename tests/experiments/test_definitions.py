@@ -138,3 +138,11 @@ def test_the_sweeper_advances_an_experiment_whose_task_was_lost(
     services.experiment_cancel(experiment=experiment)
     assert set(TrainingRun.objects.values_list("status", flat=True)) == {"cancelled"}
     assert sweep_stranded_work()["experiments"] == []
+
+
+def test_yaml_aliases_are_refused():
+    from experiments.forms import parse_definition
+
+    with pytest.raises(ValidationError, match="aliases"):
+        parse_definition("a: &a [1, 2]\nb: [*a, *a]\n")
+    assert parse_definition('{"name": "json is yaml"}') == {"name": "json is yaml"}
