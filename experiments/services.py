@@ -113,8 +113,13 @@ def experiment_create(*, data, launched_by=None) -> Experiment:
 def queue_advance(experiment_id: int) -> None:
     from .tasks import advance_experiment
 
-    # A broker that is down loses nothing: the sweeper advances every live experiment.
-    jobs.enqueue_safely(advance_experiment, experiment_id)
+    # A broker that is down loses nothing: the sweeper advances every live experiment. The
+    # latest advance's task id is kept on the row (for the worker's log); advances take no
+    # lease: each is short, and every change it makes is a conditional update, so two at once
+    # launch nothing twice.
+    task_id = jobs.enqueue_safely(advance_experiment, experiment_id)
+    if task_id:
+        Experiment.objects.filter(pk=experiment_id).update(celery_task_id=task_id)
 
 
 def _launch(cell: Cell) -> None:
