@@ -204,9 +204,11 @@ def _check_backbones(data) -> None:
 
 def condition_config(data, condition) -> dict:
     """A condition's training settings: the experiment's shared ones under its own (a
-    distillation run takes its own only: its settings differ)."""
-    shared = {} if condition["kind"] == "distill" else data["config"]
-    return {**shared, **condition["config"]}
+    distillation run takes its own only: its settings differ). An experiment's PMs are not
+    promoted to serve unless it says so."""
+    if condition["kind"] == "distill":
+        return dict(condition["config"])
+    return {"promote": False, **data["config"], **condition["config"]}
 
 
 def _check_configs(data) -> None:
@@ -309,7 +311,7 @@ def grid(spec: dict) -> list[dict]:
     cells = []
     if "pmp" in spec:
         for seed in spec["seeds"]:
-            config = {**spec["pmp"]["config"], "seed": seed}
+            config = {"promote": False, **spec["pmp"]["config"], "seed": seed}
             cells.append(
                 {
                     "condition": PRETRAIN,

@@ -210,6 +210,10 @@ class PreferenceTrainingConfig(RunConfig):
     # data-efficiency curves). Part of the config, so of the run's identity and meta.json.
     train_comparisons: int | None = None
     subset_seed: int = 0
+    # Decide promotion at the end (training/promotion.py: a paired test against the active PM
+    # on the held-out pairs). Experiments turn it off: their PMs are measurements, not
+    # candidates to serve, and the test scores the held-out split twice more.
+    promote: bool = True
 
     def __post_init__(self):
         if self.loss not in LOSSES:

@@ -36,6 +36,9 @@ def test_an_experiment_runs_reuses_and_cancels_on_a_real_worker(
     # Each cell trained on its own nested subset: 16 of the split, or all of it.
     assert {c.training_run.config["train_comparisons"] for c in cells} == {16, None}
     assert {c.training_run.kind for c in cells} == {"pm", "pm_binary"}
+    # An experiment's PMs are measurements: none is promoted to serve.
+    assert all("promote: false" in c.training_run.promotion["reason"] for c in cells)
+    assert not any(c.training_run.result_version.is_active for c in cells)
     for cell in cells:
         suites = dict(cell.evals.values_list("suite", "eval_run__status"))
         assert suites == {"held_out": "succeeded", "hhh": "succeeded"}
