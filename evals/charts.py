@@ -239,8 +239,9 @@ def line_chart_svg(
     points = [p for values in series.values() for p in values]
     if not points:
         return ""
+    x_marks = None  # (position, label) of each x tick
     if log_x:  # the scale works on log10(x); the ticks say the sizes themselves
-        x_ticks = sorted({float(p[0]) for p in points})
+        x_marks = [(math.log10(t), t) for t in sorted({float(p[0]) for p in points})]
         series = {k: [(math.log10(px), py) for px, py in v] for k, v in series.items()}
         points = [p for values in series.values() for p in values]
     # The legend sits between the title and the plot, where no line can hide it.
@@ -278,17 +279,8 @@ def line_chart_svg(
             f'<text x="{left - 6}" y="{y(tick) + 4:.1f}" text-anchor="end" font-size="10">'
             f"{escape(_tick_label(tick))}</text>"
         )
-    if log_x:
-        x_marks = [(math.log10(t), t) for t in x_ticks]
-    else:
-        x_marks = [(t, t) for t in _ticks(x_low, x_high)]
-    for tick, shown in x_marks:
-        parts.append(
-            f'<line x1="{x(tick):.1f}" y1="{height - bottom}" x2="{x(tick):.1f}" '
-            f'y2="{height - bottom + 4}" stroke="#888"/>'
-            f'<text x="{x(tick):.1f}" y="{height - bottom + 16}" text-anchor="middle" '
-            f'font-size="10">{escape(_tick_label(shown))}</text>'
-        )
+    for tick, shown in x_marks or [(t, t) for t in _ticks(x_low, x_high)]:
+        parts.append(_x_tick(x(tick), height - bottom, shown))
     parts.append(
         f'<text x="{(left + width - right) / 2:.0f}" y="{height - 6}" text-anchor="middle" '
         f'font-size="11">{escape(x_label)}</text>'
@@ -299,6 +291,14 @@ def line_chart_svg(
     parts += _whiskers_svg(series, intervals or {}, x, y)
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _x_tick(cx: float, axis_y: float, value: float) -> str:
+    return (
+        f'<line x1="{cx:.1f}" y1="{axis_y}" x2="{cx:.1f}" y2="{axis_y + 4}" stroke="#888"/>'
+        f'<text x="{cx:.1f}" y="{axis_y + 16}" text-anchor="middle" '
+        f'font-size="10">{escape(_tick_label(value))}</text>'
+    )
 
 
 def _whisker(cx: float, low_y: float, high_y: float, colour: str, title: str = "") -> str:
