@@ -5,11 +5,13 @@ for Alignment"), as definitions `manage.py repro` starts, at two scales.
 where float32 is the fast path (bf16 stays "auto": assistant.hardware picks per machine). Its
 choices, printed in every report's setup: the default LM (SmolLM2-135M) as the PM backbone too
 (the MiniLM encoder package is not a dependency, and the code loads LM backbones already),
-128 tokens per transcript, one seed, training sizes 64 and 256 (nested), PMP on 512 pairs,
-every PM's HHH eval on all 221 items, the LMs' HHH evals on the first items of each category.
+96 tokens per transcript (the end of it: the last turns, where the two responses differ), one
+seed, training sizes 64 and 256 (nested), PMP on 256 pairs, every PM's HHH eval on all 221
+items, the LMs' HHH evals on the first 6 items of each category, context distillation for 24
+steps with its held-out KL on 16 conversations.
 `paper` is for a GPU machine: every size up to the whole split, three seeds, full lengths.
 
-The claims are paraphrased from the paper (section numbers given), not quoted verbatim.
+The claims: F1 condenses the abstract's sentences; the others are paraphrased (sections given).
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ SCALES = {
     "small": {
         "sizes": [64, 256],
         "seeds": [0],
-        "max_length": 128,
+        "max_length": 96,
         "batch_size": 8,
         "lr": 1e-4,
-        "pmp_pairs": 512,
+        "pmp_pairs": 256,
         "held_out_limit": 200,
         "lm_hhh_per_category": 6,
         "distill_steps": 24,
@@ -46,7 +48,7 @@ SCALES = {
 CLAIM_F1 = (
     "Ranked preference modeling performs much better than imitation learning; binary "
     "discrimination typically performs and scales very similarly to imitation learning "
-    "(Askell et al. 2021, abstract and §4)."
+    "(Askell et al. 2021, abstract, condensed)."
 )
 CLAIM_F2 = (
     "Preference-model pre-training improves sample efficiency when finetuning on human "
