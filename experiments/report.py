@@ -46,8 +46,10 @@ def _counts(cell: dict | None, items: list | None = None) -> dict | None:
 
 def _training_held_out(run) -> dict | None:
     """The run's last held-out evaluation (every kind makes one: a PM's reward, an imitation
-    LM's log-likelihood), as counts."""
-    for metrics in reversed(run.metrics or []):
+    LM's log-likelihood), as counts: the final one is in its version's metadata (the history
+    has the evaluations made between steps)."""
+    final = (run.result_version.metadata.get("metrics") or {}) if run.result_version else {}
+    for metrics in [final, *reversed(run.metrics or [])]:
         if metrics.get("eval_accuracy") is not None and metrics.get("eval_pairs"):
             n = int(metrics["eval_pairs"])
             return _counts({"correct": round(metrics["eval_accuracy"] * n), "n": n})
@@ -211,7 +213,9 @@ def findings(spec: dict, rows: list[dict]) -> list[dict]:
 
 def experiment_report(experiment: Experiment) -> dict:
     """Every number of the experiment, as the page, the JSON and the CSV show them."""
-    cells = experiment.cells.select_related("training_run").prefetch_related("evals__eval_run")
+    cells = experiment.cells.select_related("training_run__result_version").prefetch_related(
+        "evals__eval_run"
+    )
     rows = [cell_numbers(cell) for cell in cells]
     spec = experiment.spec
     n = spec["train_rankings"]

@@ -70,12 +70,14 @@ class ConditionSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=list(CONDITION_KINDS))
     config = serializers.DictField(required=False, default=dict)
     backbone = serializers.CharField(required=False, allow_blank=False)
+    # Left out: the kind's DEFAULT_EVALS; [] none (the held-out accuracy of a run is its own).
     evals = serializers.ListField(
         child=serializers.ChoiceField(choices=EvalRun.Suite.values), required=False
     )
 
     def validate(self, data):
-        data["evals"] = data.get("evals") or DEFAULT_EVALS[data["kind"]]
+        if data.get("evals") is None:
+            data["evals"] = DEFAULT_EVALS[data["kind"]]
         model_kind = CONDITION_KINDS[data["kind"]][1]
         wrong = [s for s in data["evals"] if s not in SUITES_FOR_KIND[model_kind]]
         if wrong:
