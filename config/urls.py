@@ -20,6 +20,7 @@ urlpatterns = [
     path("collect/", include("collection.urls")),
     path("training/", include("training.urls")),
     path("evals/", include("evals.urls")),
+    path("experiments/", include("experiments.urls")),
     path("api/", include("config.api_urls")),
 ]
 

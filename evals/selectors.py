@@ -154,66 +154,6 @@ def why_no_comparison(version) -> str:
     return f"{version.name} has no finished eval: its runs are " + "; ".join(parts) + "."
 
 
-def data_efficiency_gaps() -> list[str]:
-    """Why PM runs are missing from the data-efficiency chart, one sentence per cause; empty
-    when every ranked-PM run is on it."""
-    from training.models import TrainingRun
-
-    runs = list(
-        TrainingRun.objects.filter(kind=TrainingRun.Kind.PM)
-        .select_related("snapshot")
-        .order_by("-pk")
-    )
-    if not runs:
-        others = TrainingRun.objects.exclude(kind=TrainingRun.Kind.PM).count()
-        return [
-            "No ranked preference-model run has been trained yet"
-            + (f" ({others} run{'s' if others != 1 else ''} of other kinds)" if others else "")
-            + ": the chart plots each finished PM run's held-out accuracy against the "
-            "number of comparisons it trained on. Launch one on the Training page."
-        ]
-    failed = [r for r in runs if r.status == TrainingRun.Status.FAILED]
-    waiting = [
-        r for r in runs if r.status in (TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING)
-    ]
-    cancelled = [r for r in runs if r.status == TrainingRun.Status.CANCELLED]
-    no_accuracy, no_size = [], []
-    for run in runs:
-        if run.status != TrainingRun.Status.SUCCEEDED:
-            continue
-        counts = run.snapshot.counts if run.snapshot else {}
-        if not (counts.get("train_pairs") or counts.get("pairs")):
-            no_size.append(run)
-        elif not any(m.get("eval_accuracy") is not None for m in run.metrics):
-            no_accuracy.append(run)
-
-    def ids(selected):
-        shown = ", ".join(f"#{r.pk}" for r in selected[:5])
-        return shown + (f" and {len(selected) - 5} more" if len(selected) > 5 else "")
-
-    gaps = []
-    if failed:
-        gaps.append(
-            f"{len(failed)} PM run{'s' if len(failed) != 1 else ''} failed ({ids(failed)}); "
-            f"the latest: {error_summary(failed[0].error)}"
-        )
-    if waiting:
-        gaps.append(f"{len(waiting)} still queued or running ({ids(waiting)})")
-    if cancelled:
-        gaps.append(f"{len(cancelled)} cancelled ({ids(cancelled)})")
-    if no_accuracy:
-        gaps.append(
-            f"{len(no_accuracy)} finished without a held-out accuracy ({ids(no_accuracy)}): "
-            "their snapshot's held-out split had no comparison"
-        )
-    if no_size:
-        gaps.append(
-            f"{len(no_size)} finished on a snapshot that records no training comparisons "
-            f"({ids(no_size)})"
-        )
-    return gaps
-
-
 # --- Elo of arms from contractor judgements -----------------------------------------------------
 
 Arm = tuple[int, str]  # (LM version id, sampling condition; "" = the campaign's own sampling)

@@ -35,3 +35,20 @@ def accuracy_with_ci(correct: Sequence[bool], level: float = 0.95) -> dict:
     n, hits = len(correct), sum(bool(ok) for ok in correct)
     low, high = binomial_ci(hits, n, level)
     return {"accuracy": hits / n if n else None, "n": n, "correct": hits, "low": low, "high": high}
+
+
+def newcombe_difference_ci(
+    correct_a: int, n_a: int, correct_b: int, n_b: int, level: float = 0.95
+) -> tuple[float, float]:
+    """Newcombe's (1998, method 10) hybrid score interval for p_a − p_b of two independent
+    proportions: each side's Wilson interval, combined. Keeps its coverage at small n and near
+    0 or 1, where the Wald interval of a difference does not; (−1, 1) when a side is empty."""
+    if not (n_a and n_b):
+        return -1.0, 1.0
+    p_a, p_b = correct_a / n_a, correct_b / n_b
+    low_a, high_a = binomial_ci(correct_a, n_a, level)
+    low_b, high_b = binomial_ci(correct_b, n_b, level)
+    d = p_a - p_b
+    low = d - math.sqrt((p_a - low_a) ** 2 + (high_b - p_b) ** 2)
+    high = d + math.sqrt((high_a - p_a) ** 2 + (p_b - low_b) ** 2)
+    return max(-1.0, low), min(1.0, high)

@@ -1,6 +1,6 @@
 from django import forms
 from django.contrib import messages
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404, redirect, render
 
 from assistant.models import ModelVersion
 from collection.models import Campaign, Judgement
@@ -93,17 +93,10 @@ def compare(request):
 
 @role_required(RESEARCHER, ADMIN)
 def data_efficiency(request):
-    """Held-out accuracy against the number of training comparisons, with and without PMP."""
-    series = charts.data_efficiency_series()
-    return render(
-        request,
-        "evals/data_efficiency.html",
-        {
-            "series": series,
-            "svg": charts.data_efficiency_svg(series),
-            "gaps": selectors.data_efficiency_gaps(),
-        },
-    )
+    """The data-efficiency curves are an experiment's now (held-out accuracy against training
+    comparisons, with and without PMP, with intervals): this URL lists them. Named, not
+    imported: evals does not import the experiments app."""
+    return redirect("experiments:curves")
 
 
 class EloFilterForm(forms.Form):

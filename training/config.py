@@ -58,6 +58,10 @@ RANGES = {
     # Fewer than 2 answers to a question make no comparison.
     "max_responses": Range(2, 10_000),
     "min_conversations": Range(1, 10_000_000),
+    "eval_conversations": Range(1, 10_000_000),
+    # A subset of the training rankings (None: all of them).
+    "train_comparisons": Range(1, 100_000_000),
+    "subset_seed": Range(0, 2**32 - 1),
 }
 _TYPE_WORDS = {
     "int": "a whole number",
@@ -200,6 +204,16 @@ class PreferenceTrainingConfig(RunConfig):
     # Decoder PMs: one row per ranking, its context computed once for all k responses (a block
     # attention mask); encoders and the imitation baseline always take one row per response.
     pack_context: bool = True
+    # Train on this many of the training rankings (comparisons, for pairwise data) instead of
+    # all: the first n of one seeded permutation of the split (training.data.nested_subset), so
+    # a smaller size is always inside a larger one of the same subset_seed (experiments'
+    # data-efficiency curves). Part of the config, so of the run's identity and meta.json.
+    train_comparisons: int | None = None
+    subset_seed: int = 0
+    # Decide promotion at the end (training/promotion.py: a paired test against the active PM
+    # on the held-out pairs). Experiments turn it off: their PMs are measurements, not
+    # candidates to serve, and the test scores the held-out split twice more.
+    promote: bool = True
 
     def __post_init__(self):
         if self.loss not in LOSSES:
@@ -244,6 +258,10 @@ class DistillationConfig(RunConfig):
     # A snapshot with fewer usable conversations in its train split fails the run: distilling
     # on a handful would teach the student those few conversations, not the prompt.
     min_conversations: int = 16
+    # Measure the held-out KL on the first N held-out conversations only (None: all). The teacher
+    # reads the whole prompt for each, so on a CPU the held-out KL before the first step and after
+    # the last can cost more than the training itself (experiments' small scale sets it).
+    eval_conversations: int | None = None
 
     def __post_init__(self):
         if self.render_mode not in RENDER_MODES:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 from collections.abc import Iterator, Sequence
 from dataclasses import KW_ONLY, asdict, dataclass, field
 
@@ -68,6 +69,19 @@ def rankings_hash(rankings: Sequence[Ranking]) -> str:
     for ranking in rankings:
         digest.update(json.dumps(asdict(ranking), sort_keys=True).encode())
     return digest.hexdigest()
+
+
+def nested_subset(rankings: Sequence[Ranking], n: int | None, seed: int) -> list[Ranking]:
+    """The first `n` rankings of one permutation seeded by `seed`, in their original order
+    (None: all). Nested: for one seed, the subset of n is inside the subset of any m > n."""
+    if n is None:
+        return list(rankings)
+    if n > len(rankings):
+        raise ValueError(
+            f"train_comparisons={n} but the training data has only {len(rankings)} rankings"
+        )
+    order = random.Random(seed).sample(range(len(rankings)), len(rankings))
+    return [rankings[i] for i in sorted(order[:n])]
 
 
 class RankingDataset(Dataset):

@@ -56,7 +56,9 @@ def register_result(run, trained: Trained, config):
         "decision": "kept",
         "reason": "only preference models trained on collected data are promoted",
     }
-    if kind == ModelVersion.Kind.PM and run.kind == TrainingRun.Kind.PM and trained.held_out:
+    if not getattr(config, "promote", True):
+        promotion["reason"] = "promotion not asked for (promote: false)"
+    elif kind == ModelVersion.Kind.PM and run.kind == TrainingRun.Kind.PM and trained.held_out:
         promotion = _promotion_decision(
             trained, active_model(kind=ModelVersion.Kind.PM), result, trained.held_out, config
         )

@@ -71,7 +71,15 @@ def _load_for_training(run: TrainingRun, config):
 
 
 def _training_data(run: TrainingRun, config):
-    """(train, held_out) rankings: the snapshot's split, or the PMP sources (no held-out)."""
+    """(train, held_out) rankings: the snapshot's split, or the PMP sources (no held-out); the
+    training rankings cut to `config.train_comparisons` (a nested, seeded subset)."""
+    from .data import nested_subset
+
+    train, held_out = _all_training_data(run, config)
+    return nested_subset(train, config.train_comparisons, config.subset_seed), held_out
+
+
+def _all_training_data(run: TrainingRun, config):
 
     if run.kind == TrainingRun.Kind.PMP:
         from . import pmp
@@ -128,6 +136,7 @@ def distil(run, config: DistillationConfig, *, on_step, should_stop) -> Trained:
             f"{len(train)} (and {len(held_out)} held out): collect more, or lower "
             "min_conversations"
         )
+    held_out = held_out[: config.eval_conversations]  # None: all of them
     tokenizer = AutoTokenizer.from_pretrained(base.path)
     mode = config.render_mode
     if mode == "auto":  # as the base version is served (assistant.backends.hf's default)

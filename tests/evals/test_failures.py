@@ -6,11 +6,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from assistant.services import model_version_register
-from collection.models import DatasetSnapshot
 from evals import selectors
 from evals.models import EvalRun
 from evals.services import eval_run_claim, eval_run_create, eval_run_execute
-from training.models import TrainingRun
 
 
 def test_a_failure_s_reason_is_one_line():
@@ -104,33 +102,3 @@ def test_compare_says_why_it_is_empty(client, rita, tmp_path):
     assert "never-run has never been evaluated" in page
     assert "failing has no finished eval: its runs are 1 failed" in page
     assert "OSError: no model in /models/x" in page
-
-
-@pytest.mark.django_db
-def test_data_efficiency_says_why_it_is_empty(client, rita):
-    client.force_login(rita)
-    page = client.get(reverse("evals:data_efficiency")).content.decode()
-    assert "No ranked preference-model run has been trained yet" in page
-    snapshot = DatasetSnapshot.objects.create(
-        name="s", filter={}, counts={"train_pairs": 50}, content_hash="c" * 64
-    )
-    empty = "ValueError: the training data is empty"
-    TrainingRun.objects.create(kind="pm", snapshot=snapshot, status="failed", error=empty)
-    TrainingRun.objects.create(kind="pm", snapshot=snapshot, status="running")
-    TrainingRun.objects.create(
-        kind="pm", snapshot=snapshot, status="succeeded", metrics=[{"step": 1, "loss": 0.6}]
-    )
-    page = client.get(reverse("evals:data_efficiency")).content.decode()
-    assert "Nothing to plot yet" in page
-    assert "1 PM run failed" in page and "ValueError: the training data is empty" in page
-    assert "1 still queued or running" in page
-    assert "1 finished without a held-out accuracy" in page
-    plotted = TrainingRun.objects.create(
-        kind="pm",
-        snapshot=snapshot,
-        status="succeeded",
-        metrics=[{"step": 5, "eval_accuracy": 0.7}],
-    )
-    page = client.get(reverse("evals:data_efficiency")).content.decode()
-    assert "<svg" in page and f"run {plotted.pk}: 50 comparisons" in page
-    assert "Not on the chart:" in page and "1 PM run failed" in page

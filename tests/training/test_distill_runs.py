@@ -157,6 +157,24 @@ def test_a_distillation_run_registers_a_distilled_lm(alice, adam, sharp_backbone
 
 
 @pytest.mark.django_db
+def test_eval_conversations_measures_the_held_out_kl_on_the_first_few(alice, sharp_backbone):
+    prompt_template_create(name="hhh", text=PROMPT)
+    snapshot = collected_snapshot(alice, sharp_backbone, conversations=80)  # 3 held out
+    _, held_out = snapshot_conversations(snapshot)
+    assert len(held_out) > 1
+    run = services.training_run_create(
+        kind="distill",
+        snapshot=snapshot,
+        base_model=sharp_backbone,
+        config={"max_steps": 1, "batch_size": 8, "min_conversations": 20, "eval_conversations": 1},
+    )
+    run = services.training_run_execute(run=services.training_run_claim(run_id=run.pk))
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.error + run.log_tail
+    assert run.result_version.metadata["conversations"]["held_out"] == 1
+    assert any(key.startswith("eval_") for key in run.metrics[-1])  # measured, on that one
+
+
+@pytest.mark.django_db
 def test_a_distillation_run_on_too_few_conversations_fails_and_says_why(alice, sharp_backbone):
     snapshot = collected_snapshot(alice, sharp_backbone, conversations=3)
     run = services.training_run_create(kind="distill", snapshot=snapshot, base_model=sharp_backbone)
