@@ -69,7 +69,7 @@ class Migration(migrations.Migration):
             name='ExperimentEval',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('suite', models.CharField(choices=[('hhh', 'HHH evaluation (221 items)'), ('hhh_unprompted', 'HHH evaluation, LM without the HHH prompt'), ('held_out', 'held-out comparisons + calibration'), ('truthfulqa', 'TruthfulQA multiple choice'), ('toxicity', 'toxicity of samples, prompted vs unprompted')], max_length=20)),
+                ('suite', models.CharField(choices=[('hhh', 'HHH evaluation (221 items)'), ('hhh_unprompted', 'HHH evaluation, LM without the HHH prompt'), ('held_out', 'held-out comparisons + calibration'), ('truthfulqa', 'TruthfulQA multiple choice'), ('toxicity', 'toxicity of samples, prompted vs unprompted'), ('preference_file', 'preference file vs the length baseline')], max_length=20)),
                 ('options', models.JSONField(blank=True, default=dict)),
                 ('cell', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='evals', to='experiments.experimentcell')),
                 ('eval_run', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='evals.evalrun')),
