@@ -1,7 +1,7 @@
 """Scale: a million judgements on one box (issue 16). Builds a PostgreSQL database of
 --judgements judgements and measures, phase by phase:
 
-    .venv/bin/python bench/scale.py --database-url postgres://postgres@127.0.0.1:5432/alignlab_scale \\
+    .venv/bin/python bench/scale.py --database-url postgres://postgres@127.0.0.1/alignlab_scale \\
         --reuse --json var/bench/scale.json [--phases build pages sql snapshot export]
 
   build     drop and make the database, migrate it, load it (bench/scale_build.py: metadata
@@ -65,8 +65,17 @@ SEQ_SCAN = re.compile(r"Seq Scan on (\w+)")
 SNAPSHOT_NAME = "scale: everything"
 
 
-def endpoints() -> list[tuple[str, str, str]]:
-    """(role, name, path) of every page and API list measured; needs django.setup()."""
+def endpoints(only: list[str] | None = None) -> list[tuple[str, str, str]]:
+    """(role, name, path) of every page and API list measured (those whose "role: name"
+    contains one of `only`, when given); needs django.setup()."""
+    return [
+        (role, name, path)
+        for role, name, path in _endpoints()
+        if not only or any(part in f"{role}: {name}" for part in only)
+    ]
+
+
+def _endpoints() -> list[tuple[str, str, str]]:
     from django.contrib.auth import get_user_model
     from django.urls import reverse
 
@@ -131,7 +140,7 @@ async def _measure_pages(url: str, password: str, pages, warmup: int, repeats: i
                 got = await user.request(key if measured else "warmup", "GET", path)
                 statuses.append(got[0] if got else None)
                 sizes.append(len(got[1]) if got else 0)
-                if time.perf_counter() - started > budget_s and stats.latencies[key]:
+                if time.perf_counter() - started > budget_s:
                     break  # a slow page: fewer warm-ups and repeats, said in `n`
             times = stats.latencies[key]
             results[key] = {
@@ -154,7 +163,7 @@ async def _measure_pages(url: str, password: str, pages, warmup: int, repeats: i
 def phase_pages(args, password: str) -> dict:
     from django.db import connections
 
-    pages = endpoints()
+    pages = endpoints(args.only)
     connections.close_all()
     server = start_server(
         database_url=args.database_url,
@@ -190,9 +199,7 @@ class Capture:
 
 
 def explain(sql: str, params, *, analyze: bool) -> str:
-    from django.db import connection
-
-    from django.db import DatabaseError
+    from django.db import DatabaseError, connection
 
     options = "ANALYZE, BUFFERS" if analyze else "COSTS"
     with connection.cursor() as cursor:
@@ -242,11 +249,12 @@ def phase_sql(args, slow: set[str] = frozenset(), limit_s: int = 60, analyzed: i
 
     users = {role: get_user_model().objects.get(username=name) for role, name in ROLE_USERS.items()}
     report = {}
-    for role, name, path in endpoints():
+    for role, name, path in endpoints(args.only):
         client = Client(HTTP_X_FORWARDED_PROTO="https")
         client.force_login(users[role])
-        if not slow or name not in slow:
-            client.get(path, secure=True)  # warm-up (not for a page the pages phase found slow)
+        if name not in slow:  # a warm-up, but not for a page the pages phase found slow
+            with contextlib.suppress(RequestTimeout), alarm(limit_s):
+                client.get(path, secure=True)
         capture = Capture()
         with connection.execute_wrapper(capture):
             started = time.perf_counter()
@@ -397,6 +405,45 @@ def goals(report: dict) -> dict:
     return out
 
 
+def _ms(value) -> str:
+    return "–" if value is None else f"{value:,.0f}"
+
+
+def markdown(report: dict) -> str:
+    """The figures as BENCHMARKS.md tables."""
+    lines = []
+    if report.get("pages"):
+        sql = report.get("sql") or {}
+        lines += ["| role: page | n | p50 (ms) | p99 (ms) | status | statements | seq scan over "
+                  "a big table in | slowest statement (ms) |", "| --- | --- | --- | --- | --- | "
+                  "--- | --- | --- |"]  # fmt: skip
+        for key, page in report["pages"].items():
+            found = sql.get(key, {})
+            scans = sorted({t for s in found.get("seq_scan_statements", []) for t in s["tables"]})
+            slowest = found.get("slowest") or [{}]
+            lines.append(
+                f"| {key} | {page['n']} | {_ms(page['p50_ms'])} | {_ms(page['p99_ms'])} | "
+                f"{'/'.join(page['statuses'])} | {found.get('statements', '–')} | "
+                f"{', '.join(scans) or 'none'} | {_ms(slowest[0].get('ms'))} |"
+            )
+    if report.get("snapshot"):
+        snap = report["snapshot"]
+        lines += [
+            "",
+            f"snapshot of everything: {snap.get('seconds', 0):.1f} s, peak RSS "
+            f"{snap.get('peak_rss_mb', 0):.0f} MB, CPU {snap.get('cpu_s', 0):.1f} s",
+        ]
+    if report.get("export"):
+        lines += ["", "| export | rows | seconds | rows/s | peak RSS (MB) | MB written |",
+                  "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+        for key, fig in report["export"].items():
+            if isinstance(fig, dict) and "rows" in fig:
+                lines.append(f"| {key} | {fig['rows']:,} | {fig['seconds']:.1f} | "
+                             f"{fig['rows_per_s']:,.0f} | {fig['peak_rss_mb']:.0f} | "
+                             f"{fig['bytes'] / 2**20:,.0f} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL)
@@ -404,16 +451,32 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--contractors", type=int, default=500)
     parser.add_argument("--campaigns", type=int, default=20)
     parser.add_argument("--phases", nargs="+", default=list(PHASES), choices=PHASES)
-    parser.add_argument("--reuse", action="store_true",
-                        help="skip the build when the database holds one of this size")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="skip the build when the database holds one of this size",
+    )
+    parser.add_argument("--only", nargs="+", help='pages whose "role: name" contains one of these')
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=50)
-    parser.add_argument("--budget", type=float, default=90,
-                        help="seconds per page at most (a slow page gets fewer repeats)")
-    parser.add_argument("--export-campaigns", type=int, default=0,
-                        help="export a snapshot of the first N campaigns (0: of everything)")
-    parser.add_argument("--export-formats", nargs="+",
-                        choices=[f"{f}-{ff}" for f, ff in EXPORTS], help="default: all")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=90,
+        help="seconds per page at most (a slow page gets fewer repeats)",
+    )
+    parser.add_argument(
+        "--export-campaigns",
+        type=int,
+        default=0,
+        help="export a snapshot of the first N campaigns (0: of everything)",
+    )
+    parser.add_argument(
+        "--export-formats",
+        nargs="+",
+        choices=[f"{f}-{ff}" for f, ff in EXPORTS],
+        help="default: all",
+    )
     parser.add_argument("--workers", type=int, default=4, help="gunicorn sync workers")
     var_dir = Path(os.environ.get("ALIGNLAB_VAR_DIR", ROOT / "var"))
     parser.add_argument("--work-dir", type=Path, default=var_dir / "bench-scale")
@@ -489,6 +552,7 @@ def main() -> None:
         report["export"] = phase_export(args, snapshot_id)
     report["load_average_after"] = os.getloadavg()
     report["goals"] = goals(report)
+    print(markdown(report))
     print(json.dumps(report["goals"], indent=2))
     write_json(args.json, report)
 

@@ -156,7 +156,9 @@ def seed_metadata(*, size: Size, password: str) -> dict:
         "researcher": researcher.pk,
         "admin": admin.pk,
         "versions": [v.pk for v in versions],
-        "campaigns": [(c.pk, c.mode == Campaign.Mode.RED_TEAM, c.overlap_target) for c in campaigns],
+        "campaigns": [
+            (c.pk, c.mode == Campaign.Mode.RED_TEAM, c.overlap_target) for c in campaigns
+        ],
     }
 
 
