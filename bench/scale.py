@@ -152,8 +152,8 @@ async def _measure_pages(url: str, password: str, pages, warmup: int, repeats: i
                 "statuses": sorted(set(map(str, statuses))),
                 "bytes": max(sizes),
             }
-            print(f"  {key}: p50 {results[key]['p50_ms']:.0f} ms, p99 "
-                  f"{results[key]['p99_ms']:.0f} ms, n {len(times)}, {results[key]['statuses']}",
+            print(f"  {key}: p50 {_ms(results[key]['p50_ms'])} ms, p99 "
+                  f"{_ms(results[key]['p99_ms'])} ms, n {len(times)}, {results[key]['statuses']}",
                   flush=True)  # fmt: skip
         return results
     finally:
@@ -350,7 +350,7 @@ def phase_snapshot() -> dict:
 def phase_export(args, snapshot_id: int | None) -> dict:
     from collection.models import Campaign, DatasetSnapshot
 
-    if snapshot_id is None:
+    if snapshot_id is None and not args.export_campaigns:
         latest = DatasetSnapshot.objects.filter(name=SNAPSHOT_NAME).order_by("-pk").first()
         if latest is None:
             raise SystemExit("no snapshot to export: run the snapshot phase first")
