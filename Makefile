@@ -73,12 +73,12 @@ clean:
 	rm -rf var/test .pytest_cache
 
 # The paper's four experiments (experiments/paper.py) at the small scale (under an hour on a
-# 2-core CPU), reports in var/repro/. With ../shared/data beside the checkout: its HH-RLHF
-# harmless file and the PMP sources (F2); without it: the shipped HH-RLHF file, F2 skipped.
-# `make repro SCALE=paper` on a GPU machine.
+# 2-core CPU), reports in var/repro/. With a real-data folder (SHARED_DATA=DIR, or the tests'
+# ALIGNLAB_SHARED_DATA): its HH-RLHF harmless file and the PMP sources (F2); without one: the
+# shipped HH-RLHF file, F2 skipped. `make repro SCALE=paper` on a GPU machine.
 SCALE ?= small
-SHARED_DATA ?= ../shared/data
-REPRO_DATA := $(if $(wildcard $(SHARED_DATA)/hh-rlhf),--hh-rlhf $(SHARED_DATA)/hh-rlhf/harmless-base/test.jsonl.gz --stackexchange $(SHARED_DATA)/stackexchange_small_sites --ukpconvarg $(SHARED_DATA)/ukpconvarg1/UKPConvArg1Strict-CSV)
+SHARED_DATA ?= $(ALIGNLAB_SHARED_DATA)
+REPRO_DATA := $(if $(and $(SHARED_DATA),$(wildcard $(SHARED_DATA)/hh-rlhf)),--hh-rlhf $(SHARED_DATA)/hh-rlhf/harmless-base/test.jsonl.gz --stackexchange $(SHARED_DATA)/stackexchange_small_sites --ukpconvarg $(SHARED_DATA)/ukpconvarg1/UKPConvArg1Strict-CSV)
 repro: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py repro --scale $(SCALE) $(REPRO_DATA)

@@ -2,9 +2,9 @@
 in this process one after the other, each report written as HTML, JSON and CSV.
 
     manage.py repro                                   # shipped HH-RLHF test file; F2 skipped
-    manage.py repro --hh-rlhf ../shared/data/hh-rlhf/harmless-base/test.jsonl.gz \\
-        --stackexchange ../shared/data/stackexchange_small_sites \\
-        --ukpconvarg ../shared/data/ukpconvarg1/UKPConvArg1Strict-CSV
+    manage.py repro --hh-rlhf DATA/hh-rlhf/harmless-base/test.jsonl.gz \\
+        --stackexchange DATA/stackexchange_small_sites \\
+        --ukpconvarg DATA/ukpconvarg1/UKPConvArg1Strict-CSV   # DATA: a folder of real data
     manage.py repro --scale paper                     # a GPU machine
 """
 
