@@ -9,6 +9,8 @@
 The names below are this package's interface; callers import them from `collection.imports`.
 """
 
+from pathlib import Path
+
 from .service import dataset_import_create
 from .uploads import (
     ImportUploadError,
@@ -18,7 +20,12 @@ from .uploads import (
     upload_max_bytes,
 )
 
+# The HH-RLHF harmless-base test split that ships with the code (2,312 pairs; its SOURCE.txt
+# says where it comes from): the demo's dataset and the default data of `manage.py repro`.
+SHIPPED_HH_RLHF = Path(__file__).resolve().parents[1] / "data/hh-rlhf/harmless-base/test.jsonl.gz"
+
 __all__ = [
+    "SHIPPED_HH_RLHF",
     "ImportUploadError",
     "dataset_import_create",
     "import_job_create",

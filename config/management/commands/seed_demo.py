@@ -5,7 +5,6 @@ start: what exists already is kept."""
 
 import json
 import secrets
-from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -13,17 +12,11 @@ from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
+from collection.imports import SHIPPED_HH_RLHF
 from config.roles import ADMIN, CONTRACTOR, RESEARCHER, ensure_role_groups
 
 # The demo / test dataset that ships with collection (see its SOURCE.txt).
-DEMO_DATASET = (
-    Path(__file__).resolve().parents[3]
-    / "collection"
-    / "data"
-    / "hh-rlhf"
-    / "harmless-base"
-    / "test.jsonl.gz"
-)
+DEMO_DATASET = SHIPPED_HH_RLHF
 DEMO_CAMPAIGN = "Demo: a helpful chat"
 DEMO_SNAPSHOT = "Demo: HH-RLHF harmless-base test"
 DEMO_INSTRUCTIONS = (

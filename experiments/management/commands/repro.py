@@ -19,18 +19,10 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.template.loader import render_to_string
 
+from collection.imports import SHIPPED_HH_RLHF
 from experiments.inline import run_inline
 from experiments.paper import PAPER_EXPERIMENTS, SCALES
 from experiments.services import experiment_create
-
-SHIPPED_HH_RLHF = (
-    Path(__file__).resolve().parents[3]
-    / "collection"
-    / "data"
-    / "hh-rlhf"
-    / "harmless-base"
-    / "test.jsonl.gz"
-)
 
 
 def _posts_files(path: Path) -> list[Path]:
