@@ -66,10 +66,13 @@ def export_job_create(
     check_export_options(export_format, split, pairs)
     if file_format not in FILE_FORMATS:
         raise DatasetError(f"unknown file format {file_format!r} (use jsonl or parquet)")
-    options = dict(
-        export_format=export_format, file_format=file_format, split=split, pairs=pairs,
-        margin=bool(margin),
-    )  # fmt: skip
+    options = {
+        "export_format": export_format,
+        "file_format": file_format,
+        "split": split,
+        "pairs": pairs,
+        "margin": bool(margin),
+    }
     with transaction.atomic():
         # The snapshot's row lock makes two identical requests at once give one job.
         DatasetSnapshot.objects.select_for_update().filter(pk=snapshot.pk).first()
