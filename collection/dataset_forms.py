@@ -9,8 +9,10 @@ from django.contrib.auth import get_user_model
 from config.roles import CONTRACTOR
 
 from .campaign_forms import NamedChoices, OptionalJSONField
-from .models import FLAGS, Campaign, Conversation, DatasetImport
+from .exports import EXPORT_FORMATS
+from .models import FLAGS, Campaign, Conversation, DatasetImport, ExportJob
 from .snapshot_filters import EVAL_PROMPT_SETS, FILTER_KEYS
+from .splits import SPLITS
 
 
 class ImportUploadForm(forms.Form):
@@ -221,3 +223,23 @@ class ConversationFilterForm(forms.Form):
         help_text="A judgement of the conversation carries this flag.",
     )
     agreement = forms.ChoiceField(choices=AGREEMENT_CHOICES, required=False)
+
+
+class ExportJobForm(forms.Form):
+    """What to export; the snapshot is in the URL."""
+
+    export_format = forms.ChoiceField(
+        choices=[(name, name) for name in EXPORT_FORMATS], initial="trl", label="Format"
+    )
+    file_format = forms.ChoiceField(choices=ExportJob.FileFormat.choices, initial="jsonl")
+    split = forms.ChoiceField(choices=[(name, name) for name in SPLITS], initial="all")
+    pairs = forms.ChoiceField(
+        choices=[("all", "every better/worse pair"), ("adjacent", "neighbours only")],
+        initial="all",
+        required=False,
+        help_text="hh-rlhf and trl: how a ranking of more than two becomes pairs.",
+    )
+    margin = forms.BooleanField(required=False, label="TRL margin column")
+
+    def clean_pairs(self):
+        return self.cleaned_data["pairs"] or "all"

@@ -27,7 +27,13 @@ from config.roles import ADMIN, RESEARCHER, role_required
 
 from . import imports
 from .dataset_errors import DatasetError
-from .dataset_forms import ConversationFilterForm, ImportUploadForm, SnapshotBuildForm
+from .dataset_forms import (
+    ConversationFilterForm,
+    ExportJobForm,
+    ImportUploadForm,
+    SnapshotBuildForm,
+)
+from .export_jobs import export_streamable
 from .exports import EXPORT_FORMATS
 from .models import (
     SCALE_LABELS,
@@ -60,9 +66,6 @@ def counts_text(counts: dict) -> str:
 
 
 def _datasets_page(request, *, snapshot_form=None, upload_form=None, upload_refusal="", status=200):
-    from .export_jobs import export_streamable
-    from .export_views import ExportJobForm
-
     recent_imports = list(DatasetImport.objects.select_related("campaign")[:50])
     for item in recent_imports:
         item.counts_text = counts_text(item.counts)

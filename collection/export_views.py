@@ -6,7 +6,6 @@ Researchers and admins only (contractors get 403, for the page and the file alik
 
 from __future__ import annotations
 
-from django import forms
 from django.contrib import messages
 from django.http import FileResponse, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -15,38 +14,16 @@ from django.views.decorators.http import require_POST
 from config.roles import ADMIN, RESEARCHER, role_required
 
 from .dataset_errors import DatasetError
+from .dataset_forms import ExportJobForm
+from .dataset_views import _datasets_page
 from .export_jobs import export_file, export_job_create
-from .exports import EXPORT_FORMATS
 from .models import DatasetSnapshot, ExportJob
-from .splits import SPLITS
-
-
-class ExportJobForm(forms.Form):
-    """What to export; the snapshot is in the URL."""
-
-    export_format = forms.ChoiceField(
-        choices=[(name, name) for name in EXPORT_FORMATS], initial="trl", label="Format"
-    )
-    file_format = forms.ChoiceField(choices=ExportJob.FileFormat.choices, initial="jsonl")
-    split = forms.ChoiceField(choices=[(name, name) for name in SPLITS], initial="all")
-    pairs = forms.ChoiceField(
-        choices=[("all", "every better/worse pair"), ("adjacent", "neighbours only")],
-        initial="all",
-        required=False,
-        help_text="hh-rlhf and trl: how a ranking of more than two becomes pairs.",
-    )
-    margin = forms.BooleanField(required=False, label="TRL margin column")
-
-    def clean_pairs(self):
-        return self.cleaned_data["pairs"] or "all"
 
 
 @role_required(RESEARCHER, ADMIN)
 @require_POST
 def export_request(request, snapshot_id: int):
     """Ask for an export of the snapshot; the job's page shows how it goes."""
-    from .dataset_views import _datasets_page
-
     snapshot = get_object_or_404(DatasetSnapshot, pk=snapshot_id)
     form = ExportJobForm(request.POST)
     if form.is_valid():
