@@ -5,9 +5,11 @@ from datetime import timedelta
 from django.http import StreamingHttpResponse
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema
-from rest_framework import serializers, viewsets
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.response import Response as APIResponse
+from rest_framework.reverse import reverse
 
 from assistant.api import CreateListRetrieveViewSet
 from config.roles import ResearcherReadAdminWrite, ResearcherWrite
@@ -18,10 +20,20 @@ from config.schema_objects import (
     snapshot_filter_schema,
 )
 
-from . import campaigns, exports, snapshots
+from . import campaigns, exports
 from .dataset_errors import DatasetError
+from .export_api import SnapshotJobSerializer
 from .export_jobs import stream_refusal
-from .models import Campaign, Conversation, DatasetSnapshot, Judgement, Response, Turn
+from .models import (
+    Campaign,
+    Conversation,
+    DatasetSnapshot,
+    Judgement,
+    Response,
+    SnapshotJob,
+    Turn,
+)
+from .snapshot_jobs import snapshot_request
 from .splits import SPLITS
 
 
@@ -292,14 +304,17 @@ class SnapshotSerializer(JSONModelSerializer):
         return value
 
     def create(self, validated_data):
+        """The snapshot, made now; or, above COLLECTION_SNAPSHOT_INLINE_MAX judgements, the
+        job a worker makes it in (the view answers 202 with it)."""
         try:
-            return snapshots.snapshot_create(
+            snapshot, job, _ = snapshot_request(
                 filter=validated_data["filter"],
                 name=validated_data.get("name", ""),
-                created_by=self.context["request"].user,
+                user=self.context["request"].user,
             )
         except DatasetError as error:
             raise serializers.ValidationError({"filter": str(error)}) from None
+        return snapshot if job is None else job
 
 
 class DownloadQuery(serializers.Serializer):
@@ -323,6 +338,31 @@ class SnapshotViewSet(CreateListRetrieveViewSet):
     queryset = DatasetSnapshot.objects.all()
     serializer_class = SnapshotSerializer
     permission_classes = [ResearcherWrite]
+
+    @extend_schema(
+        responses={
+            201: SnapshotSerializer,
+            202: OpenApiResponse(
+                SnapshotJobSerializer,
+                description="More judgements than a request snapshots "
+                "(ALIGNLAB_SNAPSHOT_INLINE_MAX): the job a worker makes it in, also at "
+                "/api/snapshot-jobs/<id>/ (the Location header); asked again while it runs, "
+                "the same job.",
+            ),
+        }
+    )
+    def create(self, request, *args, **kwargs):
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        made = serializer.save()
+        if isinstance(made, SnapshotJob):
+            location = reverse("snapshotjob-detail", args=[made.pk], request=request)
+            return APIResponse(
+                SnapshotJobSerializer(made).data,
+                status=status.HTTP_202_ACCEPTED,
+                headers={"Location": location},
+            )
+        return APIResponse(self.get_serializer(made).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(
         parameters=[DownloadQuery],

@@ -2,11 +2,13 @@
 exports, and a browser of the collected conversations with their judgements.
 
 Researchers and admins only (contractors get 403). Writes go through `collection.imports`
-(upload → ImportJob → worker) and `collection.snapshots.snapshot_create`.
+(upload → ImportJob → worker) and `collection.snapshot_jobs.snapshot_request` (a snapshot
+made in the request, or by a worker above a size).
 """
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db.models import (
@@ -45,10 +47,11 @@ from .models import (
     ImportJob,
     Judgement,
     Response,
+    SnapshotJob,
     Turn,
 )
 from .selectors import responses_in_order
-from .snapshots import snapshot_create
+from .snapshot_jobs import snapshot_request
 
 PAGE_SIZE = 25
 
@@ -87,6 +90,8 @@ def _datasets_page(request, *, snapshot_form=None, upload_form=None, upload_refu
             "exports": EXPORT_FORMATS,
             "export_form": ExportJobForm(),
             "export_jobs": ExportJob.objects.select_related("launched_by")[:10],
+            "snapshot_jobs": SnapshotJob.objects.select_related("launched_by")[:10],
+            "snapshot_inline_max": settings.COLLECTION_SNAPSHOT_INLINE_MAX,
             "imports": recent_imports,
         },
         status=status,
@@ -101,12 +106,20 @@ def datasets(request):
     form = SnapshotBuildForm(request.POST)
     if form.is_valid():
         try:
-            snapshot = snapshot_create(
-                filter=form.filter_dict(), name=form.cleaned_data["name"], created_by=request.user
+            snapshot, job, new = snapshot_request(
+                filter=form.filter_dict(), name=form.cleaned_data["name"], user=request.user
             )
         except DatasetError as error:
             form.add_error(form.field_for_error(str(error)), str(error))
         else:
+            if job is not None:
+                messages.success(
+                    request,
+                    f"{job.judgements:,} judgements: a worker makes this snapshot now."
+                    if new
+                    else "This snapshot is being made already: here it is.",
+                )
+                return redirect("collection:snapshot_job", job.pk)
             label = snapshot.name or f"snapshot {snapshot.pk}"
             messages.success(
                 request, f"Made “{label}”: {snapshot.counts.get('judgements')} judgements."
@@ -161,6 +174,16 @@ def import_job(request, job_id: int):
         ImportJob.objects.select_related("dataset_import__campaign", "launched_by"), pk=job_id
     )
     template = "collection/_import_job.html" if request.htmx else "collection/import_job.html"
+    return render(request, template, {"job": job})
+
+
+@role_required(RESEARCHER, ADMIN)
+def snapshot_job(request, job_id: int):
+    """A snapshot a worker makes: progress while it runs, its error, or the snapshot."""
+    job = get_object_or_404(
+        SnapshotJob.objects.select_related("snapshot", "launched_by"), pk=job_id
+    )
+    template = "collection/_snapshot_job.html" if request.htmx else "collection/snapshot_job.html"
     return render(request, template, {"job": job})
 
 

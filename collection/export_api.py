@@ -1,10 +1,12 @@
-"""REST API of export jobs: researchers and admins ask for an export of a snapshot, watch the
-job, and download its file when a worker has written it (`collection.export_jobs`)."""
+"""REST API of export and snapshot jobs: researchers and admins ask for an export of a
+snapshot, watch the job, and download its file when a worker has written it
+(`collection.export_jobs`); they watch the snapshots a worker makes (`POST /api/snapshots/` of
+more than ALIGNLAB_SNAPSHOT_INLINE_MAX judgements answers 202 with one of these jobs)."""
 
 from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import serializers, status
+from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
@@ -15,7 +17,7 @@ from config.roles import ResearcherWrite
 from .dataset_errors import DatasetError
 from .export_jobs import export_file, export_job_create
 from .exports import EXPORT_FORMATS
-from .models import ExportJob
+from .models import ExportJob, SnapshotJob
 from .splits import SPLITS
 
 
@@ -85,3 +87,28 @@ class ExportJobViewSet(CreateListRetrieveViewSet):
                 else "This export's file is gone from the server; ask for the export again."
             )
         return FileResponse(path.open("rb"), as_attachment=True, filename=job.file_name)
+
+
+class SnapshotJobSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = SnapshotJob
+        fields = [
+            "id",
+            "name",
+            "filter",
+            "judgements",
+            "status",
+            "progress",
+            "snapshot",
+            "error",
+            *JOB_TIMES,
+        ]
+        read_only_fields = fields
+
+
+class SnapshotJobViewSet(viewsets.ReadOnlyModelViewSet):
+    """Snapshots a worker makes; `snapshot` is the snapshot's id once the job has succeeded."""
+
+    queryset = SnapshotJob.objects.all()
+    serializer_class = SnapshotJobSerializer
+    permission_classes = [ResearcherWrite]

@@ -17,13 +17,10 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from django.db.models import Prefetch
-
 from assistant import transcripts
 
 from .dataset_errors import DatasetError
-from .models import Candidate, Judgement, Turn
-from .selectors import responses_in_order
+from .models import Campaign, Candidate, Judgement, Response, Turn
 from .splits import split_of
 
 EXPORT_CHUNK = 500  # judgements read per query round
@@ -136,73 +133,140 @@ def _chunks(groups, chunk_size: int) -> Iterator[list]:
         yield chunk
 
 
-def _version_label(version) -> str | None:
-    return None if version is None else f"{version.name}#{version.pk}"
-
-
-def _prompt_label(prompt) -> str | None:
-    return None if prompt is None else f"{prompt.name}@v{prompt.version}"
-
-
 def iter_turn_items(
     groups, *, chunk_size: int = EXPORT_CHUNK, weights: dict[int, float] | None = None
 ) -> Iterator[TurnItem]:
     """The frozen turns with everything exports need: a few queries per chunk, none per row.
-    `weights` (judgement id → weight) comes from a weighted snapshot; left out, each is 1."""
+    `weights` (judgement id → weight) comes from a weighted snapshot; left out, each is 1.
+
+    Plain value rows, not model instances: building a million Django objects was most of an
+    export's time (bench/scale.py: 775 pairs/s that way)."""
+    campaigns: dict[int, tuple[str, str]] = {}
     for chunk in _chunks(groups, chunk_size):
-        by_id = _turns(chunk)
+        turns = _turn_rows(chunk)
         history = _histories(chunk)
+        responses = _responses(turns)
+        judgements = _judgements(chunk, weights)
+        candidates = _candidates(turns)
+        missing = {campaign_id for *_, campaign_id in turns.values()} - campaigns.keys()
+        if missing:
+            campaigns.update(
+                (pk, (name, mode))
+                for pk, name, mode in Campaign.objects.filter(pk__in=missing).values_list(
+                    "pk", "name", "mode"
+                )
+            )
         for conversation_id, turn_id, _ in chunk:
-            turn = by_id.get(turn_id)
+            turn = turns.get(turn_id)
             if turn is None:
                 raise DatasetError(f"turn {turn_id} of this snapshot no longer exists")
-            campaign = turn.conversation.campaign
+            index, human, source, campaign_id = turn
+            name, mode = campaigns[campaign_id]
             yield TurnItem(
                 conversation_id=conversation_id,
                 turn_id=turn_id,
-                campaign_id=campaign.pk,
-                campaign=campaign.name,
-                mode=campaign.mode,
-                source=turn.conversation.source,
-                context=[(h, a) for i, h, a in history[conversation_id] if i < turn.index],
-                human=turn.human_text,
-                responses=[
-                    ResponseRow(
-                        r.pk,
-                        r.index,
-                        r.text,
-                        _version_label(r.model_version),
-                        _prompt_label(r.prompt),
-                        r.pm_score,
-                        r.pm_rank,
-                    )
-                    for r in turn.responses.all()
-                ],
-                judgements=[_judgement_row(j, weights) for j in turn.judgements.all()],
-                candidates=[
-                    {"text": c.text, "pm_score": c.pm_score, "pm_rank": c.pm_rank}
-                    for c in turn.candidates.all()
-                ],
+                campaign_id=campaign_id,
+                campaign=name,
+                mode=mode,
+                source=source,
+                context=[(h, a) for i, h, a in history[conversation_id] if i < index],
+                human=human,
+                responses=responses.get(turn_id, []),
+                judgements=judgements.get(turn_id, []),
+                candidates=candidates.get(turn_id, []),
             )
 
 
-def _turns(chunk) -> dict[int, Turn]:
-    """The chunk's turns by id, with their campaign, responses and frozen judgements."""
-    judgement_ids = [jid for _, _, ids in chunk for jid in ids]
-    turn_ids = [turn_id for _, turn_id, _ in chunk]
-    turns = (
-        Turn.objects.filter(pk__in=turn_ids)
-        .select_related("conversation__campaign")
-        .prefetch_related(
-            responses_in_order(),
-            Prefetch("candidates", queryset=Candidate.objects.order_by("pm_rank", "pk")),
-            Prefetch(
-                "judgements",
-                queryset=Judgement.objects.filter(pk__in=judgement_ids).order_by("pk"),
-            ),
+def _turn_rows(chunk) -> dict[int, tuple[int, str, str, int]]:
+    """The chunk's turns by id: (index, human text, conversation source, campaign id)."""
+    rows = Turn.objects.filter(pk__in=[turn_id for _, turn_id, _ in chunk]).values_list(
+        "pk", "index", "human_text", "conversation__source", "conversation__campaign_id"
+    )
+    return {pk: rest for pk, *rest in rows}
+
+
+def _responses(turns) -> dict[int, list[ResponseRow]]:
+    """The turns' responses in display order (A, B, …), labelled with version and prompt."""
+    by_turn: dict[int, list[ResponseRow]] = defaultdict(list)
+    rows = (
+        Response.objects.filter(turn_id__in=list(turns))
+        .order_by("turn_id", "index")
+        .values_list(
+            "turn_id",
+            "pk",
+            "index",
+            "text",
+            "model_version_id",
+            "model_version__name",
+            "prompt_id",
+            "prompt__name",
+            "prompt__version",
+            "pm_score",
+            "pm_rank",
         )
     )
-    return {turn.pk: turn for turn in turns.iterator(chunk_size=len(turn_ids))}
+    for turn_id, pk, index, text, version_id, version, prompt_id, prompt, v, score, rank in rows:
+        by_turn[turn_id].append(
+            ResponseRow(
+                pk,
+                index,
+                text,
+                None if version_id is None else f"{version}#{version_id}",
+                None if prompt_id is None else f"{prompt}@v{v}",
+                score,
+                rank,
+            )
+        )
+    return by_turn
+
+
+def _judgements(chunk, weights: dict[int, float] | None) -> dict[int, list[JudgementRow]]:
+    """The judgements the chunk froze, per turn, in id order."""
+    by_turn: dict[int, list[JudgementRow]] = defaultdict(list)
+    rows = (
+        Judgement.objects.filter(pk__in=[jid for _, _, ids in chunk for jid in ids])
+        .order_by("pk")
+        .values_list(
+            "turn_id",
+            "pk",
+            "ranking",
+            "strength",
+            "flags",
+            "contractor_id",
+            "origin",
+            "tie",
+            "both_bad",
+        )
+    )
+    for turn_id, pk, ranking, strength, flags, contractor_id, origin, tie, both_bad in rows:
+        by_turn[turn_id].append(
+            JudgementRow(
+                pk,
+                [int(r) for r in ranking],
+                strength,
+                list(flags or []),
+                contractor_id,
+                origin,
+                [pk],
+                tie=tie,
+                both_bad=both_bad,
+                weight=weights.get(pk, 1.0) if weights is not None else 1.0,
+            )
+        )
+    return by_turn
+
+
+def _candidates(turns) -> dict[int, list[dict]]:
+    """A best-of-n turn's unshown candidates, best first."""
+    by_turn: dict[int, list[dict]] = defaultdict(list)
+    rows = (
+        Candidate.objects.filter(turn_id__in=list(turns))
+        .order_by("turn_id", "pm_rank", "pk")
+        .values_list("turn_id", "text", "pm_score", "pm_rank")
+    )
+    for turn_id, text, score, rank in rows:
+        by_turn[turn_id].append({"text": text, "pm_score": score, "pm_rank": rank})
+    return by_turn
 
 
 def _histories(chunk) -> dict[int, list[tuple[int, str, str]]]:
@@ -216,18 +280,3 @@ def _histories(chunk) -> dict[int, list[tuple[int, str, str]]]:
     for conversation_id, index, human, assistant in earlier:
         history[conversation_id].append((index, human, assistant or ""))
     return history
-
-
-def _judgement_row(judgement: Judgement, weights: dict[int, float] | None) -> JudgementRow:
-    return JudgementRow(
-        judgement.pk,
-        [int(r) for r in judgement.ranking],
-        judgement.strength,
-        list(judgement.flags or []),
-        judgement.contractor_id,
-        judgement.origin,
-        [judgement.pk],
-        tie=judgement.tie,
-        both_bad=judgement.both_bad,
-        weight=weights.get(judgement.pk, 1.0) if weights is not None else 1.0,
-    )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 from django.conf import settings
@@ -33,13 +34,25 @@ from .snapshot_filters import (
 from .splits import held_out
 
 
-def snapshot_create(*, filter: dict, created_by=None, name: str = "") -> DatasetSnapshot:
-    """Freeze the judgements `filter` selects: their ids (a file), counts and a content hash."""
+def snapshot_create(
+    *,
+    filter: dict,
+    created_by=None,
+    name: str = "",
+    progress: Callable[[str, int, int | None], None] | None = None,
+    finishing: Callable[[DatasetSnapshot], None] | None = None,
+) -> DatasetSnapshot:
+    """Freeze the judgements `filter` selects: their ids (a file), counts and a content hash.
+
+    `progress(stage, done, total)` hears how it goes ("selecting" judgements, then "hashing"
+    turns); `finishing(snapshot)` runs inside the transaction that stores the snapshot, so
+    that what it writes (a job's end) and the snapshot are stored together or not at all.
+    """
     clean = snapshot_filter_clean(filter)
-    frozen, skipped = _frozen_groups(clean)
+    frozen, skipped = _frozen_groups(clean, progress)
     weights = _reliability_weights(frozen) if clean.get("weighting") == "reliability" else None
     counts, content_hash = _snapshot_digest(
-        frozen, consensus_only=clean["consensus_only"], weights=weights
+        frozen, consensus_only=clean["consensus_only"], weights=weights, progress=progress
     )
     counts["excluded_eval_prompts"] = skipped
     with transaction.atomic():
@@ -59,10 +72,12 @@ def snapshot_create(*, filter: dict, created_by=None, name: str = "") -> Dataset
             staging.write_bytes(json.dumps(frozen_file).encode())
         snapshot.files = {"judgements": relative}
         DatasetSnapshot.objects.filter(pk=snapshot.pk).update(files=snapshot.files)
+        if finishing is not None:
+            finishing(snapshot)
     return snapshot
 
 
-def _frozen_groups(clean: dict) -> tuple[list[tuple[int, int, list[int]]], int]:
+def _frozen_groups(clean: dict, progress) -> tuple[list[tuple[int, int, list[int]]], int]:
     """One group per turn, (conversation id, turn id, [judgement ids]), in a fixed order; and
     how many judgements the eval-prompt exclusion left out."""
     excluded = set()
@@ -77,7 +92,12 @@ def _frozen_groups(clean: dict) -> tuple[list[tuple[int, int, list[int]]], int]:
     else:
         rows = rows.values_list("turn__conversation_id", "turn_id", "pk")
     skipped = 0
-    for conversation_id, turn_id, judgement_id, *first_human in rows.iterator(chunk_size=5000):
+    total = rows.count() if progress is not None else None
+    for done, (conversation_id, turn_id, judgement_id, *first_human) in enumerate(
+        rows.iterator(chunk_size=5000)
+    ):
+        if progress is not None and done % 5000 == 0:
+            progress("selecting", done, total)
         if first_human and normalize_prompt(first_human[0] or "") in excluded:
             skipped += 1
             continue
@@ -127,11 +147,16 @@ def snapshot_judgement_ids(snapshot: DatasetSnapshot) -> list[int]:
 _SPLIT_COUNTS = ("judgements", "rows", "pairs", "adjacent_pairs", "overlapping_turns")
 
 
-def _snapshot_digest(groups, *, consensus_only: bool, weights=None) -> tuple[dict, str]:
+def _snapshot_digest(
+    groups, *, consensus_only: bool, weights=None, progress=None
+) -> tuple[dict, str]:
     """Counts, and a hash of the rows' content that ignores ids and row order."""
     counts: Counter = Counter()
     digests = []
-    for item in iter_turn_items(groups, chunk_size=EXPORT_CHUNK, weights=weights):
+    items = iter_turn_items(groups, chunk_size=EXPORT_CHUNK, weights=weights)
+    for done, item in enumerate(items):
+        if progress is not None and done % 1000 == 0:
+            progress("hashing", done, len(groups))
         split = item.split
         counts["judgements"] += len(item.judgements)
         counts[f"{split}_judgements"] += len(item.judgements)

@@ -47,3 +47,15 @@ def refresh_quality() -> dict:
     from .quality_summaries import quality_summaries_refresh
 
     return quality_summaries_refresh()
+
+
+@job_task(
+    "collection.run_snapshot",
+    time_limits=(settings.COLLECTION_IMPORT_SOFT_TIME_LIMIT, settings.COLLECTION_IMPORT_TIME_LIMIT),
+)
+def run_snapshot(job_id: int) -> str:
+    """Make a snapshot too big for a request (a SnapshotJob); idempotent: the claim lets one
+    task run it, and the job ends in the transaction that stores its snapshot."""
+    from .snapshot_jobs import snapshot_job_run
+
+    return snapshot_job_run(job_id=job_id)

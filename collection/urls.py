@@ -7,6 +7,7 @@ urlpatterns = [
     path("datasets/", dataset_views.datasets, name="datasets"),
     path("datasets/imports/", dataset_views.import_upload, name="import_upload"),
     path("datasets/imports/<int:job_id>/", dataset_views.import_job, name="import_job"),
+    path("datasets/snapshots/<int:job_id>/", dataset_views.snapshot_job, name="snapshot_job"),
     path("datasets/<int:snapshot_id>/export/", export_views.export_request, name="export_request"),
     path("datasets/exports/<int:job_id>/", export_views.export_job, name="export_job"),
     path("datasets/exports/<int:job_id>/file/", export_views.export_download, name="export_file"),

@@ -23,6 +23,7 @@ router.register("conversations", collection_api.ConversationViewSet, basename="c
 router.register("judgements", collection_api.JudgementViewSet, basename="judgement")
 router.register("snapshots", collection_api.SnapshotViewSet, basename="snapshot")
 router.register("export-jobs", collection_export_api.ExportJobViewSet, basename="exportjob")
+router.register("snapshot-jobs", collection_export_api.SnapshotJobViewSet, basename="snapshotjob")
 router.register("training-runs", training_api.TrainingRunViewSet, basename="trainingrun")
 router.register("eval-runs", evals_api.EvalRunViewSet, basename="evalrun")
 router.register("elo", evals_api.EloViewSet, basename="elo")

@@ -299,6 +299,9 @@ COLLECTION_EXPORTS_DIR = Path(env_str("ALIGNLAB_EXPORTS_DIR", str(VAR_DIR / "exp
 # it (seconds at most); a bigger one only as an export job, so no request holds a connection for
 # minutes.
 COLLECTION_EXPORT_STREAM_MAX_ROWS = env_int("ALIGNLAB_EXPORT_STREAM_MAX_ROWS", 50_000)
+# A snapshot of at most this many judgements is made by the request that asks for it; a bigger
+# one by a worker (a SnapshotJob, collection/snapshot_jobs.py), whose page shows its progress.
+COLLECTION_SNAPSHOT_INLINE_MAX = env_int("ALIGNLAB_SNAPSHOT_INLINE_MAX", 20_000)
 # The quality page computes its numbers live while there are at most this many judgements;
 # beyond, it reads the summaries `collection.refresh_quality` stores (beat, every 5 minutes:
 # an ordinary django-celery-beat entry that admins can edit).
@@ -474,6 +477,8 @@ COLLECTION_IMPORT_LEASE_S = COLLECTION_IMPORT_TIME_LIMIT + 60
 # An export job renews its lease every second as it writes, so a short lease finds a dead
 # worker soon; its time limits are the import's (a million pairs take well under a minute).
 COLLECTION_EXPORT_LEASE_S = env_int("COLLECTION_EXPORT_LEASE_S", 5 * 60)
+# A snapshot job renews its lease as it selects and hashes (every second); the same lease.
+COLLECTION_SNAPSHOT_LEASE_S = env_int("COLLECTION_SNAPSHOT_LEASE_S", 5 * 60)
 
 # --- Logging ---------------------------------------------------------------------------------
 

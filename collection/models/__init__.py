@@ -14,7 +14,7 @@ from .conversations import (
     Turn,
 )
 from .datasets import DatasetImport, DatasetSnapshot, ImportJob
-from .exports import ExportJob
+from .exports import ExportJob, SnapshotJob
 from .loop import LoopSettings, PMAgreement
 from .quality import QualitySummary
 
@@ -37,5 +37,6 @@ __all__ = [
     "ReviewOrder",
     "Sample",
     "SelectionRule",
+    "SnapshotJob",
     "Turn",
 ]

@@ -1,4 +1,5 @@
-"""Export jobs: a snapshot written to a file by a worker, offered for download when ready."""
+"""Export and snapshot jobs: a snapshot written to a file by a worker, offered for download when
+ready; a snapshot of many judgements made by a worker."""
 
 from django.db import models
 
@@ -41,3 +42,29 @@ class ExportJob(Job):
             f"{'-adjacent' if self.pairs == 'adjacent' else ''}"
             f"{'-margin' if self.margin else ''}.{self.file_format}"
         )
+
+
+class SnapshotJob(Job):
+    """A snapshot too big to make inside a request (more than ALIGNLAB_SNAPSHOT_INLINE_MAX
+    judgements), made by the `collection.run_snapshot` task (collection/snapshot_jobs.py).
+
+    `filter` is the cleaned filter (`snapshot_filter_clean`); `progress` holds {"stage",
+    "done", "total"} while it runs; `snapshot` the result.
+    """
+
+    filter = models.JSONField(help_text="The cleaned snapshot filter.")
+    name = models.CharField(max_length=200, blank=True)
+    judgements = models.PositiveBigIntegerField(
+        default=0, help_text="How many judgements the filter selected when it was asked for."
+    )
+    snapshot = models.OneToOneField(
+        DatasetSnapshot,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="job",
+    )
+    progress = models.JSONField(default=dict, blank=True)
+
+    def __str__(self):
+        return f"snapshot job {self.pk}: {self.name or 'unnamed'} ({self.status})"
