@@ -66,15 +66,21 @@ def fastest(results: list[dict]) -> dict:
     return min(results, key=lambda result: result["seconds"])
 
 
-def bench_dtype(path: Path, dtype: str, context, args) -> dict:
+def bench_dtype(path: Path, dtype: str, context, args, *, packed: bool | None = None) -> dict:
     import torch
 
     from assistant.backends.base import SamplingParams
     from assistant.backends.hf import TransformersBackend
     from assistant.hardware import bf16_path
 
-    backend = TransformersBackend(path, dtype=dtype)
+    backend = TransformersBackend(path, dtype=dtype, packed_linears=packed)
     taken = bf16_path(backend.dtype == torch.bfloat16, backend.device)
+    if backend.dtype == torch.float32:
+        taken += (
+            f"; {backend.packed_linears} linear layers through oneDNN, reordered"
+            if backend.packed_linears
+            else "; linear layers through F.linear"
+        )
     print(f"{dtype}: {taken}", file=sys.stderr, flush=True)
     params = SamplingParams(
         temperature=0.8, top_p=0.95, max_new_tokens=args.max_new_tokens, stop=(), seed=0
@@ -152,6 +158,13 @@ def main() -> None:
         "--dtypes", nargs="+", help="default: bfloat16 and float32 where bf16 is native, else auto"
     )
     parser.add_argument("--repeats", type=int, default=2, help="best of this many runs of each")
+    parser.add_argument(
+        "--linears",
+        choices=("auto", "packed", "plain", "both"),
+        default="both",
+        help="float32 linear layers: oneDNN on reordered weights (packed, the backend's choice "
+        "on a CPU), F.linear (plain), or both in the same run (default)",
+    )
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
@@ -173,7 +186,14 @@ def main() -> None:
     context = Context(prompt=prompt, prompt_key="bench", messages=(Message("user", QUESTION),))
     path = ensure_default_model(args.models_dir)
     load_before = os.getloadavg()
-    results = [bench_dtype(path, dtype, context, args) for dtype in args.dtypes]
+    results = []
+    for dtype in args.dtypes:
+        if dtype == "float32" and args.linears == "both":  # the same run: before and after
+            results.append(bench_dtype(path, dtype, context, args, packed=False))
+            results.append(bench_dtype(path, dtype, context, args, packed=None))
+        else:
+            packed = {"packed": True, "plain": False}.get(args.linears)
+            results.append(bench_dtype(path, dtype, context, args, packed=packed))
     report = {
         **run_header(args.threads),
         "prompt": prompt_source,

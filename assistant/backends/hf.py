@@ -32,6 +32,7 @@ from assistant.backends.base import (
 from assistant.hardware import native_bf16
 from assistant.prompting import RenderedContext, RenderMode, fit_to_window, split_prefix
 
+from .packed_linear import pack_linears, packed_linear_available
 from .shared_prefix import SHARED_PREFIX_ATTENTION, can_share_prefix
 
 # Prompt prefixes kept per backend; each costs ~23 KB per token for SmolLM2-135M in bf16.
@@ -105,12 +106,15 @@ class TransformersBackend(Backend):
         mode: RenderMode | None = None,
         max_context: int | None = None,
         prefix_cache: bool = True,
+        packed_linears: bool | None = None,
     ):
         """Load a model folder, or a .gguf file (transformers keeps it packed), onto `device`.
 
         dtype "auto" is bfloat16 where the device computes it natively (float32 for .gguf); `mode`
         defaults to "chat" when the tokenizer has a chat template; `max_context` overrides the
         model's window; `prefix_cache=False` recomputes the prompt every call (for benchmarks).
+        `packed_linears` (None: where it applies, float32 on a CPU) computes the linear layers
+        through oneDNN on reordered weights (packed_linear.py: batched decoding pays in float32).
         """
         path = Path(path)
         folder, extra = path, {}
@@ -125,6 +129,12 @@ class TransformersBackend(Backend):
         self.tokenizer = AutoTokenizer.from_pretrained(folder, **extra)
         self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=self.dtype, **extra)
         self.model.to(self.device).eval()
+        usable = packed_linear_available(self.device, self.dtype) and not extra
+        if packed_linears and not usable:
+            raise BackendError("packed linears need float32 on a CPU with oneDNN")
+        self.packed_linears = (
+            pack_linears(self.model) if usable and packed_linears is not False else 0
+        )
         self.shared_prefix = can_share_prefix(self.model.config)
         if self.shared_prefix:
             self.model.set_attn_implementation(SHARED_PREFIX_ATTENTION)

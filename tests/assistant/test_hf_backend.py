@@ -234,3 +234,37 @@ def test_it_sets_a_pad_token_distinct_from_eos(tokenizer, tiny_lm_model):
     assert tokenizer.pad_token_id not in (None, tokenizer.eos_token_id)
     assert tokenizer.pad_token_id < model.get_input_embeddings().num_embeddings
     assert model.config.pad_token_id == tokenizer.pad_token_id
+
+
+def test_float32_linears_through_onednn_change_nothing_but_speed(backend, tiny_lm_path):
+    # The backend packs float32 linears on a CPU (packed_linear.py); F.linear is the reference.
+    plain = TransformersBackend(tiny_lm_path, dtype="float32", packed_linears=False)
+    linears = sum(isinstance(m, torch.nn.Linear) for m in backend.model.modules())
+    assert (backend.packed_linears, plain.packed_linears) == (linears, 0) and linears > 0
+    params = SamplingParams(max_new_tokens=16, stop=(), seed=5)
+    packed_samples, plain_samples = (
+        backend.generate(QUESTION, 3, params),
+        plain.generate(QUESTION, 3, params),
+    )
+    assert [s.extra["token_ids"] for s in packed_samples] == [
+        s.extra["token_ids"] for s in plain_samples
+    ]
+    assert [s.logprob for s in packed_samples] == pytest.approx(
+        [s.logprob for s in plain_samples], abs=1e-4
+    )
+    # With gradients on, a packed layer computes through F.linear (the reordered copy is a
+    # constant), so gradients still reach the weights.
+    layer = next(m for m in backend.model.modules() if isinstance(m, torch.nn.Linear))
+    x = torch.randn(3, layer.in_features)
+    with torch.enable_grad():
+        layer(x).sum().backward()
+    assert layer.weight.grad is not None
+    layer.weight.grad = None
+    with torch.no_grad():
+        assert torch.allclose(layer(x), torch.nn.functional.linear(x, layer.weight), atol=1e-5)
+
+
+def test_packed_linears_are_refused_where_they_do_not_apply(tiny_lm_path):
+    with pytest.raises(BackendError, match="float32 on a CPU"):
+        TransformersBackend(tiny_lm_path, dtype="bfloat16", packed_linears=True)
+    assert TransformersBackend(tiny_lm_path, dtype="bfloat16").packed_linears == 0
