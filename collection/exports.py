@@ -29,7 +29,7 @@ from assistant.files import staged_file
 from .dataset_errors import DatasetError, Progress
 from .frozen_turns import EXPORT_CHUNK, JudgementRow, TurnItem, iter_turn_items
 from .models import DatasetSnapshot
-from .snapshots import snapshot_groups, snapshot_weights
+from .snapshots import snapshot_frozen
 from .splits import SPLITS, split_of
 
 EXPORT_FORMATS = ("hh-rlhf", "trl", "ranked", "raw")
@@ -79,11 +79,10 @@ def export_rows(
 
 
 def _export_rows(snapshot, fmt, split, pairs, margin, chunk_size) -> Iterator[dict]:
-    groups = snapshot_groups(snapshot)
+    groups, weights = snapshot_frozen(snapshot)
     if split != "all":
         groups = [g for g in groups if split_of(g[0]) == split]
     consensus_only = bool(snapshot.filter.get("consensus_only", False))
-    weights = snapshot_weights(snapshot)
     for item in iter_turn_items(groups, chunk_size=chunk_size, weights=weights):
         if fmt == "raw":
             for row in item.judgements:
