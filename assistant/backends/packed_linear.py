@@ -17,10 +17,13 @@ and cost 2x at 2 rows again; for 2, 4 or 64 rows the cost was the same at every 
 
 from __future__ import annotations
 
+import logging
 import types
 
 import torch
 from torch import nn
+
+logger = logging.getLogger(__name__)
 
 PACK_ROWS = 4
 
@@ -49,16 +52,22 @@ def _packed_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
 def pack_linears(model: nn.Module) -> int:
     """Make every float32 `nn.Linear` of `model` compute through oneDNN on a reordered copy of
     its weight (inference only: with gradients on, a layer computes as before). Returns how many
-    layers were packed. The original weights stay (tied embeddings and `state_dict` need them),
-    so the linear weights are held twice."""
-    packed = 0
-    for module in model.modules():
-        if not isinstance(module, nn.Linear) or module.weight.dtype != torch.float32:
-            continue
+    layers were packed (0, with a warning, where oneDNN cannot reorder them). The original
+    weights stay (tied embeddings and `state_dict` need them), so the linear weights are held
+    twice: about 0.54 GB more for SmolLM2-135M (135M float32 weights in 211 layers)."""
+    layers = [
+        m for m in model.modules() if isinstance(m, nn.Linear) and m.weight.dtype == torch.float32
+    ]
+    try:
         with torch.no_grad():
-            module.alignlab_packed = torch.ops.mkldnn._reorder_linear_weight(
-                module.weight.detach(), PACK_ROWS
-            )
+            reordered = [
+                torch.ops.mkldnn._reorder_linear_weight(m.weight.detach(), PACK_ROWS)
+                for m in layers
+            ]
+    except RuntimeError:  # a oneDNN build or CPU that cannot: every layer stays as it was
+        logger.warning("oneDNN could not reorder the linear weights; F.linear it is", exc_info=True)
+        return 0
+    for module, weight in zip(layers, reordered, strict=True):
+        module.alignlab_packed = weight
         module.forward = types.MethodType(_packed_forward, module)
-        packed += 1
-    return packed
+    return len(layers)

@@ -268,3 +268,15 @@ def test_packed_linears_are_refused_where_they_do_not_apply(tiny_lm_path):
     with pytest.raises(BackendError, match="float32 on a CPU"):
         TransformersBackend(tiny_lm_path, dtype="bfloat16", packed_linears=True)
     assert TransformersBackend(tiny_lm_path, dtype="bfloat16").packed_linears == 0
+
+
+def test_a_onednn_that_cannot_reorder_leaves_every_linear_as_it_was(tiny_lm_path, monkeypatch):
+    def refuses(weight, rows):
+        raise RuntimeError("could not create a primitive descriptor")
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_reorder_linear_weight", refuses)
+    backend = TransformersBackend(tiny_lm_path, dtype="float32")
+    assert backend.packed_linears == 0
+    assert not any(hasattr(m, "alignlab_packed") for m in backend.model.modules())
+    [sample] = backend.generate(QUESTION, 1, GREEDY)
+    assert sample.completion_tokens > 0
