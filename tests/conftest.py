@@ -31,6 +31,34 @@ def pytest_report_header(config):
     ]
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """pytest-django's test database, and at the end of the run no other session left on it.
+
+    A process a test ended (a Celery worker killed with SIGKILL, a server stopped) can leave
+    its PostgreSQL backend behind for a moment; then the database could not be dropped and
+    pytest only warned. Such sessions are listed in `stray-db-sessions.log` under the run's var
+    folder and ended, so the database is dropped as it should be."""
+    yield
+    from django.conf import settings
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid, state, backend_start, left(query, 300) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        stray = cursor.fetchall()
+        for pid, *_ in stray:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+    if stray:
+        with (Path(settings.VAR_DIR) / "stray-db-sessions.log").open("a") as log:
+            for row in stray:
+                log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {row}\n")
+
+
 # --- Tests that need something outside the repository ------------------------------------------
 
 
