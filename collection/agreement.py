@@ -44,7 +44,12 @@ def _coincidences(units: Mapping[Hashable, Iterable[Hashable]]) -> tuple[list, n
         values = [label for label in labels if label is not None]
         if len(values) >= 2:
             pairable.append(values)
-    labels = sorted({value for values in pairable for value in values})
+    # Numbers in their order (the ordinal level needs it), then any other labels (a nominal
+    # "tie" beside display positions 0, 1, …), which cannot be compared with numbers.
+    labels = sorted(
+        {value for values in pairable for value in values},
+        key=lambda value: (0, value, "") if isinstance(value, int | float) else (1, 0, str(value)),
+    )
     position = {label: i for i, label in enumerate(labels)}
     o = np.zeros((len(labels), len(labels)))
     for values in pairable:

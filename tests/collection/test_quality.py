@@ -155,6 +155,23 @@ def test_campaign_agreement_alpha_by_hand_for_two_contractors(registered_lm, ali
     assert result["pairs"][0]["kappa"] == pytest.approx(0.5)
 
 
+def test_campaign_agreement_with_a_tie_beside_a_top_choice(registered_lm, alice, bob):
+    # "About the same" is its own label beside the display positions 0, 1: alpha must not
+    # compare the string with the numbers (it raised TypeError, so the page and the summary
+    # task failed for any campaign where one judge said tie and another chose).
+    campaign = make_campaign(registered_lm)
+    turns = [ready_turn(campaign, alice, f"q{i}") for i in range(3)]
+    for turn, mine in zip(turns, [1, 2, 7], strict=True):
+        judge(turn, alice, 1, scale=mine)
+    judge(turns[0], bob, 1, tie=True)
+    judge(turns[1], bob, 1, scale=3)
+    judge(turns[2], bob, 1, scale=6)
+    result = quality.campaign_agreement(campaign=campaign, min_common_turns=3)
+    relabelled = krippendorff_alpha({1: [0, 2], 2: [0, 0], 3: [1, 1]})  # tie as a third label
+    assert result["alpha_top_choice"] == pytest.approx(relabelled)
+    assert krippendorff_alpha({1: [0, "tie"], 2: [0, 0], 3: [1, 1]}) == pytest.approx(relabelled)
+
+
 def test_campaign_agreement_without_overlap(registered_lm, alice):
     campaign = make_campaign(registered_lm, judgement_type="ranking", k=3)
     turn = ready_turn(campaign, alice)
