@@ -4,8 +4,8 @@ that never changes.
 `snapshot_create` freezes the ids of the judgements a filter (`snapshot_filters`) selects, one
 group per turn, into a file under MEDIA_ROOT, with counts and a content hash; a weighted
 snapshot (`"weighting": "reliability"`) freezes each judgement's contractor weight too. The
-readers (`snapshot_groups`, `snapshot_weights`, `snapshot_judgement_ids`) give the frozen
-selection back.
+readers (`snapshot_frozen`: groups and weights from one read; `snapshot_groups`,
+`snapshot_judgement_ids`) give the frozen selection back.
 """
 
 from __future__ import annotations
@@ -130,8 +130,10 @@ def _snapshot_file(snapshot: DatasetSnapshot) -> dict:
 def snapshot_frozen(
     snapshot: DatasetSnapshot,
 ) -> tuple[list[tuple[int, int, list[int]]], dict[int, float] | None]:
-    """`snapshot_groups` and `snapshot_weights` from one read of the frozen file (a million
-    groups parsed twice were held twice: ~200 MB more at the peak of an export)."""
+    """The frozen groups (conversation id, turn id, judgement ids), in order, and the
+    per-judgement reliability weights a `"weighting": "reliability"` snapshot froze (None for
+    an unweighted one: every judgement counts once), from one read of the frozen file (read
+    twice, a million groups were held twice: ~200 MB more at the peak of an export)."""
     frozen = _snapshot_file(snapshot)
     groups = frozen["groups"]
     for index, (conversation_id, turn_id, judgement_ids) in enumerate(groups):  # in place
@@ -145,12 +147,6 @@ def snapshot_frozen(
 def snapshot_groups(snapshot: DatasetSnapshot) -> list[tuple[int, int, list[int]]]:
     """The frozen selection: (conversation id, turn id, judgement ids) per turn, in order."""
     return snapshot_frozen(snapshot)[0]
-
-
-def snapshot_weights(snapshot: DatasetSnapshot) -> dict[int, float] | None:
-    """The per-judgement reliability weights a `"weighting": "reliability"` snapshot froze;
-    None for an unweighted snapshot (every judgement counts once)."""
-    return snapshot_frozen(snapshot)[1]
 
 
 def snapshot_judgement_ids(snapshot: DatasetSnapshot) -> list[int]:

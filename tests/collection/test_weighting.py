@@ -42,8 +42,8 @@ def test_a_weighted_snapshot_freezes_each_judgements_reliability_and_weighs_cons
     plain = snapshots.snapshot_create(filter=base)
     weighted = snapshots.snapshot_create(filter={**base, "weighting": "reliability"})
     assert weighted.filter["weighting"] == "reliability" and "weighting" not in plain.filter
-    assert snapshots.snapshot_weights(plain) is None
-    frozen = snapshots.snapshot_weights(weighted)
+    assert snapshots.snapshot_frozen(plain)[1] is None
+    frozen = snapshots.snapshot_frozen(weighted)[1]
     by_user = dict(Judgement.objects.filter(pk__in=frozen).values_list("contractor_id", "pk"))
     assert frozen[by_user[alice.pk]] == pytest.approx(reliability[alice.pk].weight)
     assert frozen[by_user[bob.pk]] == pytest.approx(reliability[bob.pk].weight)
