@@ -247,6 +247,9 @@ def phase_sql(args, slow: set[str] = frozenset(), limit_s: int = 60, analyzed: i
     from django.db import connection
     from django.test import Client
 
+    if not (args.work_dir / "static" / "staticfiles.json").exists():  # sql without pages
+        subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "-v", "0"],
+                       cwd=ROOT, check=True)  # fmt: skip
     users = {role: get_user_model().objects.get(username=name) for role, name in ROLE_USERS.items()}
     report = {}
     for role, name, path in endpoints(args.only):

@@ -8,6 +8,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response as APIResponse
 from rest_framework.reverse import reverse
 
@@ -37,12 +38,23 @@ from .snapshot_jobs import snapshot_request
 from .splits import SPLITS
 
 
+class NewestFirstCursor(CursorPagination):
+    """Pages of the big lists (conversations, judgements), newest first, by an opaque `cursor`
+    from `next`/`previous` instead of a page number. A page costs the same at a million rows:
+    the database walks the id index from the cursor and stops after a page; a page number
+    needs an exact COUNT(*) of everything the filters select, 150–220 ms for one campaign's
+    56,000 judgements at a million (BENCHMARKS.md, "Scale"). So these lists give no `count`."""
+
+    ordering = "-id"
+    page_size = 50
+
+
 class StrictQueryMixin:
     """Validate query parameters with `query_serializer`: unknown or bad ones are a 400.
     `filtered` narrows a queryset by the given ones, each through its lookup in `lookups`."""
 
     query_serializer: type[serializers.Serializer]
-    always_allowed = {"page", "format"}
+    always_allowed = {"page", "cursor", "format"}
     lookups: dict[str, str] = {}
 
     def filtered(self, queryset):
@@ -195,6 +207,7 @@ class ConversationQuery(serializers.Serializer):
 class ConversationViewSet(StrictQueryMixin, viewsets.ReadOnlyModelViewSet):
     """Conversations with their turns and responses."""
 
+    pagination_class = NewestFirstCursor
     serializer_class = ConversationSerializer
     permission_classes = [ResearcherReadAdminWrite]
     query_serializer = ConversationQuery
@@ -253,6 +266,7 @@ class JudgementViewSet(StrictQueryMixin, viewsets.ReadOnlyModelViewSet):
     when the contractor last changed the judgement (null: never). Read-only: contractors
     judge and revise on their pages."""
 
+    pagination_class = NewestFirstCursor
     serializer_class = JudgementSerializer
     permission_classes = [ResearcherReadAdminWrite]
     query_serializer = JudgementQuery

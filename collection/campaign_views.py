@@ -7,7 +7,8 @@ path) and pause, resume, close; every view is for admins only.
 from django.contrib import messages
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import transaction
-from django.db.models import Count, Q
+from django.db.models import Count, OuterRef, Subquery
+from django.db.models.functions import Coalesce
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
@@ -30,10 +31,20 @@ def campaign_list(request):
     """Every campaign with its status and counts (imported-data campaigns last, separately)."""
     campaigns = (
         Campaign.objects.select_related("lm_version", "prompt")
+        # A count per campaign row (an index-only scan of conversation_source_campaign each),
+        # not a join of every conversation grouped by campaign (a scan of them all).
         .annotate(
-            conversation_count=Count(
-                "conversations",
-                filter=Q(conversations__source=Conversation.Source.COLLECTED),
+            conversation_count=Coalesce(
+                Subquery(
+                    Conversation.objects.filter(
+                        campaign=OuterRef("pk"), source=Conversation.Source.COLLECTED
+                    )
+                    .order_by()
+                    .values("campaign")
+                    .annotate(n=Count("*"))
+                    .values("n")
+                ),
+                0,
             ),
         )
         .order_by("-created_at", "-pk")

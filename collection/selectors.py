@@ -56,12 +56,20 @@ def review_queue(*, contractor):
     return _reviewable(contractor).filter(Q(needs_review=True) | Q(gold__isnull=False))
 
 
-def review_queue_count(*, contractor) -> int:
+def review_queue_count(*, contractor, at_most: int | None = None) -> int:
     """How many turns `review_queue` holds, as two counts that each walk one small set (gold
-    answers; the partial index of open turns) instead of one OR over the join of all turns."""
-    reviewable = _reviewable(contractor)
-    gold = reviewable.filter(gold__isnull=False).count()
-    return gold + reviewable.filter(needs_review=True, gold__isnull=True).count()
+    answers; the partial index of open turns) instead of one OR over the join of all turns.
+
+    With `at_most`, counting stops there (the dashboard says "more than 100"): an exact count
+    walks every open turn, 200,000 of them in a million judgements (0.4–1.5 s), and a LIMIT
+    lets the database stop at the first `at_most`."""
+    reviewable = _reviewable(contractor).order_by()  # no sort before the LIMIT
+    gold = reviewable.filter(gold__isnull=False)
+    open_turns = reviewable.filter(needs_review=True, gold__isnull=True)
+    if at_most is None:
+        return gold.count() + open_turns.count()
+    found = gold[:at_most].count()
+    return found + open_turns[: at_most - found].count() if found < at_most else found
 
 
 def review_next(*, contractor) -> Turn | None:
@@ -78,11 +86,20 @@ def review_next(*, contractor) -> Turn | None:
     if gold is not None:
         return gold
     open_turns = reviewable.filter(needs_review=True)
-    uncertain = (
-        open_turns.filter(conversation__campaign__review_order=ReviewOrder.PM_UNCERTAINTY)
-        .order_by(F("pm_uncertainty").asc(nulls_last=True), "created_at")
-        .first()
+    # The campaigns first (a few rows): when none reviews by uncertainty the query below would
+    # walk the whole uncertainty index only to drop every turn on the campaign's order.
+    by_uncertainty = list(
+        Campaign.objects.filter(
+            is_active=True, review_order=ReviewOrder.PM_UNCERTAINTY
+        ).values_list("pk", flat=True)
     )
+    uncertain = None
+    if by_uncertainty:
+        uncertain = (
+            open_turns.filter(conversation__campaign_id__in=by_uncertainty)
+            .order_by(F("pm_uncertainty").asc(nulls_last=True), "created_at")
+            .first()
+        )
     return uncertain or open_turns.order_by("created_at").first()
 
 

@@ -134,6 +134,9 @@ def usual_generation(campaign: Campaign) -> dict | None:
     return found or None
 
 
+REVIEW_COUNT_SHOWN = 100  # the dashboard counts the review queue up to this, then "more than"
+
+
 @role_required(CONTRACTOR)
 def dashboard(request):
     """The contractor's start page: open campaigns, their conversations and counts."""
@@ -146,7 +149,11 @@ def dashboard(request):
         "conversations": selectors.conversations_for_contractor(contractor=request.user)[:50],
         "judgement_count": len(times),
         "median_seconds": statistics.median(times) / 1000 if times else None,
-        "review_count": selectors.review_queue_count(contractor=request.user),
+        # Counted up to one past what is shown ("more than 100"), so it stays cheap.
+        "review_count": selectors.review_queue_count(
+            contractor=request.user, at_most=REVIEW_COUNT_SHOWN + 1
+        ),
+        "review_count_shown": REVIEW_COUNT_SHOWN,
     }
     return render(request, "collection/dashboard.html", context)
 

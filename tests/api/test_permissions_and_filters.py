@@ -143,3 +143,23 @@ def test_admins_launch_training_runs_researchers_watch(
     assert cancelled.json()["status"] == "cancelled"
     anon_api.force_authenticate(rita)
     assert anon_api.get("/api/training-runs/").json()["count"] == 1
+
+
+def test_the_big_lists_page_by_cursor_newest_first_without_a_count(
+    anon_api, rita, alice, registered_lm, monkeypatch
+):
+    from collection.api import NewestFirstCursor
+    from collection.models import Conversation
+
+    monkeypatch.setattr(NewestFirstCursor, "page_size", 2)
+    campaign = Campaign.objects.create(name="c", mode="helpful", lm_version=registered_lm, k=2)
+    made = [Conversation.objects.create(campaign=campaign, contractor=alice).pk for _ in range(3)]
+    anon_api.force_authenticate(rita)
+    first = anon_api.get("/api/conversations/", {"campaign": campaign.pk}).json()
+    assert "count" not in first and first["previous"] is None
+    assert [c["id"] for c in first["results"]] == made[:0:-1]  # the newest two
+    second = anon_api.get(first["next"]).json()  # the cursor keeps the filter
+    assert [c["id"] for c in second["results"]] == made[:1] and second["next"] is None
+    assert anon_api.get(second["previous"]).json()["results"] == first["results"]
+    assert anon_api.get("/api/conversations/?cursor=nonsense").status_code == 404
+    assert anon_api.get("/api/judgements/").json() == {"next": None, "previous": None, "results": []}

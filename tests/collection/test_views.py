@@ -367,6 +367,13 @@ def test_the_queue_keeps_each_turns_review_state_through_judgements_and_target_c
     assert selectors.review_next(contractor=carol) == gold
     assert set(selectors.review_queue(contractor=carol)) == {old, new, gold}
     assert selectors.review_queue_count(contractor=carol) == 3
+    # Capped: the count stops at `at_most`, the gold item counted first.
+    assert [selectors.review_queue_count(contractor=carol, at_most=n) for n in (1, 2, 3, 9)] == [
+        1,
+        2,
+        3,
+        3,
+    ]
     migration = __import__("collection.migrations.0002_turn_review_state", fromlist=["backfill"])
     Turn.objects.update(judgement_count=0, needs_review=False)
     migration.backfill(apps, None)
@@ -375,6 +382,23 @@ def test_the_queue_keeps_each_turns_review_state_through_judgements_and_target_c
         ("New question", 1, True),
         ("Old question", 2, True),
     ]
+
+
+def test_the_dashboard_counts_the_review_queue_up_to_what_it_shows(
+    client, alice, bob, make_campaign, generate, monkeypatch
+):
+    from collection import views
+
+    campaign = make_campaign(overlap_target=2)
+    conversation = conversation_start(campaign=campaign, contractor=alice)
+    for text in ("One?", "Two?"):
+        judgement_submit(turn=generate(conversation, text), contractor=alice, scale=8)
+    client.force_login(bob)
+    page = client.get(reverse("collection:dashboard")).content.decode()
+    assert "2 turns by others waiting for a second judgement" in page
+    monkeypatch.setattr(views, "REVIEW_COUNT_SHOWN", 1)
+    page = client.get(reverse("collection:dashboard")).content.decode()
+    assert "more than 1 turns by others waiting" in page
 
 
 def test_an_admin_makes_a_gold_item_that_leads_the_queue_and_bad_input_keeps_the_text(
