@@ -2,11 +2,14 @@
 --judgements judgements and measures, phase by phase:
 
     .venv/bin/python bench/scale.py --database-url postgres://postgres@127.0.0.1/alignlab_scale \\
-        --reuse --json var/bench/scale.json [--phases build pages sql snapshot export]
+        --reuse --json var/bench/scale.json [--phases build summaries pages sql snapshot export]
 
   build     drop and make the database, migrate it, load it (bench/scale_build.py: metadata
             through the ORM, conversations/turns/responses/judgements by COPY); with --reuse
             skipped when the database already holds a build of this size;
+  summaries what the periodic tasks compute and the quality and Elo pages read past their live
+            limits (collection.refresh_quality, evals.refresh_elo), each in a child process:
+            seconds and peak RSS;
   pages     gunicorn with production settings (bench/web_server.py, DEBUG=0), users signed in
             through the login form (bench/web_clients.py), then every page and API list a
             contractor, researcher or admin opens, --warmup times then --repeats times each,
@@ -56,7 +59,7 @@ from bench.web_server import (  # noqa: E402
 )
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/alignlab_scale"
-PHASES = ("build", "pages", "sql", "snapshot", "export")
+PHASES = ("build", "summaries", "pages", "sql", "snapshot", "export")
 EXPORTS = (("hh-rlhf", "jsonl"), ("trl", "jsonl"), ("trl", "parquet"))
 GOALS = {"page_p99_ms": 250.0, "snapshot_s": 120.0, "jsonl_rows_per_s": 50_000, "jsonl_rss_mb": 400}
 BIG_TABLES = ("collection_judgement", "collection_turn", "collection_response",
@@ -315,7 +318,16 @@ def child(argv: list[str]) -> None:
     from collection.snapshots import snapshot_create
 
     started = time.perf_counter()
-    if argv[0] == "snapshot":
+    if argv[0] == "summary":  # what the periodic tasks compute, which the pages then read
+        if argv[1] == "quality":
+            from collection.quality_summaries import quality_summaries_refresh
+
+            figures = quality_summaries_refresh()
+        else:
+            from evals.arm_elo import elo_summary_refresh
+
+            figures = {"cells": len(elo_summary_refresh().cells)}
+    elif argv[0] == "snapshot":
         researcher = get_user_model().objects.get(username=ROLE_USERS["researcher"])
         snapshot = snapshot_create(filter={}, created_by=researcher, name=SNAPSHOT_NAME)
         figures = {"snapshot": snapshot.pk, "counts": snapshot.counts}
@@ -342,6 +354,17 @@ def run_child(*argv: str) -> dict:
     if done.returncode != 0:
         return {"error": done.stderr[-3000:], "returncode": done.returncode}
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def phase_summaries() -> dict:
+    """The periodic tasks' summaries (quality: collection.refresh_quality; Elo:
+    evals.refresh_elo), each in a child process: their time and peak RSS, and the rows the
+    quality and Elo pages then read."""
+    results = {}
+    for name in ("quality", "elo"):
+        results[name] = figures = run_child("summary", name)
+        print(f"  {name} summary: {figures}", flush=True)
+    return results
 
 
 def phase_snapshot() -> dict:
@@ -540,6 +563,9 @@ def main() -> None:
         passwords_reset(password)
     django.setup()
     snapshot_id = None
+    if "summaries" in args.phases:
+        print("summaries (the periodic tasks' work):", flush=True)
+        report["summaries"] = phase_summaries()
     if "pages" in args.phases:
         print("pages (gunicorn):", flush=True)
         report["pages"] = phase_pages(args, password)

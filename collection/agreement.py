@@ -114,7 +114,7 @@ def _win_matrix(
     return wins
 
 
-def _fit_bradley_terry(wins: np.ndarray, iterations: int, prior: float, tol: float) -> np.ndarray:
+def bradley_terry_fit(wins: np.ndarray, iterations: int, prior: float, tol: float) -> np.ndarray:
     """Hunter's (2004) MM iterations on a win matrix; returns log-strengths with mean 0."""
     size = len(wins)
     # The symmetric prior: `prior` virtual wins each way between every two items, which keeps
@@ -158,7 +158,7 @@ def bradley_terry(
     if not items:
         return {}
     position = {item: i for i, item in enumerate(items)}
-    log_p = _fit_bradley_terry(_win_matrix(comparisons, position), iterations, prior, tol)
+    log_p = bradley_terry_fit(_win_matrix(comparisons, position), iterations, prior, tol)
     return {item: float(log_p[i]) for i, item in enumerate(items)}
 
 
@@ -178,7 +178,7 @@ def bradley_terry_bootstrap(
     if not items:
         return {}
     position = {item: i for i, item in enumerate(items)}
-    estimate = _fit_bradley_terry(_win_matrix(comparisons, position), 10_000, prior, 1e-10)
+    estimate = bradley_terry_fit(_win_matrix(comparisons, position), 10_000, prior, 1e-10)
     pairs = np.array([(position[winner], position[loser]) for winner, loser in comparisons])
     rng = np.random.default_rng(seed)
     fits = np.empty((resamples, len(items)))
@@ -186,7 +186,7 @@ def bradley_terry_bootstrap(
         sample = pairs[rng.integers(0, len(pairs), size=len(pairs))]
         wins = np.zeros((len(items), len(items)))
         np.add.at(wins, (sample[:, 0], sample[:, 1]), 1)
-        fits[r] = _fit_bradley_terry(wins, 10_000, prior, 1e-8)
+        fits[r] = bradley_terry_fit(wins, 10_000, prior, 1e-8)
     low, high = np.quantile(fits, [(1 - ci) / 2, 1 - (1 - ci) / 2], axis=0)
     return {
         item: (float(estimate[i]), float(low[i]), float(high[i])) for i, item in enumerate(items)
@@ -218,7 +218,7 @@ def consensus_ranking(
     strengths = {}
     if comparisons and sum(pair_weights) > 0:
         position = {item: i for i, item in enumerate(items)}
-        log_p = _fit_bradley_terry(
+        log_p = bradley_terry_fit(
             _win_matrix(comparisons, position, pair_weights), 10_000, 0.1, 1e-10
         )
         strengths = {item: float(log_p[i]) for i, item in enumerate(items)}

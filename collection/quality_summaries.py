@@ -25,7 +25,7 @@ def scope_of(campaign: Campaign | None) -> str:
     return SCOPE_ALL if campaign is None else f"campaign:{campaign.pk}"
 
 
-def _newest_judgement_id() -> int:
+def newest_judgement_id() -> int:
     return Judgement.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
 
 
@@ -36,7 +36,7 @@ def _numbers(campaign: Campaign | None) -> tuple[list[dict], dict | None]:
 
 def quality_summary_refresh(campaign: Campaign | None = None) -> QualitySummary:
     """Compute one scope's numbers and store them (the row is replaced: idempotent)."""
-    newest = _newest_judgement_id()  # read first: judgements arriving meanwhile count as newer
+    newest = newest_judgement_id()  # read first: judgements arriving meanwhile count as newer
     started = time.monotonic()
     contractors, agreement = _numbers(campaign)
     summary, _ = QualitySummary.objects.update_or_create(
@@ -70,7 +70,7 @@ def quality_numbers(campaign: Campaign | None = None) -> dict:
     QualitySummary they come from (None too, with `pending` True, before the task first ran),
     and `newer` how many judgements came after it.
     """
-    newest = _newest_judgement_id()
+    newest = newest_judgement_id()
     if newest <= settings.COLLECTION_QUALITY_LIVE_MAX_JUDGEMENTS:
         contractors, agreement = _numbers(campaign)
         return {"contractors": contractors, "agreement": agreement, "summary": None, "newer": 0}

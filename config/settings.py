@@ -306,6 +306,9 @@ COLLECTION_SNAPSHOT_INLINE_MAX = env_int("ALIGNLAB_SNAPSHOT_INLINE_MAX", 20_000)
 # beyond, it reads the summaries `collection.refresh_quality` stores (beat, every 5 minutes:
 # an ordinary django-celery-beat entry that admins can edit).
 COLLECTION_QUALITY_LIVE_MAX_JUDGEMENTS = env_int("ALIGNLAB_QUALITY_LIVE_MAX", 20_000)
+# The same for the Elo page and API: beyond this many judgements they add up the game counts
+# `evals.refresh_elo` stores (beat, every 5 minutes) instead of reading every judgement.
+EVALS_ELO_LIVE_MAX_JUDGEMENTS = env_int("ALIGNLAB_ELO_LIVE_MAX", 20_000)
 
 # --- Evals ----------------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from collection.models import Campaign, Judgement
 from config.roles import ResearcherWrite
 from config.schema_objects import SchemaObjectField, eval_options_schema
 
-from . import selectors, services
+from . import arm_elo, services
 from .models import EvalRun
 
 
@@ -74,9 +74,9 @@ class EloViewSet(StrictQueryMixin, viewsets.ViewSet):
         """`elo_ratings` keyed by arm label, best first, with 95% bootstrap intervals."""
         q = self.query()
         return Response(
-            selectors.elo_report(
+            arm_elo.elo_report(
                 campaign=q.get("campaign"),
                 mode=q.get("mode"),
-                origins=[q["origin"]] if "origin" in q else selectors.JUDGED_BY_CONTRACTORS,
+                origins=[q["origin"]] if "origin" in q else arm_elo.JUDGED_BY_CONTRACTORS,
             )
         )

@@ -46,3 +46,22 @@ class EvalRun(Job):
 
     def __str__(self):
         return f"eval {self.pk}: {self.suite} on {self.model_version}"
+
+
+class EloSummary(models.Model):
+    """The games between arms that contractor judgements imply, counted per (campaign, judged
+    by) cell, as of `computed_at`: the periodic task `evals.refresh_elo` stores one row, and
+    the Elo page and API add up the cells a filter selects once there are too many judgements
+    to read per request (evals/selectors.py, `elo_games`)."""
+
+    key = models.CharField(max_length=20, unique=True, default="all")
+    # [{"campaign", "origin", "judgements", "same_arm", "unversioned",
+    #   "games": [[winner version, winner condition, loser version, loser condition, n], …],
+    #   "names": {version id: name}}, …]
+    cells = models.JSONField(default=list)
+    last_judgement_id = models.PositiveBigIntegerField(default=0)
+    computed_at = models.DateTimeField()
+    seconds = models.FloatField(default=0.0, help_text="How long computing it took.")
+
+    def __str__(self):
+        return f"Elo games at {self.computed_at:%Y-%m-%d %H:%M}"

@@ -6,7 +6,7 @@ from assistant.models import ModelVersion
 from collection.models import Campaign, Judgement
 from config.roles import ADMIN, RESEARCHER, has_role, role_required
 
-from . import charts, selectors
+from . import arm_elo, charts, selectors
 from .forms import EvalLaunchForm
 from .models import EvalRun
 from .reports import length_summary
@@ -126,10 +126,10 @@ def elo(request):
     report = None
     if form.is_valid():
         origin = form.cleaned_data["origin"]
-        report = selectors.elo_report(
+        report = arm_elo.elo_report(
             campaign=form.cleaned_data["campaign"],
             mode=form.cleaned_data["mode"] or None,
-            origins=[origin] if origin else selectors.JUDGED_BY_CONTRACTORS,
+            origins=[origin] if origin else arm_elo.JUDGED_BY_CONTRACTORS,
         )
     return render(
         request,

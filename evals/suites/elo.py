@@ -12,12 +12,13 @@ leaves the likelihood's maximum and every MM step unchanged, and the prior is ha
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Sequence
+from collections import Counter
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from collection.agreement import bradley_terry
+from collection.agreement import bradley_terry, bradley_terry_fit
 
 ELO_PER_NAT = 400 / math.log(10)  # natural log-odds → Elo points
 BASE = 1000.0
@@ -67,41 +68,98 @@ def elo_ratings(
     "anchor", "n_games", "resamples", "level", "prior"}, versions best first. A resample in
     which a version played no game (or the anchor none) leaves that version's interval out.
     """
-    outcomes = [o if isinstance(o, Outcome) else Outcome(*o) for o in outcomes]
-    estimate = elo_fit(outcomes, anchor=anchor, prior=prior)
-    versions = list(estimate)
+    counts: Counter = Counter()
+    for o in outcomes:
+        o = o if isinstance(o, Outcome) else Outcome(*o)
+        counts[(o.winner, o.loser, o.tie)] += 1
+    return elo_ratings_counted(
+        counts, anchor=anchor, prior=prior, resamples=resamples, seed=seed, level=level
+    )
+
+
+def elo_ratings_counted(
+    counts: Mapping[tuple[Hashable, Hashable, bool], int],
+    *,
+    anchor: Hashable | None = None,
+    prior: float = 0.1,
+    resamples: int = 100,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict:
+    """`elo_ratings` of games given as counts: (winner, loser, tie) → how many such games.
+
+    The cost grows with the number of distinct cells, not of games, so a million judgements'
+    games fit in milliseconds. A resample draws as many games as there are from the cells in
+    proportion to their counts (one multinomial draw), which is resampling the games with
+    replacement. Versions are ordered by first appearance in `counts`.
+    """
+    cells = [(win, lose, bool(t), n) for (win, lose, t), n in counts.items() if n > 0]
+    versions = list(dict.fromkeys(v for win, lose, _, _ in cells for v in (win, lose)))
+    if anchor is not None and anchor not in versions:
+        raise ValueError(f"the anchor {anchor!r} played no game")
+    position = {v: i for i, v in enumerate(versions)}
+    winners = np.array([position[w] for w, _, _, _ in cells], dtype=int)
+    losers = np.array([position[lose] for _, lose, _, _ in cells], dtype=int)
+    ties = np.array([t for _, _, t, _ in cells], dtype=bool)
+    n = np.array([c for _, _, _, c in cells], dtype=float)
+    fit = _CountedFit(len(versions), winners, losers, ties, prior, position.get(anchor))
+    estimate = fit(n)
     rng = np.random.default_rng(seed)
     fits = np.full((resamples, len(versions)), np.nan)
+    total = int(n.sum())
     for r in range(resamples):
-        sample = [outcomes[i] for i in rng.integers(0, len(outcomes), size=len(outcomes))]
         try:
-            fitted = elo_fit(sample, anchor=anchor, prior=prior)
+            fits[r] = fit(rng.multinomial(total, n / total).astype(float))
         except ValueError:  # the anchor, or with prior 0 a version's only wins, fell out
             continue
-        fits[r] = [fitted.get(v, np.nan) for v in versions]
     tail = (1 - level) / 2
     with np.errstate(all="ignore"):
         low, high = np.nanquantile(fits, [tail, 1 - tail], axis=0)
     ratings = {}
-    for i, v in sorted(enumerate(versions), key=lambda pair: -estimate[pair[1]]):
-        games = [o for o in outcomes if v in (o.winner, o.loser)]
-        ratings[v] = {
-            "elo": estimate[v],
+    for i in sorted(range(len(versions)), key=lambda i: -estimate[i]):
+        played = (winners == i) | (losers == i)
+        ratings[versions[i]] = {
+            "elo": float(estimate[i]),
             "low": float(low[i]),
             "high": float(high[i]),
-            "wins": sum(not o.tie and o.winner == v for o in games),
-            "losses": sum(not o.tie and o.loser == v for o in games),
-            "ties": sum(o.tie for o in games),
-            "games": len(games),
+            "wins": int(n[(winners == i) & ~ties].sum()),
+            "losses": int(n[(losers == i) & ~ties].sum()),
+            "ties": int(n[played & ties].sum()),
+            "games": int(n[played].sum()),
         }
     return {
         "ratings": ratings,
         "anchor": anchor,  # None: the mean rating is 1000
-        "n_games": len(outcomes),
+        "n_games": total,
         "resamples": resamples,
         "level": level,
         "prior": prior,
     }
+
+
+class _CountedFit:
+    """The Elo of every version from per-cell game counts, as `elo_fit` computes it: decisive
+    games doubled, a tie half a win each way, the prior halved (see the module's docstring);
+    NaN for a version that played no game in these counts."""
+
+    def __init__(self, size, winners, losers, ties, prior, anchor):
+        self.size, self.winners, self.losers, self.ties = size, winners, losers, ties
+        self.prior, self.anchor = prior, anchor
+
+    def __call__(self, n: np.ndarray) -> np.ndarray:
+        wins = np.zeros((self.size, self.size))
+        decisive = ~self.ties
+        np.add.at(wins, (self.winners[decisive], self.losers[decisive]), 2 * n[decisive])
+        np.add.at(wins, (self.winners[self.ties], self.losers[self.ties]), n[self.ties])
+        np.add.at(wins, (self.losers[self.ties], self.winners[self.ties]), n[self.ties])
+        present = np.flatnonzero((wins + wins.T).sum(axis=1) > 0)
+        if self.anchor is not None and self.anchor not in present:
+            raise ValueError("the anchor played no game")
+        log_p = bradley_terry_fit(wins[np.ix_(present, present)], 10_000, self.prior / 2, 1e-10)
+        zero = log_p[np.searchsorted(present, self.anchor)] if self.anchor is not None else 0.0
+        elo = np.full(self.size, np.nan)
+        elo[present] = BASE + ELO_PER_NAT * (log_p - zero)
+        return elo
 
 
 def _doubled(outcomes: list[Outcome]) -> list[tuple[Hashable, Hashable]]:

@@ -162,4 +162,8 @@ def test_the_big_lists_page_by_cursor_newest_first_without_a_count(
     assert [c["id"] for c in second["results"]] == made[:1] and second["next"] is None
     assert anon_api.get(second["previous"]).json()["results"] == first["results"]
     assert anon_api.get("/api/conversations/?cursor=nonsense").status_code == 404
-    assert anon_api.get("/api/judgements/").json() == {"next": None, "previous": None, "results": []}
+    assert anon_api.get("/api/judgements/").json() == {
+        "next": None,
+        "previous": None,
+        "results": [],
+    }

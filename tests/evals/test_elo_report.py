@@ -4,6 +4,7 @@ the page and the API, on judgements made through the real services."""
 import json
 import math
 import random
+from collections import Counter
 
 import pytest
 from django.urls import reverse
@@ -13,7 +14,7 @@ from assistant.services import model_version_register
 from collection.imports import dataset_import_create
 from collection.judgements import judgement_submit
 from collection.models import Campaign, Conversation, Judgement, Response, Turn
-from evals import selectors
+from evals import arm_elo
 from evals.suites.elo import elo_ratings
 
 pytestmark = pytest.mark.django_db
@@ -114,8 +115,8 @@ def games_by_hand(alpha, beta):
 
 def test_judgements_become_games_between_different_arms(judged, alpha, beta):
     A, AH, B, BH = arms(alpha, beta)
-    games = selectors.arm_games()
-    assert games.outcomes == games_by_hand(alpha, beta)
+    games = arm_elo.arm_games()
+    assert games.games == Counter(games_by_hand(alpha, beta))
     assert games.judgements == 6 and games.same_arm_pairs == 1 and games.unversioned_pairs == 2
     assert games.labels == {A: "alpha", AH: "alpha · hot", B: "beta", BH: "beta · hot"}
 
@@ -127,19 +128,21 @@ def test_red_team_judgements_count_the_stored_better_first_order(judged, alpha, 
     a, b = judgement.turn.responses.order_by("index")
     # The red teamer picked A as MORE harmful; the stored order puts the less harmful B first.
     assert judgement.submitted_ranking == [a.pk, b.pk] and judgement.ranking == [b.pk, a.pk]
-    assert selectors.arm_games(mode=Campaign.Mode.RED_TEAM).outcomes == [(B, A)]
-    assert selectors.arm_games(campaign=red).outcomes == [(B, A)]
+    assert arm_elo.arm_games(mode=Campaign.Mode.RED_TEAM).games == Counter([(B, A)])
+    assert arm_elo.arm_games(campaign=red).games == Counter([(B, A)])
 
 
 def test_filters_by_campaign_mode_and_origin(judged, alpha, beta):
     helpful, red = judged
     A, AH, B, BH = arms(alpha, beta)
     everything = games_by_hand(alpha, beta)
-    assert selectors.arm_games(campaign=helpful).outcomes == everything[:7] + everything[8:]
-    assert selectors.arm_games(mode=Campaign.Mode.HELPFUL).outcomes == everything[:7] + [(B, A)]
-    assert selectors.arm_games(origins=[Judgement.Origin.REVIEW]).outcomes == [(B, A)]
-    assert selectors.arm_games(origins=[Judgement.Origin.CONVERSATION]).outcomes == everything[:8]
-    assert selectors.arm_games(mode=Campaign.Mode.HONEST).outcomes == []
+    assert arm_elo.arm_games(campaign=helpful).games == Counter(everything[:7] + everything[8:])
+    assert arm_elo.arm_games(mode=Campaign.Mode.HELPFUL).games == Counter(everything[:7] + [(B, A)])
+    assert arm_elo.arm_games(origins=[Judgement.Origin.REVIEW]).games == Counter([(B, A)])
+    assert arm_elo.arm_games(origins=[Judgement.Origin.CONVERSATION]).games == Counter(
+        everything[:8]
+    )
+    assert arm_elo.arm_games(mode=Campaign.Mode.HONEST).games == Counter([])
 
 
 def test_imported_judgements_and_responses_play_no_game(judged, tmp_path):
@@ -156,16 +159,16 @@ def test_imported_judgements_and_responses_play_no_game(judged, tmp_path):
     assert not Response.objects.filter(
         turn__conversation__dataset_import=imported, model_version__isnull=False
     ).exists()
-    games = selectors.arm_games()
-    assert games.judgements == 6 and len(games.outcomes) == 9
+    games = arm_elo.arm_games()
+    assert games.judgements == 6 and games.games.total() == 9
     # Asked for by origin, they are still not read: only collected conversations compare arms.
-    assert selectors.arm_games(origins=[Judgement.Origin.IMPORTED]).judgements == 0
+    assert arm_elo.arm_games(origins=[Judgement.Origin.IMPORTED]).judgements == 0
 
 
 def test_games_are_read_in_two_queries(judged, django_assert_num_queries):
     with django_assert_num_queries(2):
-        games = selectors.arm_games()
-    assert len(games.outcomes) == 9
+        games = arm_elo.arm_games()
+    assert games.games.total() == 9
 
 
 def test_versions_of_one_name_are_told_apart(alpha, alice, tmp_path):
@@ -177,8 +180,8 @@ def test_versions_of_one_name_are_told_apart(alpha, alice, tmp_path):
         [(alpha, ""), (twin, "")],
     )
     judgement_submit(turn=turn, contractor=alice, scale=8)
-    games = selectors.arm_games()
-    assert games.outcomes == [((twin.pk, ""), (alpha.pk, ""))]
+    games = arm_elo.arm_games()
+    assert games.games == Counter([((twin.pk, ""), (alpha.pk, ""))])
     assert games.labels == {
         (alpha.pk, ""): f"alpha #{alpha.pk}",
         (twin.pk, ""): f"alpha #{twin.pk}",
@@ -189,7 +192,7 @@ def expected_ratings(alpha, beta, outcomes):
     labels = dict(
         zip(arms(alpha, beta), ["alpha", "alpha · hot", "beta", "beta · hot"], strict=True)
     )
-    fitted = elo_ratings(outcomes, resamples=100, seed=0)
+    fitted = elo_ratings(sorted(outcomes), resamples=100, seed=0)  # the report's arm order
     return {labels[arm]: rating for arm, rating in fitted["ratings"].items()}
 
 
@@ -291,7 +294,7 @@ def test_a_75_percent_preference_is_a_191_point_lead(alpha, beta, alice):
             )
         )
     Judgement.objects.bulk_create(judgements)
-    report = selectors.elo_report()
+    report = arm_elo.elo_report()
     a, b = report["ratings"]["alpha"], report["ratings"]["beta"]
     assert list(report["ratings"]) == ["alpha", "beta"] and report["n_games"] == n
     assert a["wins"] == sum(alpha_wins) and b["wins"] == n - sum(alpha_wins)
@@ -304,3 +307,68 @@ def test_a_75_percent_preference_is_a_191_point_lead(alpha, beta, alice):
     # The fit is the observed win ratio's, up to the small prior.
     observed = 400 * math.log10(sum(alpha_wins) / (n - sum(alpha_wins)))
     assert gap == pytest.approx(observed, abs=2)
+
+
+# --- beyond EVALS_ELO_LIVE_MAX_JUDGEMENTS: the periodic task's game counts -------------------
+
+
+FILTERS = [
+    {},
+    {"mode": Campaign.Mode.RED_TEAM},
+    {"mode": Campaign.Mode.HELPFUL},
+    {"mode": Campaign.Mode.HONEST},
+    {"origins": [Judgement.Origin.REVIEW]},
+    {"origins": [Judgement.Origin.CONVERSATION], "mode": Campaign.Mode.HELPFUL},
+]
+
+
+def test_past_the_live_limit_the_report_adds_up_the_stored_counts_with_the_same_numbers(
+    judged, alpha, beta, settings, alice, client, rita
+):
+    from evals.models import EloSummary
+    from evals.tasks import refresh_elo
+
+    helpful, red = judged
+    filters = [*FILTERS, {"campaign": helpful}, {"campaign": red.pk, "mode": "helpful"}]
+    live = [arm_elo.elo_report(**f) for f in filters]
+    assert all(report["summary"] is None for report in live)
+    settings.EVALS_ELO_LIVE_MAX_JUDGEMENTS = 5  # there are 6 (and 0 imported)
+    pending = arm_elo.elo_report()
+    assert pending["summary"] == {"pending": True} and pending["ratings"] == {}
+    client.force_login(rita)
+    page = client.get(reverse("evals:elo")).content.decode()
+    assert "which has not run yet" in page and "No games between arms" not in page
+
+    assert refresh_elo() == {"cells": 3, "seconds": pytest.approx(0, abs=5)}
+    for f, expected in zip(filters, live, strict=True):
+        stored = arm_elo.elo_report(**f)
+        assert stored.pop("summary")["newer"] == 0
+        expected = {k: v for k, v in expected.items() if k != "summary"}
+        assert stored == expected, f
+    page = client.get(reverse("evals:elo")).content.decode()
+    assert "As of" in page and "9 games from 6 judgements" in page and "since" not in page
+
+    # A new judgement is counted at the task's next run; the page says how many are waiting.
+    chat = Conversation.objects.create(campaign=red, contractor=alice)
+    turn, _ = ready_turn(chat, 0, [(alpha, ""), (beta, "")])
+    judgement_submit(turn=turn, contractor=alice, scale=1)
+    page = client.get(reverse("evals:elo")).content.decode()
+    assert "1 judgement since, counted at its next run" in page and "9 games" in page
+    api = APIClient()
+    api.force_authenticate(rita)
+    body = api.get("/api/elo/").json()
+    assert body["n_games"] == 9 and body["summary"]["newer"] == 1
+    assert body["summary"]["computed_at"].startswith(str(EloSummary.objects.get().computed_at.year))
+    refresh_elo()
+    assert arm_elo.elo_report()["n_games"] == 10 and EloSummary.objects.count() == 1
+
+
+def test_the_elo_refresh_runs_every_5_minutes_from_beat():
+    from django_celery_beat.models import PeriodicTask
+
+    from config.celery import app
+    from evals.tasks import refresh_elo
+
+    task = PeriodicTask.objects.get(task="evals.refresh_elo")
+    assert task.enabled and (task.interval.every, task.interval.period) == (5, "minutes")
+    assert task.queue == "default" and task.task == refresh_elo.name in app.tasks
