@@ -21,10 +21,14 @@
   snapshot  collection.snapshots.snapshot_create of every judgement, in a child process:
             seconds and peak RSS (resource.getrusage);
   export    collection.exports.export_write of that snapshot as hh-rlhf jsonl, TRL jsonl and
-            TRL Parquet, each in a child process: rows, rows/s, peak RSS, file size.
+            TRL Parquet, each in a child process: rows, rows/s, peak RSS, file size;
+  load      bench/web_load.py's phase a against this database (50 of its contractors, 1 s
+            think time, submit + next through the review queue): judgements/s, latency, errors,
+            lost and duplicated judgements. It adds judgements, so a later --reuse rebuilds.
 
 Goals (issue 16, must-show 1): every page and API list p99 < 250 ms; snapshot of everything
-< 120 s; jsonl export >= 50,000 pairs/s with peak RSS < 400 MB.
+< 120 s; jsonl export >= 50,000 pairs/s with peak RSS < 400 MB; submit + next p99 < 150 ms
+at 50 contractors with 1 s think time, 0 errors, 0 lost or duplicated judgements.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from bench.machine import cpu_model, write_json  # noqa: E402
 from bench.scale_build import USER_PREFIX, Size, build, holds, passwords_reset  # noqa: E402
 from bench.web_load import percentile  # noqa: E402
 from bench.web_server import (  # noqa: E402
+    database_check,
     manage,
     recreate_database,
     server_env,
@@ -59,9 +64,11 @@ from bench.web_server import (  # noqa: E402
 )
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/alignlab_scale"
-PHASES = ("build", "summaries", "pages", "sql", "snapshot", "export")
+PHASES = ("build", "summaries", "pages", "sql", "snapshot", "export", "load")
+LOAD_CONTRACTORS = 50
 EXPORTS = (("hh-rlhf", "jsonl"), ("trl", "jsonl"), ("trl", "parquet"))
-GOALS = {"page_p99_ms": 250.0, "snapshot_s": 120.0, "jsonl_rows_per_s": 50_000, "jsonl_rss_mb": 400}
+GOALS = {"page_p99_ms": 250.0, "snapshot_s": 120.0, "jsonl_rows_per_s": 50_000, "jsonl_rss_mb": 400,
+         "load_submit_next_p99_ms": 150.0}  # fmt: skip
 BIG_TABLES = ("collection_judgement", "collection_turn", "collection_response",
               "collection_conversation")  # fmt: skip
 SEQ_SCAN = re.compile(r"Seq Scan on (\w+)")
@@ -367,6 +374,35 @@ def phase_summaries() -> dict:
     return results
 
 
+def phase_load(args, password: str) -> dict:
+    """bench/web_load.py's phase a against this database: LOAD_CONTRACTORS of the build's
+    contractors, 1 s think time, submit + next through the review queue for --load-duration
+    seconds; then every confirmed submit looked up (lost, duplicated). It adds judgements, so
+    a later --reuse builds again; run it last."""
+    from django.db import connections
+
+    from bench.web_load import run_phase, summarize
+
+    usernames = [f"{USER_PREFIX}c-{i:04d}" for i in range(LOAD_CONTRACTORS)]
+    connections.close_all()
+    server = start_server(database_url=args.database_url, static_root=args.work_dir / "static",
+                          log=args.work_dir / "gunicorn-load.log", workers=args.workers,
+                          threads=1)  # fmt: skip
+    try:
+        results = run_phase(url=server.url, usernames=usernames, password=password, think_s=1.0,
+                            duration_s=args.load_duration, server_pid=server.process.pid)  # fmt: skip
+    finally:
+        stop_server(server)
+    row = summarize("a at scale", results, database_check(usernames=usernames,
+                                                          confirmed=results["confirmed"]))  # fmt: skip
+    connections.close_all()
+    latency = row["latency_ms"]["submit_next"]
+    print(f"  {row['judgements_per_s']:.1f} judgements/s, submit + next p50 {latency['p50']:.0f} "
+          f"/ p99 {latency['p99']:.0f} ms, {row['errors']} errors, lost "
+          f"{row['database']['lost']}, duplicated {row['database']['duplicated']}", flush=True)  # fmt: skip
+    return row
+
+
 def phase_snapshot() -> dict:
     figures = run_child("snapshot")
     print(f"  snapshot: {figures}", flush=True)
@@ -428,6 +464,15 @@ def goals(report: dict) -> dict:
                     "rows_per_s": figures.get("rows_per_s"),
                     "peak_rss_mb": figures.get("peak_rss_mb"),
                 }
+    load = report.get("load")
+    if load:
+        p99 = load["latency_ms"]["submit_next"]["p99"]
+        intact = load["database"]["lost"] == 0 and load["database"]["duplicated"] == 0
+        out["load_submit_next_p99_under_150_ms"] = {
+            "met": p99 is not None and p99 < GOALS["load_submit_next_p99_ms"]
+            and load["errors"] == 0 and intact,
+            "p99_ms": p99, "errors": load["errors"], "data_intact": intact,
+        }  # fmt: skip
     return out
 
 
@@ -504,6 +549,7 @@ def arguments() -> argparse.Namespace:
         help="default: all",
     )
     parser.add_argument("--workers", type=int, default=4, help="gunicorn sync workers")
+    parser.add_argument("--load-duration", type=float, default=60, help="seconds of the load")
     var_dir = Path(os.environ.get("ALIGNLAB_VAR_DIR", ROOT / "var"))
     parser.add_argument("--work-dir", type=Path, default=var_dir / "bench-scale")
     parser.add_argument("--json", type=Path, help="also write the figures here")
@@ -579,6 +625,9 @@ def main() -> None:
         snapshot_id = report["snapshot"].get("snapshot")
     if "export" in args.phases:
         report["export"] = phase_export(args, snapshot_id)
+    if "load" in args.phases:
+        print(f"load ({LOAD_CONTRACTORS} contractors, 1 s think, gunicorn):", flush=True)
+        report["load"] = phase_load(args, password)
     report["load_average_after"] = os.getloadavg()
     report["goals"] = goals(report)
     print(markdown(report))

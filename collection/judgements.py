@@ -112,6 +112,9 @@ def judgement_submit(
         turn.judgement_count += 1
         turn.needs_review = turn.judgement_count < campaign.overlap_target
         fields = ["judgement_count", "needs_review"]
+        if turn.review_claimed_by_id is not None:  # judged: the review queue's hold ends
+            turn.review_claimed_by, turn.review_claimed_until = None, None
+            fields += ["review_claimed_by", "review_claimed_until"]
         if is_author:
             turn.status, turn.chosen_response_id = Turn.Status.JUDGED, submitted[0]
             fields += ["status", "chosen_response"]

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from django.conf import settings
 from django.db.models import Count, Exists, F, OuterRef, Prefetch, Q
+from django.utils import timezone
 
 from .models import Campaign, Conversation, Judgement, Response, ReviewOrder, Turn
 
@@ -85,7 +89,8 @@ def review_next(*, contractor) -> Turn | None:
     gold = reviewable.filter(gold__isnull=False).order_by("created_at").first()
     if gold is not None:
         return gold
-    open_turns = reviewable.filter(needs_review=True)
+    # Open turns another reviewer holds (handed out, not yet judged) wait for that one.
+    open_turns = reviewable.filter(needs_review=True).filter(_unclaimed(contractor))
     # The campaigns first (a few rows): when none reviews by uncertainty the query below would
     # walk the whole uncertainty index only to drop every turn on the campaign's order.
     by_uncertainty = list(
@@ -101,6 +106,50 @@ def review_next(*, contractor) -> Turn | None:
             .first()
         )
     return uncertain or open_turns.order_by("created_at").first()
+
+
+def review_claim_next(*, contractor) -> Turn | None:
+    """`review_next`, held for this contractor for COLLECTION_REVIEW_CLAIM_S seconds, so that
+    reviewers who open the queue at the same moment are handed different turns (gold items
+    come first whoever holds them: every contractor judges them).
+
+    The hold is a conditional UPDATE (taken only while nobody else holds the turn), so two
+    reviewers racing for one turn get it once; the loser takes the next. After CLAIM_TRIES
+    lost races the turn is shown unheld (the submit refuses an overshoot with a message).
+    """
+    for _ in range(CLAIM_TRIES):
+        turn = review_next(contractor=contractor)
+        if turn is None or not turn.needs_review:  # none, or a gold item: every contractor's
+            return turn
+        now = timezone.now()
+        until = now + timedelta(seconds=settings.COLLECTION_REVIEW_CLAIM_S)
+        held = (
+            Turn.objects.filter(pk=turn.pk)
+            .filter(_unclaimed(contractor, now))
+            .update(review_claimed_by=contractor, review_claimed_until=until)
+        )
+        if held:
+            turn.review_claimed_by, turn.review_claimed_until = contractor, until
+            return turn
+    return turn
+
+
+CLAIM_TRIES = 5
+
+
+def _unclaimed(contractor, now=None) -> Q:
+    """Turns nobody else holds: never handed out, the hold expired, or it is this contractor's."""
+    return (
+        Q(review_claimed_until__isnull=True)
+        | Q(review_claimed_until__lt=now or timezone.now())
+        | Q(review_claimed_by=contractor)
+    )
+
+
+def reviewable_turns(*, contractor):
+    """Turns this contractor may give a second judgement to, in the queue or not (the submit
+    refuses one that already has every judgement its campaign wants, saying so)."""
+    return _reviewable(contractor)
 
 
 def _reviewable(contractor):

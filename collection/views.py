@@ -357,7 +357,7 @@ def _review_page(request, turn, form):
 @role_required(CONTRACTOR)
 def review(request):
     """The next turn someone else wrote and judged, for a second judgement (gold items first)."""
-    turn = selectors.review_next(contractor=request.user)
+    turn = selectors.review_claim_next(contractor=request.user)
     if turn is None:
         return render(request, "collection/review.html", {"turn": None})
     request.session["review_shown"] = [turn.pk, timezone.now().isoformat()]
@@ -374,7 +374,9 @@ def review_judge(request, turn_id: int):
     )
     if mine.exists():
         return redirect("collection:review")  # a double submit: the first one counted
-    turn = get_object_or_404(selectors.review_queue(contractor=request.user), pk=turn_id)
+    # Any turn this contractor may review, not only one still in the queue: when another
+    # reviewer's judgement closed it meanwhile, the submit says so beside the form (not 404).
+    turn = get_object_or_404(selectors.reviewable_turns(contractor=request.user), pk=turn_id)
     form = JudgementForm(request.POST, turn=turn)
     shown_turn, shown_at = request.session.get("review_shown", [None, None])
     shown_at = parse_datetime(shown_at) if shown_turn == turn.pk else None

@@ -306,6 +306,9 @@ COLLECTION_SNAPSHOT_INLINE_MAX = env_int("ALIGNLAB_SNAPSHOT_INLINE_MAX", 20_000)
 # beyond, it reads the summaries `collection.refresh_quality` stores (beat, every 5 minutes:
 # an ordinary django-celery-beat entry that admins can edit).
 COLLECTION_QUALITY_LIVE_MAX_JUDGEMENTS = env_int("ALIGNLAB_QUALITY_LIVE_MAX", 20_000)
+# How long the review queue holds an open turn for the reviewer it showed it to; meanwhile
+# other reviewers are handed other turns. Showing it again renews the hold, a submit ends it.
+COLLECTION_REVIEW_CLAIM_S = env_int("ALIGNLAB_REVIEW_CLAIM_S", 600)
 # The same for the Elo page and API: beyond this many judgements they add up the game counts
 # `evals.refresh_elo` stores (beat, every 5 minutes) instead of reading every judgement.
 EVALS_ELO_LIVE_MAX_JUDGEMENTS = env_int("ALIGNLAB_ELO_LIVE_MAX", 20_000)

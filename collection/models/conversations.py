@@ -106,6 +106,10 @@ class Turn(models.Model):
     # The PM's uncertainty about the shown responses: the smallest gap between their scores
     # (null: not scored). Campaigns with review_order "pm_uncertainty" review smallest first.
     pm_uncertainty = models.FloatField(null=True, blank=True)
+    # The reviewer the review queue handed this open turn to, until when: concurrent reviewers
+    # are handed different turns (`selectors.review_claim_next`), and a submit releases it.
+    review_claimed_by = author_fk()
+    review_claimed_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["conversation", "index"]

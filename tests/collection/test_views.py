@@ -384,6 +384,58 @@ def test_the_queue_keeps_each_turns_review_state_through_judgements_and_target_c
     ]
 
 
+def test_reviewers_at_the_same_moment_are_handed_different_turns_held_until_judged(
+    client, alice, bob, django_user_model, make_campaign, generate, settings
+):
+    from collection import selectors
+
+    campaign = make_campaign(overlap_target=2)
+    conversation = conversation_start(campaign=campaign, contractor=alice)
+    first = generate(conversation, "One?")
+    judgement_submit(turn=first, contractor=alice, scale=8)
+    second = generate(conversation, "Two?")
+    judgement_submit(turn=second, contractor=alice, scale=8)
+    carol = django_user_model.objects.create_user("carol", password="x")
+    carol.groups.add(alice.groups.get())
+    assert selectors.review_claim_next(contractor=bob) == first
+    assert selectors.review_claim_next(contractor=carol) == second  # first is bob's for now
+    assert selectors.review_claim_next(contractor=bob) == first  # shown again: still his
+    first.refresh_from_db()
+    assert first.review_claimed_by == bob
+    assert first.review_claimed_until > timezone.now() + timedelta(seconds=590)
+    # The page shows each one their own turn.
+    client.force_login(carol)
+    assert (
+        f"/collect/review/{second.pk}/judge/"
+        in client.get(reverse("collection:review")).content.decode()
+    )
+
+    # A hold past its time is free again, for whoever opens the queue first.
+    Turn.objects.filter(pk=first.pk).update(review_claimed_until=timezone.now())
+    dave = django_user_model.objects.create_user("dave", password="x")
+    dave.groups.add(alice.groups.get())
+    assert selectors.review_claim_next(contractor=dave) == first
+    # A judgement ends the hold (and here closes the turn: its target of 2 is reached).
+    judgement_submit(turn=first, contractor=dave, scale=3)
+    first.refresh_from_db()
+    assert (first.review_claimed_by, first.review_claimed_until, first.needs_review) == (
+        None,
+        None,
+        False,
+    )
+
+    # bob judged first meanwhile, which dave's judgement closed: a clear refusal, not a 404,
+    # and nothing stored.
+    client.force_login(bob)
+    refused = client.post(reverse("collection:review_judge", args=[first.pk]), {"scale": "2"})
+    assert refused.status_code == 200
+    assert "This turn has all the judgements it needs" in refused.content.decode()
+    assert not Judgement.objects.filter(turn=first, contractor=bob).exists()
+    # Still no way into a turn he may not review (his own, or another group's).
+    own = client.post(reverse("collection:review_judge", args=[first.pk + 1000]), {"scale": "2"})
+    assert own.status_code == 404
+
+
 def test_the_dashboard_counts_the_review_queue_up_to_what_it_shows(
     client, alice, bob, make_campaign, generate, monkeypatch
 ):
