@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Count, Exists, F, OuterRef, Prefetch, Q
 from django.utils import timezone
 
@@ -76,7 +77,7 @@ def review_queue_count(*, contractor, at_most: int | None = None) -> int:
     return found + open_turns[: at_most - found].count() if found < at_most else found
 
 
-def review_next(*, contractor) -> Turn | None:
+def review_next(*, contractor, lock: bool = False) -> Turn | None:
     """The next turn for this contractor: the oldest gold item; else, in campaigns that review
     by PM uncertainty (active selection), the open turn whose shown responses the PM scored
     closest (unscored turns after the scored ones); else the oldest open turn.
@@ -84,6 +85,10 @@ def review_next(*, contractor) -> Turn | None:
     Each query walks one small set in index order (gold answers; the partial indexes of open
     turns by `created_at` and by `pm_uncertainty`) and stops at the first fit, so the cost
     does not grow with the number of finished turns.
+
+    With `lock` (inside a transaction) an open turn is locked and ones that other
+    transactions hold locked are skipped (PostgreSQL's FOR UPDATE SKIP LOCKED; SQLite, which
+    runs one writer at a time, has no such clause and needs none).
     """
     reviewable = _reviewable(contractor).select_related("conversation__campaign")
     gold = reviewable.filter(gold__isnull=False).order_by("created_at").first()
@@ -91,6 +96,8 @@ def review_next(*, contractor) -> Turn | None:
         return gold
     # Open turns another reviewer holds (handed out, not yet judged) wait for that one.
     open_turns = reviewable.filter(needs_review=True).filter(_unclaimed(contractor))
+    if lock:
+        open_turns = open_turns.select_for_update(skip_locked=True, of=("self",))
     # The campaigns first (a few rows): when none reviews by uncertainty the query below would
     # walk the whole uncertainty index only to drop every turn on the campaign's order.
     by_uncertainty = list(
@@ -113,21 +120,25 @@ def review_claim_next(*, contractor) -> Turn | None:
     reviewers who open the queue at the same moment are handed different turns (gold items
     come first whoever holds them: every contractor judges them).
 
-    The hold is a conditional UPDATE (taken only while nobody else holds the turn), so two
-    reviewers racing for one turn get it once; the loser takes the next. After CLAIM_TRIES
-    lost races the turn is shown unheld (the submit refuses an overshoot with a message).
+    The turn is found and held in one short transaction: on PostgreSQL the lookup skips the
+    turns other reviewers are taking at that instant (SKIP LOCKED), so 50 reviewers opening
+    the queue at once take 50 turns in one try each instead of racing for the oldest. The
+    hold itself is a conditional UPDATE (only while nobody else holds the turn), so a turn is
+    never held twice; a lost race tries the next, and after CLAIM_TRIES the turn is shown
+    unheld (the submit refuses an overshoot with a message).
     """
     for _ in range(CLAIM_TRIES):
-        turn = review_next(contractor=contractor)
-        if turn is None or not turn.needs_review:  # none, or a gold item: every contractor's
-            return turn
-        now = timezone.now()
-        until = now + timedelta(seconds=settings.COLLECTION_REVIEW_CLAIM_S)
-        held = (
-            Turn.objects.filter(pk=turn.pk)
-            .filter(_unclaimed(contractor, now))
-            .update(review_claimed_by=contractor, review_claimed_until=until)
-        )
+        with transaction.atomic():
+            turn = review_next(contractor=contractor, lock=True)
+            if turn is None or not turn.needs_review:  # none, or a gold item: everyone's
+                return turn
+            now = timezone.now()
+            until = now + timedelta(seconds=settings.COLLECTION_REVIEW_CLAIM_S)
+            held = (
+                Turn.objects.filter(pk=turn.pk)
+                .filter(_unclaimed(contractor, now))
+                .update(review_claimed_by=contractor, review_claimed_until=until)
+            )
         if held:
             turn.review_claimed_by, turn.review_claimed_until = contractor, until
             return turn
