@@ -157,16 +157,18 @@ def _unclaimed(contractor, now=None) -> Q:
     )
 
 
-def reviewable_turns(*, contractor):
+def reviewable_turns(*, contractor, judged_by_me: bool = False):
     """Turns this contractor may give a second judgement to, in the queue or not (the submit
-    refuses one that already has every judgement its campaign wants, saying so)."""
-    return _reviewable(contractor)
+    refuses one that already has every judgement its campaign wants, saying so); with
+    `judged_by_me`, also those they judged already."""
+    return _reviewable(contractor, judged_by_me=judged_by_me)
 
 
-def _reviewable(contractor):
-    judged_by_me = Judgement.objects.filter(turn=OuterRef("pk"), contractor=contractor)
-    return (
-        Turn.objects.filter(status=Turn.Status.JUDGED, conversation__campaign__is_active=True)
-        .exclude(conversation__contractor=contractor)
-        .filter(~Exists(judged_by_me))
-    )
+def _reviewable(contractor, *, judged_by_me: bool = False):
+    turns = Turn.objects.filter(
+        status=Turn.Status.JUDGED, conversation__campaign__is_active=True
+    ).exclude(conversation__contractor=contractor)
+    if judged_by_me:
+        return turns
+    mine = Judgement.objects.filter(turn=OuterRef("pk"), contractor=contractor)
+    return turns.filter(~Exists(mine))

@@ -6,7 +6,9 @@ anyone else's), and every write goes through the actions of `collection.conversa
 """
 
 import statistics
+from datetime import timedelta
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.cache import cache
 from django.db.models import Count
@@ -360,30 +362,39 @@ def review(request):
     turn = selectors.review_claim_next(contractor=request.user)
     if turn is None:
         return render(request, "collection/review.html", {"turn": None})
-    request.session["review_shown"] = [turn.pk, timezone.now().isoformat()]
+    if turn.review_claimed_by_id != request.user.pk:
+        # An unheld turn (a gold item): when it was shown goes in the session; a held one's
+        # hold says it, which saves a session write per page.
+        request.session["review_shown"] = [turn.pk, timezone.now().isoformat()]
     return _review_page(request, turn, JudgementForm(turn=turn))
 
 
 @role_required(CONTRACTOR)
 @require_POST
 def review_judge(request, turn_id: int):
-    # The turn by its pk: a pk lookup knows an out-of-range id matches nothing, a foreign-key
-    # lookup would hand it to the database (SQLite overflows).
-    mine = Judgement.objects.filter(
-        turn__in=Turn.objects.filter(pk=turn_id), contractor=request.user
-    )
-    if mine.exists():
-        return redirect("collection:review")  # a double submit: the first one counted
     # Any turn this contractor may review, not only one still in the queue: when another
     # reviewer's judgement closed it meanwhile, the submit says so beside the form (not 404).
-    turn = get_object_or_404(selectors.reviewable_turns(contractor=request.user), pk=turn_id)
+    # A double submit finds the first judgement, which `judgement_submit` returns unchanged.
+    turn = get_object_or_404(
+        selectors.reviewable_turns(contractor=request.user, judged_by_me=True).select_related(
+            "conversation__campaign"
+        ),
+        pk=turn_id,
+    )
     form = JudgementForm(request.POST, turn=turn)
-    shown_turn, shown_at = request.session.get("review_shown", [None, None])
-    shown_at = parse_datetime(shown_at) if shown_turn == turn.pk else None
-    if form.is_valid() and _judge(request, form, turn, shown_at=shown_at):
+    if form.is_valid() and _judge(request, form, turn, shown_at=_review_shown_at(request, turn)):
         messages.success(request, "Thank you: your judgement is recorded.")
         return redirect("collection:review")
     return _review_page(request, turn, form)
+
+
+def _review_shown_at(request, turn):
+    """When the review page showed this turn to this contractor: its hold's start, else what
+    the session kept (None: not known, e.g. a submit from another tab)."""
+    if turn.review_claimed_by_id == request.user.pk and turn.review_claimed_until:
+        return turn.review_claimed_until - timedelta(seconds=settings.COLLECTION_REVIEW_CLAIM_S)
+    shown_turn, shown_at = request.session.get("review_shown", [None, None])
+    return parse_datetime(shown_at) if shown_turn == turn.pk else None
 
 
 # --- Admins: gold items ---------------------------------------------------------------------

@@ -108,7 +108,9 @@ class Turn(models.Model):
     pm_uncertainty = models.FloatField(null=True, blank=True)
     # The reviewer the review queue handed this open turn to, until when: concurrent reviewers
     # are handed different turns (`selectors.review_claim_next`), and a submit releases it.
-    review_claimed_by = author_fk()
+    # No index: nothing looks a hold up by reviewer, and without one taking a hold changes no
+    # indexed column, so PostgreSQL can update the row in place (a HOT update).
+    review_claimed_by = author_fk(db_index=False)
     review_claimed_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
