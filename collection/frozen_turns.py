@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from assistant import transcripts
 
+from . import id_lists  # noqa: F401 - registers the `any_of` lookup used below
 from .dataset_errors import DatasetError
 from .models import Campaign, Candidate, Judgement, Response, Turn
 from .splits import split_of
@@ -143,8 +144,7 @@ def iter_turn_items(
     export's time (bench/scale.py: 775 pairs/s that way)."""
     campaigns: dict[int, tuple[str, str]] = {}
     for chunk in _chunks(groups, chunk_size):
-        turns = _turn_rows(chunk)
-        history = _histories(chunk)
+        turns, history = _turns_and_histories(chunk)
         responses = _responses(turns)
         judgements = _judgements(chunk, weights)
         candidates = _candidates(turns)
@@ -177,19 +177,11 @@ def iter_turn_items(
             )
 
 
-def _turn_rows(chunk) -> dict[int, tuple[int, str, str, int]]:
-    """The chunk's turns by id: (index, human text, conversation source, campaign id)."""
-    rows = Turn.objects.filter(pk__in=[turn_id for _, turn_id, _ in chunk]).values_list(
-        "pk", "index", "human_text", "conversation__source", "conversation__campaign_id"
-    )
-    return {pk: rest for pk, *rest in rows}
-
-
 def _responses(turns) -> dict[int, list[ResponseRow]]:
     """The turns' responses in display order (A, B, …), labelled with version and prompt."""
     by_turn: dict[int, list[ResponseRow]] = defaultdict(list)
     rows = (
-        Response.objects.filter(turn_id__in=list(turns))
+        Response.objects.filter(turn_id__any_of=turns.keys())
         .order_by("turn_id", "index")
         .values_list(
             "turn_id",
@@ -224,7 +216,7 @@ def _judgements(chunk, weights: dict[int, float] | None) -> dict[int, list[Judge
     """The judgements the chunk froze, per turn, in id order."""
     by_turn: dict[int, list[JudgementRow]] = defaultdict(list)
     rows = (
-        Judgement.objects.filter(pk__in=[jid for _, _, ids in chunk for jid in ids])
+        Judgement.objects.filter(pk__any_of={jid for _, _, ids in chunk for jid in ids})
         .order_by("pk")
         .values_list(
             "turn_id",
@@ -260,7 +252,7 @@ def _candidates(turns) -> dict[int, list[dict]]:
     """A best-of-n turn's unshown candidates, best first."""
     by_turn: dict[int, list[dict]] = defaultdict(list)
     rows = (
-        Candidate.objects.filter(turn_id__in=list(turns))
+        Candidate.objects.filter(turn_id__any_of=turns.keys())
         .order_by("turn_id", "pm_rank", "pk")
         .values_list("turn_id", "text", "pm_score", "pm_rank")
     )
@@ -269,14 +261,28 @@ def _candidates(turns) -> dict[int, list[dict]]:
     return by_turn
 
 
-def _histories(chunk) -> dict[int, list[tuple[int, str, str]]]:
-    """Per conversation of the chunk: (turn index, human text, chosen response text), in order."""
+def _turns_and_histories(chunk) -> tuple[dict, dict]:
+    """In one query, every turn of the chunk's conversations: the chunk's turns by id, (index,
+    human text, conversation source, campaign id); and per conversation (turn index, human
+    text, chosen response text), in order."""
+    wanted = {turn_id for _, turn_id, _ in chunk}
+    turns: dict[int, tuple[int, str, str, int]] = {}
     history: dict[int, list[tuple[int, str, str]]] = defaultdict(list)
-    earlier = (
-        Turn.objects.filter(conversation_id__in={c for c, _, _ in chunk})
+    rows = (
+        Turn.objects.filter(conversation_id__any_of={c for c, _, _ in chunk})
         .order_by("conversation_id", "index")
-        .values_list("conversation_id", "index", "human_text", "chosen_response__text")
+        .values_list(
+            "conversation_id",
+            "pk",
+            "index",
+            "human_text",
+            "chosen_response__text",
+            "conversation__source",
+            "conversation__campaign_id",
+        )
     )
-    for conversation_id, index, human, assistant in earlier:
+    for conversation_id, pk, index, human, assistant, source, campaign_id in rows:
         history[conversation_id].append((index, human, assistant or ""))
-    return history
+        if pk in wanted:
+            turns[pk] = (index, human, source, campaign_id)
+    return turns, history
