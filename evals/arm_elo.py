@@ -21,6 +21,7 @@ from django.conf import settings
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from collection import id_lists  # noqa: F401 - registers the `any_of` lookup used below
 from collection.agreement import pairwise_preferences
 from collection.models import Campaign, Conversation, Judgement, Response
 from collection.quality_summaries import newest_judgement_id
@@ -133,7 +134,7 @@ def arm_game_cells(judgements: QuerySet) -> dict[tuple[int, str], ArmGames]:
     for chunk in _chunks(rows, CHUNK):
         responses = (
             Response.objects.filter(
-                turn_id__in={row[0] for row in chunk}, model_version__isnull=False
+                turn_id__any_of={row[0] for row in chunk}, model_version__isnull=False
             )
             .order_by()
             .values_list("pk", "turn_id", "model_version_id", "model_version__name", "condition")
