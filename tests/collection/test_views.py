@@ -431,9 +431,15 @@ def test_reviewers_at_the_same_moment_are_handed_different_turns_held_until_judg
     assert refused.status_code == 200
     assert "This turn has all the judgements it needs" in refused.content.decode()
     assert not Judgement.objects.filter(turn=first, contractor=bob).exists()
-    # Still no way into a turn he may not review (his own, or another group's).
-    own = client.post(reverse("collection:review_judge", args=[first.pk + 1000]), {"scale": "2"})
+    # Still no way into a turn he may not review: no such turn, or one of his own.
+    missing = client.post(
+        reverse("collection:review_judge", args=[first.pk + 1000]), {"scale": "2"}
+    )
+    assert missing.status_code == 404
+    client.force_login(alice)
+    own = client.post(reverse("collection:review_judge", args=[second.pk]), {"scale": "2"})
     assert own.status_code == 404
+    assert Judgement.objects.filter(turn=second).count() == 1  # alice's own, as it was
 
 
 def test_the_dashboard_counts_the_review_queue_up_to_what_it_shows(
