@@ -58,7 +58,9 @@ def review_queue(*, contractor):
     overlap target (`Turn.needs_review`, kept by `judgements.judgement_submit`), its campaign is
     active, and this contractor neither wrote it nor judged it yet.
     """
-    return _reviewable(contractor).filter(Q(needs_review=True) | Q(gold__isnull=False))
+    return reviewable_turns(contractor=contractor).filter(
+        Q(needs_review=True) | Q(gold__isnull=False)
+    )
 
 
 def review_queue_count(*, contractor, at_most: int | None = None) -> int:
@@ -68,7 +70,7 @@ def review_queue_count(*, contractor, at_most: int | None = None) -> int:
     With `at_most`, counting stops there (the dashboard says "more than 100"): an exact count
     walks every open turn, 200,000 of them in a million judgements (0.4–1.5 s), and a LIMIT
     lets the database stop at the first `at_most`."""
-    reviewable = _reviewable(contractor).order_by()  # no sort before the LIMIT
+    reviewable = reviewable_turns(contractor=contractor).order_by()  # no sort before the LIMIT
     gold = reviewable.filter(gold__isnull=False)
     open_turns = reviewable.filter(needs_review=True, gold__isnull=True)
     if at_most is None:
@@ -90,7 +92,7 @@ def review_next(*, contractor, lock: bool = False) -> Turn | None:
     transactions hold locked are skipped (PostgreSQL's FOR UPDATE SKIP LOCKED; SQLite, which
     runs one writer at a time, has no such clause and needs none).
     """
-    reviewable = _reviewable(contractor).select_related("conversation__campaign")
+    reviewable = reviewable_turns(contractor=contractor).select_related("conversation__campaign")
     gold = reviewable.filter(gold__isnull=False).order_by("created_at").first()
     if gold is not None:
         return gold
@@ -113,6 +115,9 @@ def review_next(*, contractor, lock: bool = False) -> Turn | None:
             .first()
         )
     return uncertain or open_turns.order_by("created_at").first()
+
+
+CLAIM_TRIES = 5  # lost races for a hold before a turn is shown unheld
 
 
 def review_claim_next(*, contractor) -> Turn | None:
@@ -145,9 +150,6 @@ def review_claim_next(*, contractor) -> Turn | None:
     return turn
 
 
-CLAIM_TRIES = 5
-
-
 def _unclaimed(contractor, now=None) -> Q:
     """Turns nobody else holds: never handed out, the hold expired, or it is this contractor's."""
     return (
@@ -161,10 +163,6 @@ def reviewable_turns(*, contractor, judged_by_me: bool = False):
     """Turns this contractor may give a second judgement to, in the queue or not (the submit
     refuses one that already has every judgement its campaign wants, saying so); with
     `judged_by_me`, also those they judged already."""
-    return _reviewable(contractor, judged_by_me=judged_by_me)
-
-
-def _reviewable(contractor, *, judged_by_me: bool = False):
     turns = Turn.objects.filter(
         status=Turn.Status.JUDGED, conversation__campaign__is_active=True
     ).exclude(conversation__contractor=contractor)
