@@ -299,6 +299,8 @@ COLLECTION_EXPORTS_DIR = Path(env_str("ALIGNLAB_EXPORTS_DIR", str(VAR_DIR / "exp
 # it (seconds at most); a bigger one only as an export job, so no request holds a connection for
 # minutes.
 COLLECTION_EXPORT_STREAM_MAX_ROWS = env_int("ALIGNLAB_EXPORT_STREAM_MAX_ROWS", 50_000)
+# PostgreSQL connections that render a pair export side by side (collection/export_sql.py).
+COLLECTION_EXPORT_SQL_WORKERS = env_int("ALIGNLAB_EXPORT_SQL_WORKERS", 2)
 # A snapshot of at most this many judgements is made by the request that asks for it; a bigger
 # one by a worker (a SnapshotJob, collection/snapshot_jobs.py), whose page shows its progress.
 COLLECTION_SNAPSHOT_INLINE_MAX = env_int("ALIGNLAB_SNAPSHOT_INLINE_MAX", 20_000)
