@@ -389,17 +389,19 @@ def phase_load(args, password: str) -> dict:
                           log=args.work_dir / "gunicorn-load.log", workers=args.workers,
                           threads=1)  # fmt: skip
     try:
-        results = run_phase(url=server.url, usernames=usernames, password=password, think_s=1.0,
-                            duration_s=args.load_duration, server_pid=server.process.pid)  # fmt: skip
+        results = run_phase(url=server.url, usernames=usernames, password=password,
+                            think_s=1.0, duration_s=args.load_duration,
+                            server_pid=server.process.pid)  # fmt: skip
     finally:
         stop_server(server)
-    row = summarize("a at scale", results, database_check(usernames=usernames,
-                                                          confirmed=results["confirmed"]))  # fmt: skip
+    checked = database_check(usernames=usernames, confirmed=results["confirmed"])
+    row = summarize("a at scale", results, checked)
     connections.close_all()
     latency = row["latency_ms"]["submit_next"]
+    database = row["database"]
     print(f"  {row['judgements_per_s']:.1f} judgements/s, submit + next p50 {latency['p50']:.0f} "
-          f"/ p99 {latency['p99']:.0f} ms, {row['errors']} errors, lost "
-          f"{row['database']['lost']}, duplicated {row['database']['duplicated']}", flush=True)  # fmt: skip
+          f"/ p99 {latency['p99']:.0f} ms, {row['errors']} errors, lost {database['lost']}, "
+          f"duplicated {database['duplicated']}", flush=True)  # fmt: skip
     return row
 
 

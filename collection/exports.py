@@ -29,7 +29,7 @@ from . import export_sql
 from .dataset_errors import DatasetError, Progress
 from .frozen_turns import EXPORT_CHUNK, JudgementRow, TurnItem, iter_turn_items
 from .models import DatasetSnapshot
-from .snapshots import snapshot_frozen, snapshot_frozen_compact
+from .snapshots import snapshot_frozen_compact
 from .splits import SPLITS, split_of
 
 EXPORT_FORMATS = ("hh-rlhf", "trl", "ranked", "raw")
@@ -79,9 +79,9 @@ def export_rows(
 
 
 def _export_rows(snapshot, fmt, split, pairs, margin, chunk_size) -> Iterator[dict]:
-    groups, weights = snapshot_frozen(snapshot)
+    groups, weights = snapshot_frozen_compact(snapshot)  # ~40 bytes a turn, not ~300
     if split != "all":
-        groups = [g for g in groups if split_of(g[0]) == split]
+        groups = groups.where(lambda conversation_id: split_of(conversation_id) == split)
     consensus_only = bool(snapshot.filter.get("consensus_only", False))
     for item in iter_turn_items(groups, chunk_size=chunk_size, weights=weights):
         if fmt == "raw":
