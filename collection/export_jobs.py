@@ -1,6 +1,6 @@
 """Exports as jobs: a researcher asks for an export of a snapshot, the `collection.run_export`
-task writes it to a file (streamed row by row, constant memory, progress on the job's row), and
-the page or API offers the file once it is ready. No request holds a connection while a big
+task writes it to a file (streamed chunk by chunk, constant memory, progress on the job's row),
+and the page or API offers the file once it is ready. No request holds a connection while a big
 snapshot is written; a request may still stream a small one (`export_streamable`).
 
 The job follows assistant/jobs.py (claim, lease renewed every second while writing, finish,

@@ -281,9 +281,9 @@ def export_write(
                                          pairs=options.get("pairs", "all"))  # fmt: skip
             count = 0
             with staging.open("wb") as out:
-                for body, rows in jsonl_chunks(snapshot, fmt, **options):
+                for body, written in jsonl_chunks(snapshot, fmt, **options):
                     out.write(body)
-                    count += rows
+                    count += written
                     if progress is not None:
                         progress("export", count, total)
             if progress is not None:
