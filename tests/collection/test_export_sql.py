@@ -199,6 +199,10 @@ def test_the_compact_frozen_groups_read_as_the_lists(alice, bob, rita, pairwise,
         assert compact[:] == listed and len(compact) == len(listed)
         assert [compact[i] for i in range(-1, len(compact) - 1)] == [listed[-1], *listed[:-1]]
         assert compact_weights == weights
+        if weights is not None:  # read into arrays, looked up as the dict was
+            assert isinstance(compact_weights, snapshots.FrozenWeights) and len(weights) > 1
+            assert all(compact_weights.get(jid) == w for jid, w in weights.items())
+            assert compact_weights.get(max(weights) + 1, 1.0) == 1.0
         assert any(len(ids) > 1 for _, _, ids in listed)
         train = compact.where(lambda c: c % 2 == 0)
         assert train[:] == [g for g in listed if g[0] % 2 == 0]
