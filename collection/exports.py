@@ -78,10 +78,16 @@ def export_rows(
     return _export_rows(snapshot, fmt, split, pairs, margin, chunk_size)
 
 
-def _export_rows(snapshot, fmt, split, pairs, margin, chunk_size) -> Iterator[dict]:
-    groups, weights = snapshot_frozen_compact(snapshot)  # ~40 bytes a turn, not ~300
+def _frozen_split(snapshot, split: str):
+    """The snapshot's frozen groups in `split` (arrays: ~40 bytes a turn) and its weights."""
+    groups, weights = snapshot_frozen_compact(snapshot)
     if split != "all":
         groups = groups.where(lambda conversation_id: split_of(conversation_id) == split)
+    return groups, weights
+
+
+def _export_rows(snapshot, fmt, split, pairs, margin, chunk_size) -> Iterator[dict]:
+    groups, weights = _frozen_split(snapshot, split)
     consensus_only = bool(snapshot.filter.get("consensus_only", False))
     for item in iter_turn_items(groups, chunk_size=chunk_size, weights=weights):
         if fmt == "raw":
@@ -267,30 +273,27 @@ def export_write(
     """Export to a file (written to a temporary name, then renamed); return the row count."""
     if file_format not in FILE_FORMATS:
         raise DatasetError(f"unknown file format {file_format!r} (use jsonl or parquet)")
-    rows = export_rows(snapshot, fmt, **options)  # validates the options before writing
-    if progress is not None and file_format == "parquet":
-        total = export_row_count(
-            snapshot, fmt, split=options.get("split", "all"), pairs=options.get("pairs", "all")
-        )
-        rows = _counting(rows, progress, total)
+    split, pairs = options.get("split", "all"), options.get("pairs", "all")
+    check_export_options(fmt, split, pairs)  # before anything is written
+    total = None if progress is None else export_row_count(snapshot, fmt, split=split, pairs=pairs)
     with staged_file(path) as staging:
-        if file_format == "jsonl":
-            total = None
+        if file_format == "parquet":
+            rows = export_rows(snapshot, fmt, **options)
             if progress is not None:
-                total = export_row_count(snapshot, fmt, split=options.get("split", "all"),
-                                         pairs=options.get("pairs", "all"))  # fmt: skip
-            count = 0
-            with staging.open("wb") as out:
-                for body, written in jsonl_chunks(snapshot, fmt, **options):
-                    out.write(body)
-                    count += written
-                    if progress is not None:
-                        progress("export", count, total)
-            if progress is not None:
-                progress("export", count, total)
-            return count
-        schema = parquet_schema(fmt, margin=options.get("margin", False))
-        return write_parquet(rows, staging, schema)
+                rows = _counting(rows, progress, total)
+            return write_parquet(
+                rows, staging, parquet_schema(fmt, margin=options.get("margin", False))
+            )
+        count = 0
+        with staging.open("wb") as out:
+            for body, written in jsonl_chunks(snapshot, fmt, **options):
+                out.write(body)
+                count += written
+                if progress is not None:
+                    progress("export", count, total)
+        if progress is not None:
+            progress("export", count, total)
+        return count
 
 
 def _counting(rows: Iterator[dict], progress: Progress, total: int | None) -> Iterator[dict]:
@@ -318,9 +321,10 @@ def stream_export(
     """
     if file_format not in FILE_FORMATS:
         raise DatasetError(f"unknown file format {file_format!r} (use jsonl or parquet)")
-    rows = export_rows(snapshot, fmt, **options)  # validates the options before streaming
+    # Both validate the options now, before the response starts.
     if file_format == "jsonl":
         return _blocks(jsonl_chunks(snapshot, fmt, block_size=block_size, **options), block_size)
+    rows = export_rows(snapshot, fmt, **options)
     return _parquet_blocks(
         rows, parquet_schema(fmt, margin=options.get("margin", False)), block_size
     )
@@ -346,9 +350,7 @@ def jsonl_chunks(
     if sql is None:
         sql = export_sql.supported(fmt, "jsonl")
     if sql:
-        groups, weights = snapshot_frozen_compact(snapshot)
-        if split != "all":
-            groups = groups.where(lambda conversation_id: split_of(conversation_id) == split)
+        groups, weights = _frozen_split(snapshot, split)
         consensus_only = bool(snapshot.filter.get("consensus_only", False))
         return export_sql.jsonl_chunks(groups, fmt=fmt, pairs=pairs, margin=margin,
                                        consensus_only=consensus_only, weights=weights)  # fmt: skip
