@@ -160,7 +160,13 @@ def test_an_uploaded_file_is_scored_by_a_real_worker(
     assert run.status == "succeeded", (run.error, celery_worker_process.output()[-3000:])
     assert run.results["length_baseline"]["accuracy"] == 0.625
     assert run.results["file"]["name"] == "hh.jsonl" and run.results["overall"]["n"] == 4
-    assert not os.path.exists(stored) and run.pairs_path == ""
+    # The worker deletes the file just after it stores the run's end (a run whose end could not
+    # be stored keeps its file for the rerun), so the deletion is waited for, not raced.
+    wait_until(
+        lambda: not os.path.exists(stored) and EvalRun.objects.get(pk=run.pk).pairs_path == "",
+        30,
+        "the worker to delete the upload",
+    )
 
 
 @pytest.mark.django_db
