@@ -37,7 +37,20 @@ def test_it_parses_postgres_urls():
         "5433",
         "alignlab",
     )
-    assert db["OPTIONS"] == {"sslmode": "require"}
+    # Server-side parameters and prepared statements by default (DATABASE_PREPARE_THRESHOLD).
+    assert db["OPTIONS"] == {
+        "sslmode": "require",
+        "server_side_binding": True,
+        "prepare_threshold": 2,
+    }
+
+
+def test_prepared_statements_can_be_turned_off_for_an_old_pooler(monkeypatch):
+    monkeypatch.setenv("DATABASE_PREPARE_THRESHOLD", "0")
+    assert database_from_url("postgres://db.example/alignlab")["OPTIONS"] == {}
+    monkeypatch.setenv("DATABASE_PREPARE_THRESHOLD", "often")
+    with pytest.raises(ImproperlyConfigured, match="DATABASE_PREPARE_THRESHOLD"):
+        database_from_url("postgres://db.example/alignlab")
 
 
 def test_it_parses_sqlite_urls_relative_and_absolute():
@@ -67,6 +80,15 @@ def test_it_uses_the_configured_database():
         with connection.cursor() as cursor:
             cursor.execute("select version()")
             assert cursor.fetchone()[0].startswith("PostgreSQL")
+        # A statement the connection runs again is prepared: planned once, not every time.
+        from django.contrib.auth.models import Group
+
+        for _ in range(3):
+            list(Group.objects.filter(name="prepared-check"))
+        with connection.cursor() as cursor:
+            cursor.execute("select statement from pg_prepared_statements")
+            prepared = [row[0] for row in cursor.fetchall()]
+        assert any('"auth_group"' in sql and "prepared-check" not in sql for sql in prepared)
     else:
         assert connection.vendor == "sqlite"
         with connection.cursor() as cursor:
