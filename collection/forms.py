@@ -5,6 +5,7 @@ form is in campaign_forms.py, the dataset pages' in dataset_forms.py.)"""
 from django import forms
 from django.conf import settings
 from django.core.validators import ProhibitNullCharactersValidator
+from django.utils.functional import cached_property
 
 from .judgements import NOTE_MAX_CHARS
 from .models import FLAGS, SCALE_LABELS, Campaign, Judgement, Turn
@@ -108,7 +109,6 @@ class JudgementForm(forms.Form):
         self.campaign = turn.conversation.campaign
         self.turn = turn
         self.judgement = judgement
-        self.responses = list(turn.responses.order_by("index"))
         if self.is_pairwise:
             self.fields["scale"] = forms.ChoiceField(
                 choices=_scale_choices(self.campaign),
@@ -131,6 +131,19 @@ class JudgementForm(forms.Form):
         value = self.cleaned_data["scale"]
         self.cleaned_data["tie"] = value == TIE
         return None if value == TIE else int(value)
+
+    @cached_property
+    def responses(self) -> list:
+        """The turn's responses in display order: read when shown or ranked (a pairwise
+        judgement that is recorded needs none, so its submit does not read them)."""
+        return list(self.turn.responses.order_by("index"))
+
+    @property
+    def is_fresh(self) -> bool:
+        """Nothing sent, nothing chosen before: the scale and the optional fields show the same
+        for every turn of a mode, so the template caches them (their 16 widgets were about half
+        of the review page's rendering in a profile of the judging requests)."""
+        return not self.is_bound and not self.initial
 
     @property
     def is_pairwise(self) -> bool:

@@ -6,6 +6,7 @@ for each kind of judgement (pairwise scale or tie, ranking, red-team order).
 from __future__ import annotations
 
 from django.db import transaction
+from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from .conversations import check_owner, lock_contractor, mark_ended
@@ -52,17 +53,25 @@ def _clean_time_spent(time_spent_ms) -> int:
     return min(measured, TIME_SPENT_MAX_MS)
 
 
-def _locked_turn(turn: Turn) -> Turn:
+def _locked_turn(turn: Turn, *, judged_by=None) -> Turn:
     """The turn, its row locked until the transaction ends, with its conversation and campaign.
 
     of=("self",): the turn's row only. Without it PostgreSQL also locks the joined conversation
     and campaign rows, and every judgement in a campaign would wait on that one campaign row.
+    With `judged_by`, the turn's `judged_by_them` says the id of that contractor's judgement of
+    it (None: none yet), read in the same query.
     """
-    return (
-        Turn.objects.select_for_update(of=("self",))
-        .select_related("conversation__campaign")
-        .get(pk=turn.pk)
-    )
+    turns = Turn.objects.select_for_update(of=("self",)).select_related("conversation__campaign")
+    if judged_by is not None:
+        theirs = Judgement.objects.filter(turn=OuterRef("pk"), contractor=judged_by)
+        turns = turns.annotate(judged_by_them=Subquery(theirs.values("pk")[:1]))
+    return turns.get(pk=turn.pk)
+
+
+def _shown(turn: Turn) -> list[tuple[int, float | None, int | None]]:
+    """(id, PM score, PM version id) of the turn's responses in display order: one query for
+    both the judgement's order and the PM's blind prediction (`agreement_record`)."""
+    return list(turn.responses.order_by("index").values_list("pk", "pm_score", "pm_version_id"))
 
 
 def judgement_submit(
@@ -90,14 +99,14 @@ def judgement_submit(
     flags, note = _clean_flags(flags), _clean_note(note)
     time_spent_ms = _clean_time_spent(time_spent_ms)
     with transaction.atomic():
-        turn = _locked_turn(turn)
-        existing = Judgement.objects.filter(turn=turn, contractor=contractor).first()
-        if existing is not None:
-            return existing
+        turn = _locked_turn(turn, judged_by=contractor)
+        if turn.judged_by_them is not None:
+            return Judgement.objects.get(pk=turn.judged_by_them)
         campaign = turn.conversation.campaign
         is_author = turn.conversation.contractor_id == contractor.pk
         _check_judgeable(turn, is_author)
-        values = _judgement_values(campaign, turn, ranking, scale, tie)
+        shown = _shown(turn)
+        values = _judgement_values(campaign, turn, ranking, scale, tie, shown=shown)
         submitted = values["submitted_ranking"]
         judgement = Judgement.objects.create(
             turn=turn,
@@ -120,7 +129,7 @@ def judgement_submit(
             fields += ["status", "chosen_response"]
         turn.save(update_fields=fields)
         # The PM's blind prediction of this turn, tested by the judgement (issue 14).
-        agreement_record(judgement, campaign)
+        agreement_record(judgement, campaign, shown=shown)
         if is_author and turn.index + 1 >= campaign.max_turns:
             mark_ended(turn.conversation)
     return judgement
@@ -191,7 +200,10 @@ def judgement_revise(
                 "This judgement is already part of a dataset snapshot, so it can no longer be "
                 "changed."
             )
-        values = _judgement_values(turn.conversation.campaign, turn, ranking, scale, tie)
+        shown = _shown(turn)
+        values = _judgement_values(
+            turn.conversation.campaign, turn, ranking, scale, tie, shown=shown
+        )
         values.update(both_bad=bool(both_bad), flags=flags, note=note)
         changed = [name for name, value in values.items() if getattr(judgement, name) != value]
         if not changed:
@@ -201,7 +213,7 @@ def judgement_revise(
         judgement.revised_at = timezone.now()
         judgement.save(update_fields=[*changed, "revised_at"])
         # The PM's prediction, tested by the judgement as it is now.
-        agreement_record(judgement, turn.conversation.campaign)
+        agreement_record(judgement, turn.conversation.campaign, shown=shown)
         if turn.chosen_response_id != judgement.submitted_ranking[0]:
             turn.chosen_response_id = judgement.submitted_ranking[0]
             turn.save(update_fields=["chosen_response"])
@@ -226,7 +238,7 @@ def _in_a_snapshot(judgement: Judgement) -> bool:
     return False
 
 
-def _judgement_values(campaign: Campaign, turn: Turn, ranking, scale, tie) -> dict:
+def _judgement_values(campaign: Campaign, turn: Turn, ranking, scale, tie, shown=None) -> dict:
     """The stored fields of a judgement: ranking, submitted_ranking, scale, strength, tie.
 
     A preference: `ranking` better first (a red teamer's first pick, the MORE harmful
@@ -236,7 +248,7 @@ def _judgement_values(campaign: Campaign, turn: Turn, ranking, scale, tie) -> di
     preference; consensus, training and Elo read `tie` and leave the order out. The
     conversation continues with response A.
     """
-    response_ids = list(turn.responses.order_by("index").values_list("pk", flat=True))
+    response_ids = [pk for pk, _, _ in (_shown(turn) if shown is None else shown)]
     pairwise = turn.judged_as == Campaign.JudgementType.PAIRWISE
     submitted, strength = _submitted_order(pairwise, response_ids, ranking, scale, tie)
     reverse = campaign.mode == Campaign.Mode.RED_TEAM and not tie
