@@ -23,6 +23,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_POST
+from django_htmx.http import push_url
 
 from config.roles import ADMIN, CONTRACTOR, RESEARCHER, role_required
 
@@ -351,6 +352,8 @@ def _review_page(request, turn, form):
         turn.conversation.turns.filter(index__lt=turn.index)
         .select_related("chosen_response")
         .order_by("index")
+        if turn.index
+        else ()  # a conversation's first turn: nothing before it to ask for
     )
     context = {"turn": turn, "earlier": earlier, "form": form}
     return render(request, "collection/review.html", context)
@@ -359,6 +362,11 @@ def _review_page(request, turn, form):
 @role_required(CONTRACTOR)
 def review(request):
     """The next turn someone else wrote and judged, for a second judgement (gold items first)."""
+    return _next_review_page(request)
+
+
+def _next_review_page(request):
+    """The review page with the next turn, held for this contractor (see `review`)."""
     turn = selectors.review_claim_next(contractor=request.user)
     if turn is None:
         return render(request, "collection/review.html", {"turn": None})
@@ -382,10 +390,20 @@ def review_judge(request, turn_id: int):
         pk=turn_id,
     )
     form = JudgementForm(request.POST, turn=turn)
+    boosted = request.htmx.boosted
     if form.is_valid() and _judge(request, form, turn, shown_at=_review_shown_at(request, turn)):
         messages.success(request, "Thank you: your judgement is recorded.")
-        return redirect("collection:review")
-    return _review_page(request, turn, form)
+        if not boosted:  # without JavaScript: the form posts and is redirected as usual
+            return redirect("collection:review")
+        # The page's form is boosted (htmx swaps the answer into the page): the next turn
+        # comes in this answer, one request per judgement instead of a redirect and a second
+        # request with its own session, user and role lookups.
+        response = _next_review_page(request)
+    else:
+        response = _review_page(request, turn, form)
+    # A boosted answer keeps the page's address (the queue's): this form's own URL takes
+    # POSTs only, so a reload there would be refused.
+    return push_url(response, False) if boosted else response
 
 
 def _review_shown_at(request, turn):

@@ -7,6 +7,9 @@
 // Every form marked data-once submits once: its buttons are disabled on submit.
 (function () {
   "use strict";
+  // The review page's boosted form swaps the next page in, scripts included: listen once.
+  if (window.alignlabJudging) return;
+  window.alignlabJudging = true;
 
   function typingIn(el) {
     if (!el || !el.tagName) return false;
@@ -150,7 +153,22 @@
     setTimeout(function () {
       form.querySelectorAll("button").forEach(function (b) { b.disabled = true; });
     }, 0);
-  });
+  }, true); // capture: before htmx's own listener on a boosted form reads the time spent
+
+  // A boosted form whose request failed (a refusal htmx does not swap in, or no answer):
+  // say so beside the button and let the contractor send it again.
+  function failed(event) {
+    var form = event.detail && event.detail.elt;
+    if (!form || !form.matches || !form.matches("form[data-once]")) return;
+    var xhr = event.detail.xhr;
+    say(form, xhr && xhr.status
+      ? "The server refused this (" + xhr.status + "); reload the page and try again."
+      : "No answer from the server; check your connection and submit again.");
+    delete form.dataset.submitting;
+    form.querySelectorAll("button").forEach(function (b) { b.disabled = false; });
+  }
+  document.addEventListener("htmx:responseError", failed);
+  document.addEventListener("htmx:sendError", failed);
 
   document.addEventListener("keydown", function (event) {
     if (event.altKey || event.ctrlKey || event.metaKey || event.isComposing) return;
