@@ -1,7 +1,12 @@
 """The simulated contractors of bench/web_load.py, in their own process (`web_load.py clients`;
 no Django here): each signs in through the login form, then loops: think, POST a judgement of
-the turn the review page shows, GET the review page (the next turn, and the "recorded" message
-that confirms the submit), with an async HTTP client (aiohttp).
+the turn the review page shows, and read the next turn with the "recorded" message that
+confirms the submit, with an async HTTP client (aiohttp).
+
+As the browser does it, the POST is htmx's (the review form is boosted): its answer is the next
+turn. With `htmx` off in the config the POST is a plain form's, as without JavaScript: a
+redirect, then a GET of the review page. A server that answers an htmx POST with a redirect is
+followed the same way.
 """
 
 from __future__ import annotations
@@ -58,11 +63,11 @@ class Contractor:
         # What the browser sends through the TLS proxy: the origin it sees is https.
         self.origin = "https://" + urlsplit(self.base).netloc
 
-    async def request(self, kind: str, method: str, path: str, data=None):
+    async def request(self, kind: str, method: str, path: str, data=None, headers=None):
         """(status, body, Location) of one timed request; None (an error) when it failed."""
         import aiohttp
 
-        headers = {"Referer": self.origin + path}
+        headers = {"Referer": self.origin + path, **(headers or {})}
         if method == "POST":
             headers["Origin"] = self.origin
         started = time.perf_counter()
@@ -104,6 +109,10 @@ class Contractor:
         if status != 200:
             self.stats.error("status", f"GET review: {status}")
             return None
+        return self.review_page(body)
+
+    def review_page(self, body: str):
+        """(body, turn id, CSRF token) of a review page's judging form, or None (an error)."""
         turn, token = TURN_RE.search(body), CSRF_RE.search(body)
         if turn is None or token is None or len(RESPONSE_RE.findall(body)) != 2:
             kind = "empty_queue" if EMPTY_QUEUE in body else "parse"
@@ -111,8 +120,10 @@ class Contractor:
             return None
         return body, int(turn.group(1)), token.group(1)
 
-    async def submit(self, turn_id: int, token: str, think_ms: int) -> bool:
-        """POST a judgement as the keyboard widget fills the form: a scale point, time spent."""
+    async def submit(self, turn_id: int, token: str, think_ms: int):
+        """POST a judgement as the keyboard widget fills the form: a scale point, time spent.
+        False when it failed; else the next review page (None: it could not be read) when the
+        answer brought it, or True when it was a redirect to the review page."""
         form = {
             "csrfmiddlewaretoken": token,
             "scale": str(self.rng.randint(1, 8)),
@@ -120,10 +131,20 @@ class Contractor:
             "time_spent_ms": str(think_ms),
         }
         self.stats.submitted += 1
-        got = await self.request("submit", "POST", f"/collect/review/{turn_id}/judge/", data=form)
+        headers = None
+        if self.config.get("htmx", True):  # what htmx sends for the boosted form
+            headers = {
+                "HX-Request": "true",
+                "HX-Boosted": "true",
+                "HX-Current-URL": self.origin + REVIEW_PATH,
+            }
+        path = f"/collect/review/{turn_id}/judge/"
+        got = await self.request("submit", "POST", path, data=form, headers=headers)
         if got is None:
             return False
         status, body, location = got
+        if headers and status == 200 and RECORDED in body:
+            return self.review_page(body)
         if status != 302 or not location.endswith(REVIEW_PATH):
             error = re.search(r'<p class="error"[^>]*>([^<]+)', body)
             detail = error.group(1) if error else location
@@ -146,10 +167,11 @@ class Contractor:
             if think:
                 await asyncio.sleep(think)
             started = time.perf_counter()
-            if not await self.submit(turn_id, token, int(think * 1000)):
+            answer = await self.submit(turn_id, token, int(think * 1000))
+            if answer is False:
                 page, failures = None, failures + 1
                 continue
-            page = await self.load_review()
+            page = await self.load_review() if answer is True else answer
             if page is None:
                 failures += 1
                 continue

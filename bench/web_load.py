@@ -10,8 +10,10 @@ model version, two-turn conversations whose responses are stored and which their
 judged: no model runs), collects static files, starts gunicorn (4 sync workers: see --workers)
 and runs the contractors in a separate process with an async HTTP client (aiohttp). Each
 contractor signs in through the login form, then loops: think, POST a judgement of the turn the
-review page shows, GET the review page (the next turn, and the "recorded" message that confirms
-the submit). Phases, each with its own contractors so each starts at the front of the queue:
+review page shows as the page's boosted form does (htmx: the answer is the next turn, with the
+"recorded" message that confirms the submit; with --no-htmx, as without JavaScript: a plain
+POST, its redirect, then a GET of the review page). Phases, each with its own contractors so
+each starts at the front of the queue:
 
   a     50 contractors, 1 s think time (each starts after a random part of it, so they do not
         all submit in the same instant);
@@ -145,6 +147,7 @@ def run_phase(
     seed_value: int = 0,
     server_pid: int | None = None,
     timeout_s: float = 30.0,
+    htmx: bool = True,
 ) -> dict:
     """Run the contractors in their own process; sample the load average while they work."""
     with tempfile.TemporaryDirectory(prefix="web-load-") as folder:
@@ -157,6 +160,7 @@ def run_phase(
             "duration_s": duration_s,
             "seed": seed_value,
             "timeout_s": timeout_s,
+            "htmx": htmx,
             "out": str(out),
         }
         process = subprocess.Popen(
@@ -292,6 +296,12 @@ def arguments() -> argparse.Namespace:
     var_dir = Path(os.environ.get("ALIGNLAB_VAR_DIR", ROOT / "var"))
     parser.add_argument("--work-dir", type=Path, default=var_dir / "bench-web-load")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--no-htmx",
+        dest="htmx",
+        action="store_false",
+        help="judge as without JavaScript: a plain POST, its redirect, then a GET of the next turn",
+    )
     return parser.parse_args()
 
 
@@ -350,6 +360,7 @@ def main() -> None:
                 duration_s=args.duration,
                 seed_value=number,
                 server_pid=server.process.pid,
+                htmx=args.htmx,
             )
             check = database_check(usernames=usernames[name], confirmed=results["confirmed"])
             connections.close_all()
@@ -372,6 +383,7 @@ def report_write(args, server, rows: list[dict], *, seed_s: float, load_before: 
         "database": connection.vendor,
         "server": " ".join(server.command[2:]).replace(server.url.split("//")[1], "HOST:PORT"),
         "turns": args.turns,
+        "htmx": args.htmx,
         "seed_s": seed_s,
         "load_average_before_after": [load_before, load_after],
         "goal": goal(rows),
@@ -380,7 +392,8 @@ def report_write(args, server, rows: list[dict], *, seed_s: float, load_before: 
     print(markdown(rows))
     print(
         f"\n{report['cpu']}, {report['cores']} cores; {report['database']}; {report['server']}; "
-        f"{args.turns} judged turns; {args.duration:g} s per phase; 1-min load average "
+        f"{args.turns} judged turns; {'htmx' if args.htmx else 'plain form'} submits; "
+        f"{args.duration:g} s per phase; 1-min load average "
         f"{load_before:.2f} before, {load_after:.2f} after; goal met: {report['goal']['met']} "
         f"(data intact: {report['goal']['data_intact']})"
     )

@@ -32,7 +32,8 @@ def test_two_contractors_judge_through_gunicorn_and_every_judgement_is_stored_on
     from collection.models import Judgement
 
     usernames, password = ["wl-t-000", "wl-t-001"], secrets.token_urlsafe(12)
-    web_load.seed(usernames=usernames, turns=150, password=password)
+    plain_names = ["wl-p-000", "wl-p-001"]  # judging as without JavaScript
+    web_load.seed(usernames=usernames + plain_names, turns=150, password=password)
     server = web_load.start_server(
         database_url=database_url(connection.settings_dict),
         static_root=tmp_path / "static",
@@ -41,18 +42,29 @@ def test_two_contractors_judge_through_gunicorn_and_every_judgement_is_stored_on
         threads=2,
     )
     try:
-        results = web_load.run_phase(
-            url=server.url,
-            usernames=usernames,
-            password=password,
-            think_s=0.0,
-            duration_s=2.0,
-            server_pid=server.process.pid,
-        )
+        results, plain = [
+            web_load.run_phase(
+                url=server.url,
+                usernames=names,
+                password=password,
+                think_s=0.0,
+                duration_s=duration,
+                server_pid=server.process.pid,
+                htmx=htmx,
+            )
+            for names, duration, htmx in ((usernames, 2.0, True), (plain_names, 1.0, False))
+        ]
     finally:
         web_load.stop_server(server)
     check = web_load.database_check(usernames=usernames, confirmed=results["confirmed"])
     row = web_load.summarize("tiny", results, check)
+
+    # The boosted form's answer is the next turn: a GET only for each contractor's first page.
+    # Without JavaScript each judgement is a POST, its redirect, then a GET.
+    assert len(results["latencies_ms"]["load"]) == 2
+    plain_check = web_load.database_check(usernames=plain_names, confirmed=plain["confirmed"])
+    assert plain["errors"] == {} and plain_check["lost"] == plain_check["duplicated"] == 0
+    assert len(plain["latencies_ms"]["load"]) >= len(plain["confirmed"]) + 2 > 2
 
     assert results["signed_in"] == 2
     assert row["errors"] == 0, (row["errors_by_kind"], row["error_examples"], server.output())
