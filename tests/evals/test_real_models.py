@@ -1,8 +1,9 @@
 """The HHH evaluation of the real default language model, with and without the HHH prompt.
 
-A balanced subset (the first 2 items of each category): the full 221 items take minutes on a
+A balanced subset (the first item of each category): the full 221 items take minutes on a
 CPU and are measured by `bench/evals.py`; this test checks that the real model, the shipped
-items and the prompt are wired together, on any clone.
+items and the prompt are wired together, on any clone. (Two items a category took 221 s of
+its 900 s timeout on a slow AVX2-only box, too near a third of it beside a busy core.)
 """
 
 import math
@@ -14,7 +15,7 @@ from assistant.services import default_lm_ensure
 from evals import services
 from evals.models import EvalRun
 
-PER_CATEGORY = 2
+PER_CATEGORY = 1
 CATEGORIES = ("helpful", "honest", "harmless", "other")
 
 
