@@ -238,7 +238,7 @@ def _in_a_snapshot(judgement: Judgement) -> bool:
     return False
 
 
-def _judgement_values(campaign: Campaign, turn: Turn, ranking, scale, tie, shown=None) -> dict:
+def _judgement_values(campaign: Campaign, turn: Turn, ranking, scale, tie, *, shown) -> dict:
     """The stored fields of a judgement: ranking, submitted_ranking, scale, strength, tie.
 
     A preference: `ranking` better first (a red teamer's first pick, the MORE harmful
@@ -248,7 +248,7 @@ def _judgement_values(campaign: Campaign, turn: Turn, ranking, scale, tie, shown
     preference; consensus, training and Elo read `tie` and leave the order out. The
     conversation continues with response A.
     """
-    response_ids = [pk for pk, _, _ in (_shown(turn) if shown is None else shown)]
+    response_ids = [pk for pk, _, _ in shown]  # `_shown(turn)`, read under the turn's lock
     pairwise = turn.judged_as == Campaign.JudgementType.PAIRWISE
     submitted, strength = _submitted_order(pairwise, response_ids, ranking, scale, tie)
     reverse = campaign.mode == Campaign.Mode.RED_TEAM and not tie

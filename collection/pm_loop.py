@@ -101,23 +101,17 @@ def score_turn_candidates(pm: ModelVersion, messages, texts: Sequence[str]) -> l
     return runtime.pm_scorer(pm).score_groups([(messages, list(texts))])[0]
 
 
-def agreement_record(judgement: Judgement, campaign: Campaign, *, shown=None) -> PMAgreement | None:
+def agreement_record(judgement: Judgement, campaign: Campaign, *, shown) -> PMAgreement | None:
     """Record whether `judgement` agrees with the PM's blind prediction of its turn.
 
     Nothing is recorded for a turn whose shown responses were not all scored by one PM, for a
     tie (no preference to agree with) or an imported judgement. Idempotent: a judgement has at
     most one row, and a revised judgement updates it. `shown`: the turn's (response id, PM
-    score, PM version id) rows when the caller read them already (under the turn's lock).
+    score, PM version id) rows, which the caller read under the turn's lock.
     """
     if judgement.tie or judgement.origin == Judgement.Origin.IMPORTED or not judgement.ranking:
         PMAgreement.objects.filter(judgement=judgement).delete()
         return None
-    if shown is None:
-        shown = list(
-            Response.objects.filter(turn_id=judgement.turn_id).values_list(
-                "pk", "pm_score", "pm_version_id"
-            )
-        )
     versions = {version for _, _, version in shown}
     if not shown or None in versions or len(versions) != 1 or any(s is None for _, s, _ in shown):
         return None
