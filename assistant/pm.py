@@ -24,6 +24,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_N
 
 from assistant.files import staged_folder
 from assistant.hardware import bf16_autocast, bf16_warning, check_bf16_request
+from assistant.segment_attention import SEGMENT_ATTENTION, Segments, segments_of
 from assistant.transcripts import render, reply_split
 
 logger = logging.getLogger(__name__)
@@ -130,6 +131,28 @@ def packed_inputs(
     return pack_ids(grouped, tokenizer.pad_token_id)
 
 
+def flat_pack_ids(grouped: Sequence[tuple[list[int], list[list[int]]]], pad_token_id: int) -> dict:
+    """`group_ids`' groups back to back in ONE row, no padding, for the segment attention
+    (`assistant.segment_attention`): `input_ids` and `position_ids` (1 x tokens, positions as
+    `pack_ids` gives them), `attention_mask` (1 x tokens, all real), `reward_index` (each EOC,
+    at row 0) and `segments`, which place the tokens in `pack_ids`' rows for attention."""
+    blocks = pack_ids(grouped, pad_token_id)
+    segments = segments_of(grouped, blocks["attention_mask"])
+    rows, width = blocks["input_ids"].shape
+    where = segments.flat
+    ends = blocks["reward_index"][:, 0] * width + blocks["reward_index"][:, 1]
+    return {
+        "input_ids": blocks["input_ids"].view(-1)[where][None],
+        "attention_mask": torch.ones((1, where.numel()), dtype=torch.long),
+        "position_ids": blocks["position_ids"].view(-1)[where][None],
+        # Each EOC's padded slot, as a flat index (`flat` is sorted: a binary search).
+        "reward_index": torch.stack(
+            [torch.zeros_like(ends), torch.searchsorted(where, ends)], dim=1
+        ),
+        "segments": segments,
+    }
+
+
 def pack_ids(grouped: Sequence[tuple[list[int], list[list[int]]]], pad_token_id: int) -> dict:
     """`packed_inputs` from the token ids `group_ids` gives."""
     layouts = []  # per row: (ids, prefix length, [(start, length)] per response)
@@ -221,13 +244,23 @@ class PreferenceModel(nn.Module):
         attention_mask: torch.Tensor,
         position_ids: torch.Tensor | None = None,
         reward_index: torch.Tensor | None = None,
+        segments: Segments | None = None,
     ) -> torch.Tensor:
         """One reward per row, read at each row's last real (EOC) token; or, for a batch made
-        by `packed_inputs` (a 4D mask), one reward per `reward_index` entry."""
-        packed = attention_mask.dim() == 4
+        by `packed_inputs` (a 4D mask) or `flat_pack_ids` (`segments`), one reward per
+        `reward_index` entry."""
+        packed = attention_mask.dim() == 4 or segments is not None
         if packed and (position_ids is None or reward_index is None):
             raise ValueError("a packed batch needs its position_ids and reward_index")
         kwargs = {}
+        if segments is not None:
+            if self.attention != SEGMENT_ATTENTION:
+                raise ValueError(
+                    f"a flat packed batch needs the {SEGMENT_ATTENTION!r} attention "
+                    f"(the backbone has {self.attention!r})"
+                )
+            kwargs["segments"] = segments
+            attention_mask = None  # the segments say who attends to whom
         if self._takes_position_ids:
             # Count positions over real tokens only, so left padding shifts nothing.
             kwargs["position_ids"] = (
@@ -237,8 +270,11 @@ class PreferenceModel(nn.Module):
             raise ValueError(f"{type(self.backbone).__name__} cannot take packed inputs")
         if self._takes_use_cache:
             kwargs["use_cache"] = False
-        mask = self._attention_mask(attention_mask) if packed else attention_mask
-        hidden = self.backbone(input_ids=input_ids, attention_mask=mask, **kwargs).last_hidden_state
+        if attention_mask is not None and attention_mask.dim() == 4:
+            attention_mask = self._attention_mask(attention_mask)
+        hidden = self.backbone(
+            input_ids=input_ids, attention_mask=attention_mask, **kwargs
+        ).last_hidden_state
         if packed:
             rows, last = reward_index[:, 0], reward_index[:, 1]
         else:
@@ -252,13 +288,18 @@ class PreferenceModel(nn.Module):
         return self.head(picked).squeeze(-1)
 
     @property
+    def attention(self) -> str:
+        """The backbone's attention implementation ("sdpa", "eager", SEGMENT_ATTENTION, …)."""
+        return getattr(self.backbone.config, "_attn_implementation", None) or "sdpa"
+
+    @property
     def can_pack(self) -> bool:
         """Whether `packed_inputs` batches fit: a causal decoder that takes position ids."""
         return self._takes_position_ids and backbone_kind(self.backbone) == "decoder"
 
     def _attention_mask(self, mask: torch.Tensor) -> torch.Tensor:
         # SDPA (the default) takes a boolean mask as it is; eager attention adds its mask.
-        if getattr(self.backbone.config, "_attn_implementation", "sdpa") != "eager":
+        if self.attention != "eager":
             return mask
         floor = torch.finfo(self.backbone.dtype).min
         return torch.zeros(mask.shape, dtype=self.backbone.dtype, device=mask.device).masked_fill(

@@ -5,10 +5,11 @@
 Both train a SmolLM2-135M backbone with a scalar head on the same HH-RLHF pairs (the fixed
 split of collection/data/hh-rlhf/SOURCE.txt: held-out = lines with i % 5 == 0, 463 pairs; train =
 the other 1,849), with the same max length, batch size, learning rate, schedule, bf16 autocast and
-number of pairs, one epoch each, in one process one after the other. Reported: pairs/s for each and
-their ratio (goal: ours >= 2.0x TRL), held-out accuracy of each with a 95% Wilson interval
-(goal: ours >= TRL), and our model-FLOP utilisation against this CPU's bf16 matmul peak measured
-in the same run.
+number of pairs, one epoch each, one after the other in one invocation (each trainer in a child
+process of its own, so the second starts with the first one's memory given back). Reported:
+pairs/s for each and their ratio (goal: ours >= 3.0x TRL), held-out accuracy of each with a 95%
+Wilson interval (goal: ours >= TRL), each one's peak RSS, and our model-FLOP utilisation against
+this CPU's bf16 matmul peak measured in the same run (goal: 45 %).
 
 Both see the same tokens: each transcript is tokenised, ended with one end token (our EOC; TRL:
 EOS, which it reads as the last non-pad token) and cut from the LEFT to --max-length, before
@@ -17,8 +18,9 @@ pairs instead of cutting them) drops nothing. Our trainer packs each pair into o
 shared context once, then both responses; `assistant.pm.packed_inputs`) and groups batches by
 length; TRL pads chosen and rejected rows to the longest in a random batch. TRL's own default of
 gradient checkpointing is turned off so both keep all activations; TRL keeps its default
-attention kernel (SDPA), ours picks eager on CPU (TRL with eager ran out of this machine's 24 GB
-on its padded batches of 16 rows). TRL runs in a child process of its own, after ours.
+attention kernel (SDPA); ours on a CPU runs its linear layers on one flat row of real tokens and
+attention in the padded rows (`assistant.segment_attention`; TRL with eager attention ran out of
+this machine's 24 GB on its padded batches of 16 rows). Each trainer's peak RSS is reported.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import argparse
 import gzip
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -103,10 +106,12 @@ def run_ours(folder: Path, train: list, held_out: list, args) -> dict:
     from transformers import AutoTokenizer
 
     from assistant.pm import PreferenceModel
+    from assistant.segment_attention import SEGMENT_ATTENTION
     from evals.stats import accuracy_with_ci
     from training.config import PreferenceTrainingConfig
     from training.data import LengthGroupedBatchSampler, RankingCollator
     from training.loop import train_preference_model
+    from training.runner import training_attention
 
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     torch.manual_seed(args.seed)
@@ -124,12 +129,15 @@ def run_ours(folder: Path, train: list, held_out: list, args) -> dict:
         seed=args.seed,
     )
     rankings = train
+    attention = training_attention(model, config, torch.device("cpu"))
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     result = train_preference_model(model, tokenizer, rankings, config, device="cpu")
     train_s = time.perf_counter() - started
 
     # The tokens the trainer computed: rebuild its batches (cheap) and measure each packed row.
+    # Under the segment attention the linear layers see the real tokens only (one flat row),
+    # and only attention the padded rows.
     collate = RankingCollator(
         tokenizer, eoc_token_id=model.eoc_token_id, max_length=args.max_length, pack=True
     )
@@ -152,7 +160,7 @@ def run_ours(folder: Path, train: list, held_out: list, args) -> dict:
     correct = pm_pair_correct(model, tokenizer, held_out, args)
     eval_s = time.perf_counter() - started
     return {
-        "trainer": "ours (training.loop, packed)",
+        "trainer": f"ours (training.loop, packed, {attention})",
         "pairs": pairs,
         "steps": result.steps,
         "train_s": train_s,
@@ -160,6 +168,8 @@ def run_ours(folder: Path, train: list, held_out: list, args) -> dict:
         "tokens": tokens,
         "tokens_per_pair": tokens / pairs,
         "padded_tokens": padded,
+        "attention": attention,
+        "linear_layer_tokens": tokens if attention == SEGMENT_ATTENTION else padded,
         "model_flops": flops,
         "achieved_flops_per_s": flops / train_s,
         "final_loss": result.history[-1]["loss"],
@@ -305,11 +315,14 @@ def run_trl(folder: Path, train: list, held_out: list, args, pairs: int) -> dict
     }
 
 
-def run_trl_in_a_process(args, pairs: int) -> dict:
-    """TRL in a fresh process: our run's memory is gone, and TRL's peak is its own."""
+def run_in_a_process(args, *, trl_pairs: int | None = None) -> dict:
+    """Ours (trl_pairs None) or TRL on the first `trl_pairs` pairs, in a fresh process of its
+    own: each starts with the memory the other held given back, and its peak is its own. (Ours
+    in this process kept ~11 GB after training, and TRL's child beside it was OOM-killed.)"""
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "trl.json"
-        command = [sys.executable, __file__, "--trl-only-pairs", str(pairs), "--json", str(out)]
+        out = Path(tmp) / "run.json"
+        role = ["--ours-only"] if trl_pairs is None else ["--trl-only-pairs", str(trl_pairs)]
+        command = [sys.executable, __file__, *role, "--json", str(out)]
         for name in (
             "models_dir",
             "hh_file",
@@ -340,12 +353,12 @@ def report_lines(ours: dict, trl: dict, peak: float, args) -> list[str]:
 
     return [
         "| trainer | pairs | steps | train (s) | pairs/s | tokens/pair | held-out accuracy "
-        "[95% CI] | last loss |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "[95% CI] | last loss | peak RSS (MB) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         *(
             f"| {r['trainer']} | {r['pairs']} | {r['steps']} | {r['train_s']:.0f} | "
             f"{r['pairs_per_s']:.2f} | {r['tokens_per_pair']:.0f} | {acc(r)} | "
-            f"{r['final_loss']:.3f} |"
+            f"{r['final_loss']:.3f} | {r.get('peak_rss_mb', 0):,.0f} |"
             for r in (ours, trl)
         ),
         "",
@@ -388,6 +401,7 @@ def main() -> None:
         help="autocast both trainers to bf16: auto (default) = where this CPU computes it natively",
     )
     parser.add_argument("--trl-only-pairs", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--ours-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--skip-trl", action="store_true", help="ours only (the accuracy run)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
@@ -409,14 +423,18 @@ def main() -> None:
     train, held_out = hh_split(args.hh_file)
     train = [to_ranking(row) for row in train[: args.train_pairs]]
     held_out = [to_ranking(row) for row in held_out[: args.held_out_pairs]]
-    if args.trl_only_pairs:  # the child process of run_trl_in_a_process
-        trl = run_trl(folder, train, held_out, args, pairs=args.trl_only_pairs)
-        args.json.write_text(json.dumps(trl))
+    if args.trl_only_pairs or args.ours_only:  # a child process of run_in_a_process
+        if args.ours_only:
+            figures = run_ours(folder, train, held_out, args)
+        else:
+            figures = run_trl(folder, train, held_out, args, pairs=args.trl_only_pairs)
+        figures["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        args.json.write_text(json.dumps(figures))
         return
     path = bf16_path(args.bf16, "cpu")
     peak = matmul_peak(args.bf16)
     print(f"{path}: matmul peak {peak / 1e9:.0f} GFLOP/s", file=sys.stderr, flush=True)
-    ours = run_ours(folder, train, held_out, args)
+    ours = run_in_a_process(args)
     print(json.dumps(ours, indent=1), file=sys.stderr, flush=True)
     # Measured again after training and the larger taken: a busy machine lowers the first.
     peak = max(peak, matmul_peak(args.bf16))
@@ -429,7 +447,7 @@ def main() -> None:
         "args": {k: str(v) for k, v in vars(args).items()},
     }
     if not args.skip_trl:
-        trl = run_trl_in_a_process(args, pairs=ours["pairs"])
+        trl = run_in_a_process(args, trl_pairs=ours["pairs"])
         report["trl"] = trl
         report["ratio"] = ours["pairs_per_s"] / trl["pairs_per_s"]
         print("\n".join(report_lines(ours, trl, peak, args)))

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 from assistant.hardware import check_bf16_request
 
 LOSSES = ("ranked", "binary", "imitation")
-ATTENTIONS = ("auto", "eager", "sdpa")
+ATTENTIONS = ("auto", "eager", "sdpa", "alignlab_segments")
 RENDER_MODES = ("auto", "chat", "completion")
 
 
@@ -135,8 +135,10 @@ class RunConfig:
     checkpoint_every: int = 200
     # Seeds the batch order, dropout (where the model has any) and a new PM head's initialisation.
     seed: int = 0
-    # Attention kernel while training: "auto" = "eager" on CPU (its matmuls beat the CPU SDPA
-    # kernels' backward at these lengths, measured in BENCHMARKS.md), "sdpa" on CUDA.
+    # Attention kernel while training: "auto" = on a CPU "alignlab_segments" for a packing
+    # decoder PM (flat rows without padding, assistant/segment_attention.py) and "eager"
+    # otherwise (its matmuls beat the CPU SDPA kernels' backward at these lengths, measured in
+    # BENCHMARKS.md); "sdpa" on CUDA.
     attention: str = "auto"
 
     def to_dict(self) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from dataclasses import KW_ONLY, asdict, dataclass, field
 import torch
 from torch.utils.data import Dataset
 
-from assistant.pm import packed_inputs, pm_inputs
+from assistant.pm import flat_pack_ids, group_ids, packed_inputs, pm_inputs
 from assistant.transcripts import render, reply_split
 
 STRENGTHS = (1, 2, 3, 4)  # collection's pairwise strength: 1 slightly … 4 much better
@@ -149,7 +149,9 @@ class RankingCollator:
     trains on them; pass the EOS id as `eoc_token_id` there so the LM learns to stop).
     With `pack=True` (causal decoder PMs) each ranking is one row instead: its context once,
     then every response, under a block mask (`assistant.pm.packed_inputs`), so the shared
-    context is computed once per ranking rather than once per response.
+    context is computed once per ranking rather than once per response. With `flat=True` as
+    well, the packed rankings sit back to back in ONE row with no padding, for a backbone under
+    the segment attention (`assistant.pm.flat_pack_ids`).
     """
 
     tokenizer: object
@@ -160,11 +162,14 @@ class RankingCollator:
     response_mask: bool = False
     padding_side: str = "right"
     pack: bool = False
+    flat: bool = False
     weighted: bool = False
 
     def __post_init__(self):
         if self.pack and self.response_mask:
             raise ValueError("packed batches are for PM losses; imitation needs one row each")
+        if self.flat and not self.pack:
+            raise ValueError("flat=True lays packed rankings in one row: it needs pack=True")
 
     def __call__(self, rankings: Sequence[Ranking]) -> dict[str, torch.Tensor]:
         texts, ranks, group = [], [], []
@@ -172,7 +177,17 @@ class RankingCollator:
             texts += ranking.texts()
             ranks += ranking.ranks
             group += [g] * len(ranking.responses)
-        if self.pack:
+        if self.flat:
+            batch = flat_pack_ids(
+                group_ids(
+                    self.tokenizer,
+                    [ranking.split() for ranking in rankings],
+                    eoc_token_id=self.eoc_token_id,
+                    max_length=self.max_length,
+                ),
+                self.tokenizer.pad_token_id,
+            )
+        elif self.pack:
             batch = packed_inputs(
                 self.tokenizer,
                 [ranking.split() for ranking in rankings],

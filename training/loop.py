@@ -17,6 +17,7 @@ import torch
 
 from assistant.hardware import bf16_autocast
 from assistant.pm import PreferenceModel
+from assistant.segment_attention import SEGMENT_ATTENTION
 from training.config import PreferenceTrainingConfig
 from training.data import LengthGroupedBatchSampler, Ranking, RankingCollator, rankings_hash
 from training.losses import (
@@ -45,9 +46,13 @@ class RankingObjective(Objective):
     def __init__(self, model, tokenizer, train, config, *, eval_set=None, device=None):
         self.model, self.tokenizer, self.train, self.config = model, tokenizer, train, config
         self.eval_set, self.held_out, self.device = eval_set, bool(eval_set), device
-        self.collator = ranking_collator(model, tokenizer, config)
+        self.collator = None
 
     def collate(self, indices):
+        if self.collator is None:
+            # Built at the first batch, after the runner switched the attention kernel: the
+            # segment attention takes flat rows, the others one padded row per ranking.
+            self.collator = ranking_collator(self.model, self.tokenizer, self.config)
         return self.collator([self.train[i] for i in indices])
 
     def loss(self, model, batch, autocast):
@@ -122,7 +127,10 @@ def train_preference_model(
 
 
 def ranking_collator(model, tokenizer, config: PreferenceTrainingConfig) -> RankingCollator:
+    """The collator for `model` as it is now: packed where it can pack, and flat (one row, no
+    padding) where its backbone runs the segment attention."""
     imitation = config.loss == "imitation"
+    pack = config.pack_context and not imitation and unwrapped(model).can_pack
     return RankingCollator(
         tokenizer,
         # The LM baseline has no EOC token: it ends each response with EOS, and learns to stop.
@@ -130,7 +138,8 @@ def ranking_collator(model, tokenizer, config: PreferenceTrainingConfig) -> Rank
         max_length=config.max_length,
         margin_scale=config.margin_scale if config.margin_from_strength else None,
         response_mask=imitation,
-        pack=config.pack_context and not imitation and unwrapped(model).can_pack,
+        pack=pack,
+        flat=pack and unwrapped(model).attention == SEGMENT_ATTENTION,
         weighted=config.weighted,
     )
 
@@ -144,7 +153,9 @@ def loss_and_rewards(model, batch: dict, kind: str):
         preferred = binary_labels(ranks, group).bool()
         loss = imitation_loss(logits, response.masked_fill(~preferred[:, None], -100))
         return loss, sequence_logprobs(logits.detach(), response)
-    packed = {key: batch[key] for key in ("position_ids", "reward_index") if key in batch}
+    packed = {
+        key: batch[key] for key in ("position_ids", "reward_index", "segments") if key in batch
+    }
     rewards = model(batch["input_ids"], batch["attention_mask"], **packed)
     if kind == "binary":
         return binary_discrimination_loss(rewards, binary_labels(ranks, group)), rewards

@@ -38,8 +38,10 @@ from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
 from assistant.hardware import bf16_autocast, bf16_warning
+from assistant.segment_attention import SEGMENT_ATTENTION, SEGMENT_MODEL_TYPES, can_use_segments
 from training.checkpoints import needs_final_checkpoint, resume_state, save_checkpoint
 from training.data import LengthGroupedBatchSampler
+from training.heap import retained_heap
 
 logger = logging.getLogger(__name__)
 
@@ -234,7 +236,19 @@ def run_steps(
     The caller seeds torch and prepares the model first (LoRA, gradient checkpointing). Called
     again with the same `checkpoint_dir` it resumes from the newest checkpoint there (under
     DDP that folder must be visible to every rank, as it is with torchrun on one node).
+    On a CPU the C heap keeps its freed memory while the steps run (`training.heap`).
     """
+    with retained_heap(where.device.type == "cpu"):
+        return _run_steps(
+            model, objective, config, sampler, where, data_hash,
+            on_step, should_stop, checkpoint_dir, resume,
+        )  # fmt: skip
+
+
+def _run_steps(
+    model, objective, config, sampler, where, data_hash, on_step, should_stop, checkpoint_dir,
+    resume,
+) -> TrainResult:  # fmt: skip
     steps, step, history, last_checkpoint = _start(
         model, objective, config, sampler, where, data_hash, checkpoint_dir, resume
     )
@@ -356,14 +370,39 @@ def unwrapped(model):
 
 def set_attention(model, config, device: torch.device) -> str | None:
     """Switch the backbone to the configured attention kernel; return the one it had."""
-    wanted = config.attention
-    if wanted == "auto":
-        wanted = "eager" if device.type == "cpu" else "sdpa"
+    wanted = training_attention(model, config, device)
     backbone = getattr(unwrapped(model), "backbone", unwrapped(model))
     before = getattr(backbone.config, "_attn_implementation", None)
     if before != wanted and hasattr(backbone, "set_attn_implementation"):
         backbone.set_attn_implementation(wanted)
     return before
+
+
+def training_attention(model, config, device: torch.device) -> str:
+    """The attention kernel `model` trains with under `config` on `device`."""
+    backbone = getattr(unwrapped(model), "backbone", unwrapped(model))
+    flat = _flat_packs(unwrapped(model), config, backbone)
+    if config.attention == SEGMENT_ATTENTION and not flat:
+        raise ValueError(
+            f"attention={SEGMENT_ATTENTION!r} trains a packing decoder PM (ranked or binary loss, "
+            f"pack_context on, a {'/'.join(sorted(SEGMENT_MODEL_TYPES))} backbone)"
+        )
+    if config.attention != "auto":
+        return config.attention
+    if device.type != "cpu":
+        return "sdpa"
+    return SEGMENT_ATTENTION if flat else "eager"
+
+
+def _flat_packs(model, config, backbone) -> bool:
+    """Whether this run's batches can be flat packed rows (`assistant.segment_attention`): a
+    PM loss with packing on, on a decoder whose attention the segment kernel reproduces."""
+    return (
+        getattr(config, "pack_context", False)  # distillation trains an LM: no packing
+        and getattr(config, "loss", None) != "imitation"
+        and getattr(model, "can_pack", False)
+        and can_use_segments(backbone.config)
+    )
 
 
 def restore_attention(model, before: str | None) -> None:

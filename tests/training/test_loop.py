@@ -210,8 +210,16 @@ def test_packed_and_one_row_per_response_training_take_the_same_steps():
 
 def test_the_attention_kernel_is_chosen_for_training_and_given_back():
     losses = {}
-    for attention, used in (("eager", "eager"), ("sdpa", "sdpa"), ("auto", "eager")):  # CPU
-        model, tokenizer = tiny_pm("decoder")
+    # On a CPU "auto" is the segment attention for a decoder that packs (flat rows, no
+    # padding: the same losses), eager for an encoder.
+    runs = (
+        ("eager", "eager", "decoder"),
+        ("sdpa", "sdpa", "decoder"),
+        ("auto", "alignlab_segments", "decoder"),
+        ("auto", "eager", "encoder"),
+    )
+    for attention, used, kind in runs:
+        model, tokenizer = tiny_pm(kind)
         before = model.backbone.config._attn_implementation
         seen = []
         result = train_preference_model(
@@ -223,9 +231,10 @@ def test_the_attention_kernel_is_chosen_for_training_and_given_back():
                 model.backbone.config._attn_implementation
             ),
         )
-        losses[attention] = [m["loss"] for m in result.history]
+        losses[attention, kind] = [m["loss"] for m in result.history]
         assert seen == [used, used]
         assert model.backbone.config._attn_implementation == before
-    assert losses["eager"] == pytest.approx(losses["sdpa"], abs=1e-4)
+    assert losses["eager", "decoder"] == pytest.approx(losses["sdpa", "decoder"], abs=1e-4)
+    assert losses["auto", "decoder"] == pytest.approx(losses["eager", "decoder"], abs=1e-4)
     with pytest.raises(ValueError, match="attention must be one of"):
         config(attention="flash")
