@@ -10,8 +10,8 @@ blocks come from the heap and freed memory stays mapped (0 faults a step after t
 on leaving, the defaults are back and `malloc_trim` returns what is free to the system.
 
 glibc only (Linux); elsewhere it does nothing. `mallopt` changes the whole process, so the
-runner enters it for the steps only, and never under DDP's other threads' feet: it is set and
-restored on the thread that trains.
+runner enters it for the steps only. The cost: the process keeps its peak heap mapped until
+the steps end (the session-11 run peaked at 20.9 GB; BENCHMARKS.md says what is not yet known).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_MAX = -1, -2, -4
 DEFAULTS = {M_TRIM_THRESHOLD: 128 * 1024, M_TOP_PAD: 128 * 1024, M_MMAP_MAX: 65536}
 RETAINED = {
     M_MMAP_MAX: 0,  # every block from the heap, so a freed one is reused, not unmapped
-    M_TRIM_THRESHOLD: -1,  # never trim: glibc reads the int as a size_t, so -1 is SIZE_MAX
+    M_TRIM_THRESHOLD: -1,  # never trim: glibc reads the int as a size_t, -1 is SIZE_MAX
     M_TOP_PAD: 256 * 2**20,  # grow the heap in 256 MB steps: fewer brk calls
 }
 
