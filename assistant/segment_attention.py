@@ -34,18 +34,17 @@ from transformers import AttentionInterface, AttentionMaskInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import sdpa_mask
 
+from assistant.backends.shared_prefix import SHARED_PREFIX_MODEL_TYPES, can_share_prefix
+
 SEGMENT_ATTENTION = "alignlab_segments"
-# Architectures whose attention is plain causal softmax attention with rotary positions from
-# position_ids, so the per-group computation below is what their own attention computes.
-SEGMENT_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
+# The architectures `can_use_segments` admits (without a sliding window).
+SEGMENT_MODEL_TYPES = SHARED_PREFIX_MODEL_TYPES
 
 
 def can_use_segments(config) -> bool:
-    """Whether a backbone of this config may train on flat segment rows."""
-    sliding = getattr(config, "sliding_window", None) is not None and getattr(
-        config, "use_sliding_window", True
-    )
-    return config.model_type in SEGMENT_MODEL_TYPES and not sliding
+    """Whether a backbone of this config may train on flat segment rows: its attention must be
+    plain causal softmax attention, the same condition as the shared-prefix attention's."""
+    return can_share_prefix(config)
 
 
 @dataclass(frozen=True)
@@ -67,14 +66,6 @@ class Segments:
     @property
     def length(self) -> int:
         return self.flat.numel()
-
-    def hidden_rows(self, group: int) -> torch.Tensor:
-        """`hidden` for `group` query heads stacked as rows (rows x 1 x group*width x width)."""
-        if group == 1:
-            return self.hidden
-        return self.hidden.expand(self.rows, group, self.width, self.width).reshape(
-            self.rows, 1, group * self.width, self.width
-        )
 
     def to(self, device) -> Segments:
         return Segments(
@@ -129,7 +120,12 @@ def _segment_attention(
     q = padded(query * scaling).reshape(rows, kv_heads, group * width, dim)
     k, v = padded(key), padded(value)
     scores = torch.matmul(q, k.transpose(-1, -2))  # (rows, kv_heads, group * width, width)
-    scores = scores.masked_fill(segments.hidden_rows(group), float("-inf"))
+    # The same mask for every query head of a group: a broadcast view, not a copy per layer.
+    scores = (
+        scores.view(rows, kv_heads, group, width, width)
+        .masked_fill(segments.hidden[:, :, None], float("-inf"))
+        .view(rows, kv_heads, group * width, width)
+    )
     probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
     probs = F.dropout(probs, p=dropout, training=dropout > 0)
     out = torch.matmul(probs, v).view(rows, heads, width, dim)
