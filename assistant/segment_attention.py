@@ -1,4 +1,4 @@
-"""Linear layers over ONE flat row of packed groups, attention in their padded rows.
+"""Linear layers over ONE flat row of packed groups, attention group by group.
 
 A packed group (`assistant.pm.packed_inputs`) is a shared prefix, then each response; a
 response attends causally to itself and to the prefix, never to its siblings. Padded to one row
@@ -6,17 +6,20 @@ per group, a batch of eight HH pairs carried ~15 % padding through every linear 
 activation (bench/pm_training.py: 38,352 computed tokens for 32,553 real ones).
 
 Here the groups of a batch sit back to back in one row with no padding (`flat_pack_ids`), which
-is what the projections, the MLPs and the norms see. Only attention, a small part of the FLOPs
-at these lengths, lays queries, keys and values out in the padded rows (`Segments`: two index
-gathers) for one masked softmax per row, and gathers the real tokens' outputs back. That is
-exactly the block mask of `packed_inputs` (tests compare rewards and gradients), for the
-architectures whose attention is plain causal softmax attention (`can_use_segments`).
+is what the projections, the MLPs and the norms see. Attention takes each group's slice of that
+row as it is (a view: no gather, no padding) and adds the group's block mask inside the score
+matmul (`baddbmm`), so no masked copy of the scores is made and the backward has no pass for
+it; the softmax stays in the scores' dtype (bf16 under autocast: the CPU kernel accumulates in
+float32 and rounds once). That is exactly the block mask of `packed_inputs` (tests compare
+rewards and gradients), for the architectures whose attention is plain causal softmax attention
+(`can_use_segments`).
 
-Measured on a 2-core AVX-512 EPYC, bf16 autocast, forward + backward of three batches of eight
-pairs: eager on padded rows 4.41 s, this 3.67 s (BENCHMARKS.md). Tried and slower: SDPA per
-group (the prefix and first response as one `is_causal` block, each further response under a
-small mask) 6.2 s, its CPU backward dominating; a bf16 softmax (no float32 pass) 1.9x slower a
-layer at width 596.
+Measured on a 2-core AVX-512 EPYC, bf16 autocast, forward + backward of one layer's attention
+for eight groups of ~590 tokens (BENCHMARKS.md): the earlier version of this module (the groups
+gathered into padded rows, `masked_fill`, a float32 softmax) 90-115 ms, this 59-65 ms; a
+160-pair training run 1.63 -> 1.85 pairs/s and peak RSS 12.9 -> 8.4 GB. Tried and slower: SDPA
+per group (its CPU backward dominating); splitting each group into its prefix and one block per
+response (less masked work, more small ops: no faster).
 
 Switch a backbone to it with `set_attn_implementation(SEGMENT_ATTENTION)` (the trainer's
 "auto" does on a CPU); without `segments` the function is plain SDPA, so a switched model still
@@ -26,7 +29,7 @@ scores padded batches as before.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -49,19 +52,23 @@ def can_use_segments(config) -> bool:
 
 @dataclass(frozen=True)
 class Segments:
-    """Where each token of a flat row of `length` tokens sits in the padded block layout of
-    `assistant.pm.pack_ids` (`rows` x `width`), and that layout's mask.
+    """The groups of a flat row of packed tokens: where each begins and ends, who in it may
+    attend to whom, and where each token sits in `assistant.pm.pack_ids`' padded layout.
 
-    `padded[r * width + c]` is the flat index of row r's token c (padding points at token 0; its
-    scores are masked and its output dropped); `flat[i]` is the padded slot of flat token i;
-    `hidden` (rows x 1 x width x width, True = may NOT attend) is the block mask's complement.
+    `spans[r]` is (start, length) of group r in the flat row (the groups lie back to back);
+    `blocks[r]` (length x length, True = may attend) is `pack_ids`' block mask of that group
+    without its padding; `flat[i]` is flat token i's slot in the padded rows (`rows` x `width`),
+    which `flat_pack_ids` reads the rows through.
     """
 
-    padded: torch.Tensor
+    spans: tuple[tuple[int, int], ...]
+    blocks: tuple[torch.Tensor, ...]
     flat: torch.Tensor
-    hidden: torch.Tensor
     rows: int
     width: int
+    # Each group's additive mask as the attention adds it, made once a batch per
+    # (query heads per key/value head, dtype, device) and shared by every layer.
+    _biases: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def length(self) -> int:
@@ -69,31 +76,45 @@ class Segments:
 
     def to(self, device) -> Segments:
         return Segments(
-            self.padded.to(device), self.flat.to(device), self.hidden.to(device),
+            self.spans, tuple(block.to(device) for block in self.blocks), self.flat.to(device),
             self.rows, self.width,
         )  # fmt: skip
+
+    def biases(self, group: int, dtype: torch.dtype, device) -> list[torch.Tensor]:
+        """Per group, 0 where a query may attend and -inf where not, its rows repeated for the
+        `group` query heads that share a key/value head: (group * length) x length."""
+        key = (group, dtype, str(device))
+        if key not in self._biases:
+            made = []
+            for block in self.blocks:
+                bias = torch.zeros(block.shape, dtype=dtype, device=device)
+                bias.masked_fill_(~block.to(device), float("-inf"))
+                made.append(bias.repeat(group, 1))
+            self._biases[key] = made
+        return self._biases[key]
 
 
 def segments_of(grouped: Sequence[tuple[list[int], list[list[int]]]], mask: torch.Tensor):
     """The layout of `grouped` (`assistant.pm.group_ids`: prefix ids, each response's ids) laid
     back to back, one group after another, given `pack_ids`' block mask of the same groups."""
     rows, width = len(grouped), mask.shape[-1]
-    padded = torch.zeros(rows * width, dtype=torch.long)
-    flat, at = [], 0
+    spans, blocks, flat, at = [], [], [], 0
     for row, (prefix, own) in enumerate(grouped):
         if not own:
             raise ValueError("a packed group needs at least one response")
         length = len(prefix) + sum(map(len, own))
-        padded[row * width : row * width + length] = torch.arange(at, at + length)
+        spans.append((at, length))
+        blocks.append(mask[row, 0, :length, :length].clone())
         flat.append(torch.arange(row * width, row * width + length))
         at += length
-    return Segments(padded, torch.cat(flat), ~mask, rows, width)
+    return Segments(tuple(spans), tuple(blocks), torch.cat(flat), rows, width)
 
 
 def _segment_attention(
     module, query, key, value, attention_mask, *, scaling, dropout=0.0, segments=None, **kwargs
 ):
-    """Attention of a flat row under its block mask (module docstring); SDPA without `segments`.
+    """Attention of a flat row, group by group under its block mask (module docstring); SDPA
+    without `segments`.
 
     Eager matmuls, not SDPA: on a CPU their backward is the faster at these lengths."""
     if segments is None:
@@ -106,31 +127,30 @@ def _segment_attention(
             f"{tuple(query.shape[:1])} rows of {query.shape[2]}"
         )
     heads, dim = query.shape[1], query.shape[3]
-    rows, width = segments.rows, segments.width
-
-    def padded(states):  # (1, h, tokens, dim) -> (rows, h, width, dim)
-        h = states.shape[1]
-        picked = states[0].index_select(1, segments.padded)
-        return picked.view(h, rows, width, dim).transpose(0, 1)
-
     # Query head h reads key/value head h // group: each key/value head's queries as one
-    # (group x width) block of rows, so keys and values are never copied per query head.
+    # (group x length) block of rows, so keys and values are never copied per query head.
     kv_heads = key.shape[1]
     group = heads // kv_heads
-    q = padded(query * scaling).reshape(rows, kv_heads, group * width, dim)
-    k, v = padded(key), padded(value)
-    scores = torch.matmul(q, k.transpose(-1, -2))  # (rows, kv_heads, group * width, width)
-    # The same mask for every query head of a group: a broadcast view, not a copy per layer.
-    scores = (
-        scores.view(rows, kv_heads, group, width, width)
-        .masked_fill(segments.hidden[:, :, None], float("-inf"))
-        .view(rows, kv_heads, group * width, width)
-    )
-    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
-    probs = F.dropout(probs, p=dropout, training=dropout > 0)
-    out = torch.matmul(probs, v).view(rows, heads, width, dim)
-    out = out.transpose(1, 2).reshape(rows * width, heads, dim).index_select(0, segments.flat)
-    return out[None], None
+    # Under autocast the matmuls compute in its dtype; the rotary embedding hands the queries
+    # and keys over in float32 (its cos/sin follow the float32 embeddings). Cast the row once,
+    # not each group's slice, and make the masks in that dtype so autocast casts none of them.
+    device = query.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+    query, key, value = (states[0].to(dtype or states.dtype) for states in (query, key, value))
+    biases = segments.biases(group, query.dtype, query.device)
+    outputs = []
+    for (start, length), bias in zip(segments.spans, biases, strict=True):
+        end = start + length
+        q = query[:, start:end].reshape(kv_heads, group * length, dim)
+        # The mask added and the scale applied by the matmul itself: no masked copy of the
+        # scores nor a scaled one of the queries, and no pass for either in the backward.
+        scores = torch.baddbmm(bias, q, key[:, start:end].transpose(-1, -2), alpha=scaling)
+        # In the scores' dtype: the CPU kernel accumulates bf16 in float32 and rounds once, so
+        # the probabilities equal a float32 softmax's rounded, without a float32 copy.
+        probs = F.dropout(torch.softmax(scores, dim=-1), p=dropout, training=dropout > 0)
+        out = torch.bmm(probs, value[:, start:end])  # (kv_heads, group * length, dim)
+        outputs.append(out.view(heads, length, dim).transpose(0, 1))
+    return torch.cat(outputs)[None], None
 
 
 AttentionInterface.register(SEGMENT_ATTENTION, _segment_attention)

@@ -142,3 +142,22 @@ def test_only_plain_causal_decoders_use_segments(tokenizer):
     windowed = copy.deepcopy(decoder)
     windowed.model_type, windowed.sliding_window = "mistral", 16
     assert not can_use_segments(windowed)
+
+
+def test_under_bf16_autocast_the_flat_rows_score_as_the_block_mask(tokenizer):
+    # The mask is added inside the bf16 score matmul and the softmax runs in bf16 (float32
+    # accumulation): the rewards stay those of the float32-softmax eager block mask, to bf16's
+    # precision, and every layer shares the one mask the batch made.
+    model, tok = _pm(tokenizer)
+    model.eval()
+    grouped = _rows(model, tok)
+    flat = flat_pack_ids(grouped, tok.pad_token_id)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        model.backbone.set_attn_implementation("eager")
+        blocks = model(**pack_ids(grouped, tok.pad_token_id))
+        model.backbone.set_attn_implementation(SEGMENT_ATTENTION)
+        rewards = model(**flat)
+    torch.testing.assert_close(rewards, blocks, atol=0.05, rtol=0.02)
+    made = flat["segments"]._biases
+    assert list(made) == [(2, torch.bfloat16, "cpu")]  # the tiny model: 4 query heads, 2 kv
+    assert all(bias.dtype == torch.bfloat16 for bias in made[(2, torch.bfloat16, "cpu")])
