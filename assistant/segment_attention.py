@@ -153,6 +153,8 @@ def _segment_attention(
     return torch.cat(outputs)[None], None
 
 
-AttentionInterface.register(SEGMENT_ATTENTION, _segment_attention)
+# Never traced: under compiled layers (training/compiled.py) its loop over the groups would
+# recompile every batch; each layer compiles around it instead.
+AttentionInterface.register(SEGMENT_ATTENTION, torch.compiler.disable(_segment_attention))
 # Without `segments` the attention is SDPA's, so it needs SDPA's masks (padding, packing).
 AttentionMaskInterface.register(SEGMENT_ATTENTION, sdpa_mask)

@@ -108,6 +108,7 @@ def run_ours(folder: Path, train: list, held_out: list, args) -> dict:
     from assistant.pm import PreferenceModel
     from assistant.segment_attention import SEGMENT_ATTENTION
     from evals.stats import accuracy_with_ci
+    from training.compiled import wants_compiled_layers
     from training.config import PreferenceTrainingConfig
     from training.data import LengthGroupedBatchSampler, RankingCollator
     from training.loop import train_preference_model
@@ -130,6 +131,9 @@ def run_ours(folder: Path, train: list, held_out: list, args) -> dict:
     )
     rankings = train
     attention = training_attention(model, config, torch.device("cpu"))
+    compiled = wants_compiled_layers(
+        model, config, torch.device("cpu"), attention=attention, distributed=False
+    )
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     result = train_preference_model(model, tokenizer, rankings, config, device="cpu")
@@ -160,7 +164,8 @@ def run_ours(folder: Path, train: list, held_out: list, args) -> dict:
     correct = pm_pair_correct(model, tokenizer, held_out, args)
     eval_s = time.perf_counter() - started
     return {
-        "trainer": f"ours (training.loop, packed, {attention})",
+        "trainer": f"ours (training.loop, packed, {attention}"
+        + (", compiled layers)" if compiled else ")"),
         "pairs": pairs,
         "steps": result.steps,
         "train_s": train_s,
@@ -169,6 +174,7 @@ def run_ours(folder: Path, train: list, held_out: list, args) -> dict:
         "tokens_per_pair": tokens / pairs,
         "padded_tokens": padded,
         "attention": attention,
+        "compiled_layers": compiled,
         "linear_layer_tokens": tokens if attention == SEGMENT_ATTENTION else padded,
         "model_flops": flops,
         "achieved_flops_per_s": flops / train_s,

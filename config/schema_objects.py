@@ -225,6 +225,7 @@ def _config_field_schema(field: dataclasses.Field) -> dict:
     choices = {
         "loss": config.LOSSES,
         "attention": config.ATTENTIONS,
+        "compile_layers": config.COMPILE_CHOICES,
         "render_mode": config.RENDER_MODES,
     }.get(field.name)
     if choices:

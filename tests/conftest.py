@@ -67,10 +67,12 @@ def _required(variable: str) -> bool:
 
 
 def pytest_runtest_setup(item):
-    """`shared_data` and `browser` tests skip, with the reason, on a machine without the data or
-    Chromium (any user's clone); where `.ci/run` says they are required, they fail instead."""
+    """`shared_data`, `browser` and `cpp_compiler` tests skip, with the reason, on a machine
+    without the data, Chromium or a C++ compiler (any user's clone); where `.ci/run` says they
+    are required, they fail instead."""
     from tests.browser import CHROMIUM
     from tests.data import SHARED_DATA
+    from training.compiled import can_build_kernels
 
     needs = []
     if item.get_closest_marker("shared_data") and not SHARED_DATA.is_dir():
@@ -85,6 +87,14 @@ def pytest_runtest_setup(item):
             (
                 "ALIGNLAB_REQUIRE_BROWSER",
                 f"needs Debian's chromium at {CHROMIUM} (apt install chromium)",
+            )
+        )
+    if item.get_closest_marker("cpp_compiler") and not can_build_kernels():
+        needs.append(
+            (
+                "ALIGNLAB_REQUIRE_CXX",
+                "needs a C++ compiler (g++ or $CXX) and Python.h for torch.compile's CPU "
+                "kernels (apt install g++ python3-dev)",
             )
         )
     for variable, reason in needs:

@@ -40,6 +40,7 @@ from torch.nn.parallel import DistributedDataParallel
 from assistant.hardware import bf16_autocast, bf16_warning
 from assistant.segment_attention import SEGMENT_ATTENTION, SEGMENT_MODEL_TYPES, can_use_segments
 from training.checkpoints import needs_final_checkpoint, resume_state, save_checkpoint
+from training.compiled import compile_layers, uncompile_layers, wants_compiled_layers
 from training.data import LengthGroupedBatchSampler
 from training.heap import retained_heap
 
@@ -239,10 +240,13 @@ def run_steps(
     On a CPU the C heap keeps its freed memory while the steps run (`training.heap`).
     """
     with retained_heap(where.device.type == "cpu"):
-        return _run_steps(
-            model, objective, config, sampler, where, data_hash,
-            on_step, should_stop, checkpoint_dir, resume,
-        )  # fmt: skip
+        try:
+            return _run_steps(
+                model, objective, config, sampler, where, data_hash,
+                on_step, should_stop, checkpoint_dir, resume,
+            )  # fmt: skip
+        finally:
+            uncompile_layers(model)  # eager again, whatever the run's end
 
 
 def _run_steps(
@@ -295,6 +299,11 @@ def _start(model, objective, config, sampler, where, data_hash, checkpoint_dir, 
     device = where.device
     model.to(device).train()
     attention = set_attention(model, config, device)
+    trains_with = training_attention(model, config, device)
+    if wants_compiled_layers(
+        model, config, device, attention=trains_with, distributed=where.distributed
+    ):
+        compile_layers(model)
     plan = _Plan.of(sampler, config, where, objective.noun)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, config, device)
