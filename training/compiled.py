@@ -12,10 +12,10 @@ Measured on a 2-core AVX-512 EPYC, 160 HH pairs of `bench/pm_training.py` (BENCH
 steps 2-20 took 53-59 s compiled against 65-66 s eager, the first step ~4.5 s more (the
 compile, with inductor's cache warm; ~15 s cold).
 
-"auto" compiles where that was measured: a CPU run, one process, the segment attention, layers
-big enough for the compile to pay (`MIN_LAYER_PARAMETERS`), and a C++ compiler with the Python
-headers (inductor builds its kernels with them). Tiny models (the tests') and GPU runs stay
-eager unless a config says "on".
+"auto" compiles where that was measured: a CPU run, one process, the segment attention, no
+LoRA nor gradient checkpointing, layers big enough for the compile to pay
+(`MIN_LAYER_PARAMETERS`), and a C++ compiler with the Python headers (inductor builds its
+kernels with them). Tiny models (the tests') and GPU runs stay eager unless a config says "on".
 """
 
 from __future__ import annotations
@@ -71,6 +71,9 @@ def wants_compiled_layers(
         device.type == "cpu"
         and not distributed
         and attention == SEGMENT_ATTENTION
+        # LoRA's wrapped linears and recomputed activations: neither measured compiled.
+        and not getattr(config, "lora", False)
+        and not getattr(config, "gradient_checkpointing", False)
         and sum(p.numel() for layer in layers for p in layer.parameters()) >= MIN_LAYER_PARAMETERS
         and can_build_kernels()
     )

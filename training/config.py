@@ -142,8 +142,9 @@ class RunConfig:
     # BENCHMARKS.md); "sdpa" on CUDA.
     attention: str = "auto"
     # torch.compile each decoder layer (attention excluded, training/compiled.py): "auto" = on a
-    # CPU, in one process, under "alignlab_segments", for layers of 20M+ parameters where a C++
-    # compiler is installed (measured 10-18 % faster steps); "on" anywhere; "off" never.
+    # CPU, in one process, under "alignlab_segments", without LoRA or checkpointing, for layers
+    # of 20M+ parameters where a C++ compiler is installed (measured 10-18 % faster steps);
+    # "on" anywhere; "off" never.
     compile_layers: str = "auto"
 
     def to_dict(self) -> dict[str, Any]:

@@ -32,6 +32,8 @@ def test_auto_compiles_only_a_big_enough_cpu_segment_run(monkeypatch):
     assert not wants(attention="eager")  # padded batches: two changing sizes, not measured
     assert not wants(device=torch.device("cuda"))
     assert not wants(distributed=True)
+    assert not wants(cfg=config(lora=True))
+    assert not wants(cfg=config(gradient_checkpointing=True))
     monkeypatch.setenv("CXX", "/nonexistent/c++")
     assert not compiled.can_build_kernels()
     assert not wants()
