@@ -66,13 +66,18 @@ def _required(variable: str) -> bool:
     return os.environ.get(variable, "").lower() in {"1", "true", "yes", "on"}
 
 
+def _can_build_kernels() -> bool:
+    from training.compiled import can_build_kernels  # torch: only for the tests that ask
+
+    return can_build_kernels()
+
+
 def pytest_runtest_setup(item):
     """`shared_data`, `browser` and `cpp_compiler` tests skip, with the reason, on a machine
     without the data, Chromium or a C++ compiler (any user's clone); where `.ci/run` says they
     are required, they fail instead."""
     from tests.browser import CHROMIUM
     from tests.data import SHARED_DATA
-    from training.compiled import can_build_kernels
 
     needs = []
     if item.get_closest_marker("shared_data") and not SHARED_DATA.is_dir():
@@ -89,7 +94,7 @@ def pytest_runtest_setup(item):
                 f"needs Debian's chromium at {CHROMIUM} (apt install chromium)",
             )
         )
-    if item.get_closest_marker("cpp_compiler") and not can_build_kernels():
+    if item.get_closest_marker("cpp_compiler") and not _can_build_kernels():
         needs.append(
             (
                 "ALIGNLAB_REQUIRE_CXX",

@@ -143,7 +143,7 @@ class RunConfig:
     attention: str = "auto"
     # torch.compile each decoder layer (attention excluded, training/compiled.py): "auto" = on a
     # CPU, in one process, under "alignlab_segments", without LoRA or checkpointing, for layers
-    # of 20M+ parameters where a C++ compiler is installed (measured 10-18 % faster steps);
+    # of 20M+ parameters where a C++ compiler is installed (measured 9-19 % faster steps);
     # "on" anywhere; "off" never.
     compile_layers: str = "auto"
 

@@ -11,7 +11,8 @@ on leaving, the defaults are back and `malloc_trim` returns what is free to the 
 
 glibc only (Linux); elsewhere it does nothing. `mallopt` changes the whole process, so the
 runner enters it for the steps only. The cost: the process keeps its peak heap mapped until
-the steps end (the session-11 run peaked at 20.9 GB; BENCHMARKS.md says what is not yet known).
+the steps end (BENCHMARKS.md, session 12: the whole 1,849-pair run of SmolLM2-135M peaks at
+9.8 GB; what made session 11's 20.9 GB was the padded attention's saved scores, not the heap).
 """
 
 from __future__ import annotations
