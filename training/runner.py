@@ -298,8 +298,8 @@ def _start(model, objective, config, sampler, where, data_hash, checkpoint_dir, 
     `run_steps` again): (steps, steps done, metric history, that checkpoint)."""
     device = where.device
     model.to(device).train()
-    attention = set_attention(model, config, device)
     trains_with = training_attention(model, config, device)
+    attention = set_attention(model, trains_with)
     if wants_compiled_layers(
         model, config, device, attention=trains_with, distributed=where.distributed
     ):
@@ -377,9 +377,9 @@ def unwrapped(model):
     return getattr(model, "module", model)
 
 
-def set_attention(model, config, device: torch.device) -> str | None:
-    """Switch the backbone to the configured attention kernel; return the one it had."""
-    wanted = training_attention(model, config, device)
+def set_attention(model, wanted: str) -> str | None:
+    """Switch the backbone to the attention kernel `wanted` (`training_attention`); return the
+    one it had."""
     backbone = getattr(unwrapped(model), "backbone", unwrapped(model))
     before = getattr(backbone.config, "_attn_implementation", None)
     if before != wanted and hasattr(backbone, "set_attn_implementation"):
