@@ -7,8 +7,13 @@ from django.conf import settings
 from django.core.validators import ProhibitNullCharactersValidator
 from django.utils.functional import cached_property
 
+from config.query_shapes import PK, QueryShape
+
 from .judgements import NOTE_MAX_CHARS
-from .models import FLAGS, SCALE_LABELS, Campaign, Judgement, Turn
+from .models import FLAGS, SCALE_LABELS, Campaign, Judgement, Response, Turn
+
+# A judging form's responses, on every judging page: SQL written once (config.query_shapes).
+_RESPONSES = QueryShape(lambda turn: Response.objects.filter(turn=turn).order_by("index"), turn=PK)
 
 
 class AnyTextField(forms.CharField):
@@ -136,7 +141,10 @@ class JudgementForm(forms.Form):
     def responses(self) -> list:
         """The turn's responses in display order: read when shown or ranked (a pairwise
         judgement that is recorded needs none, so its submit does not read them)."""
-        return list(self.turn.responses.order_by("index"))
+        responses = _RESPONSES.fetch(turn=self.turn)
+        for response in responses:
+            response.turn = self.turn  # as the turn's own manager would set it: no query
+        return responses
 
     @property
     def is_fresh(self) -> bool:

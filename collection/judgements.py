@@ -9,9 +9,11 @@ from django.db import transaction
 from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
+from config.query_shapes import PK, QueryShape
+
 from .conversations import check_owner, lock_contractor, mark_ended
 from .errors import CollectionError
-from .models import FLAGS, Campaign, GoldAnswer, Judgement, Turn
+from .models import FLAGS, Campaign, GoldAnswer, Judgement, Response, Turn
 from .pm_loop import agreement_record
 
 NOTE_MAX_CHARS = 500  # Judgement.note's max_length
@@ -61,17 +63,43 @@ def _locked_turn(turn: Turn, *, judged_by=None) -> Turn:
     With `judged_by`, the turn's `judged_by_them` says the id of that contractor's judgement of
     it (None: none yet), read in the same query.
     """
-    turns = Turn.objects.select_for_update(of=("self",)).select_related("conversation__campaign")
-    if judged_by is not None:
-        theirs = Judgement.objects.filter(turn=OuterRef("pk"), contractor=judged_by)
-        turns = turns.annotate(judged_by_them=Subquery(theirs.values("pk")[:1]))
-    return turns.get(pk=turn.pk)
+    if judged_by is None:
+        return _locked_turns(turn.pk).get()
+    found = _LOCKED_TURN_JUDGED_BY.fetch(turn=turn, contractor=judged_by)  # on every submit
+    if not found:
+        raise Turn.DoesNotExist("Turn matching query does not exist.")
+    return found[0]
+
+
+def _locked_turns(turn):
+    return (
+        Turn.objects.select_for_update(of=("self",))
+        .select_related("conversation__campaign")
+        .filter(pk=turn)
+    )
+
+
+def _locked_turn_judged_by(turn, contractor):
+    theirs = Judgement.objects.filter(turn=OuterRef("pk"), contractor=contractor)
+    return _locked_turns(turn).annotate(judged_by_them=Subquery(theirs.values("pk")[:1]))
+
+
+# Run on every submit: SQL written once per thread (config.query_shapes).
+_LOCKED_TURN_JUDGED_BY = QueryShape(_locked_turn_judged_by, turn=PK, contractor=PK)
+_SHOWN = QueryShape(
+    lambda turn: (
+        Response.objects.filter(turn=turn)
+        .order_by("index")
+        .values_list("pk", "pm_score", "pm_version_id")
+    ),
+    turn=PK,
+)
 
 
 def _shown(turn: Turn) -> list[tuple[int, float | None, int | None]]:
     """(id, PM score, PM version id) of the turn's responses in display order: one query for
     both the judgement's order and the PM's blind prediction (`agreement_record`)."""
-    return list(turn.responses.order_by("index").values_list("pk", "pm_score", "pm_version_id"))
+    return _SHOWN.fetch(turn=turn)
 
 
 def judgement_submit(

@@ -9,6 +9,8 @@ from django.db import transaction
 from django.db.models import Count, Exists, F, OuterRef, Prefetch, Q
 from django.utils import timezone
 
+from config.query_shapes import PK, PKS, TIME, QueryShape
+
 from .models import Campaign, Conversation, Judgement, Response, ReviewOrder, Turn
 
 
@@ -91,30 +93,64 @@ def review_next(*, contractor, lock: bool = False) -> Turn | None:
     With `lock` (inside a transaction) an open turn is locked and ones that other
     transactions hold locked are skipped (PostgreSQL's FOR UPDATE SKIP LOCKED; SQLite, which
     runs one writer at a time, has no such clause and needs none).
+
+    The querysets' SQL is written once per thread (`config.query_shapes`): this runs on every
+    judgement, and building it cost several times what running it does.
     """
-    reviewable = reviewable_turns(contractor=contractor).select_related("conversation__campaign")
-    gold = reviewable.filter(gold__isnull=False).order_by("created_at").first()
-    if gold is not None:
-        return gold
-    # Open turns another reviewer holds (handed out, not yet judged) wait for that one.
-    open_turns = reviewable.filter(needs_review=True).filter(_unclaimed(contractor))
-    if lock:
-        open_turns = open_turns.select_for_update(skip_locked=True, of=("self",))
+    gold = _GOLD_NEXT.fetch(contractor=contractor)
+    if gold:
+        return gold[0]
     # The campaigns first (a few rows): when none reviews by uncertainty the query below would
     # walk the whole uncertainty index only to drop every turn on the campaign's order.
-    by_uncertainty = list(
-        Campaign.objects.filter(
-            is_active=True, review_order=ReviewOrder.PM_UNCERTAINTY
-        ).values_list("pk", flat=True)
-    )
-    uncertain = None
+    by_uncertainty = _UNCERTAINTY_CAMPAIGNS.fetch()
+    now, uncertain = timezone.now(), []
     if by_uncertainty:
-        uncertain = (
-            open_turns.filter(conversation__campaign_id__in=by_uncertainty)
-            .order_by(F("pm_uncertainty").asc(nulls_last=True), "created_at")
-            .first()
+        uncertain = _UNCERTAIN_NEXT.fetch(
+            contractor=contractor, now=now, campaigns=by_uncertainty, shape=lock
         )
-    return uncertain or open_turns.order_by("created_at").first()
+    return (uncertain or _OPEN_NEXT.fetch(contractor=contractor, now=now, shape=lock) or [None])[0]
+
+
+def _gold_next(contractor):
+    return (
+        reviewable_turns(contractor=contractor)
+        .select_related("conversation__campaign")
+        .filter(gold__isnull=False)
+        .order_by("created_at")[:1]
+    )
+
+
+def _open_turns(contractor, now, lock: bool):
+    """Open turns nobody else holds (handed out, not yet judged: they wait for that one)."""
+    turns = (
+        reviewable_turns(contractor=contractor)
+        .select_related("conversation__campaign")
+        .filter(needs_review=True)
+        .filter(_unclaimed(contractor, now))
+    )
+    return turns.select_for_update(skip_locked=True, of=("self",)) if lock else turns
+
+
+def _uncertain_next(contractor, now, campaigns, shape):
+    return (
+        _open_turns(contractor, now, shape)
+        .filter(conversation__campaign_id__in=campaigns)
+        .order_by(F("pm_uncertainty").asc(nulls_last=True), "created_at")[:1]
+    )
+
+
+_GOLD_NEXT = QueryShape(_gold_next, contractor=PK)
+_UNCERTAINTY_CAMPAIGNS = QueryShape(
+    lambda: Campaign.objects.filter(
+        is_active=True, review_order=ReviewOrder.PM_UNCERTAINTY
+    ).values_list("pk", flat=True)
+)
+_UNCERTAIN_NEXT = QueryShape(_uncertain_next, contractor=PK, now=TIME, campaigns=PKS)
+_OPEN_NEXT = QueryShape(
+    lambda contractor, now, shape: _open_turns(contractor, now, shape).order_by("created_at")[:1],
+    contractor=PK,
+    now=TIME,
+)
 
 
 CLAIM_TRIES = 5  # lost races for a hold before a turn is shown unheld
@@ -157,6 +193,24 @@ def _unclaimed(contractor, now=None) -> Q:
         | Q(review_claimed_until__lt=now or timezone.now())
         | Q(review_claimed_by=contractor)
     )
+
+
+def reviewable_turn(*, contractor, turn_id: int) -> Turn | None:
+    """One turn this contractor may review (`reviewable_turns` with `judged_by_me`: a second
+    submit finds the first judgement), with its conversation and campaign; None if not."""
+    found = _REVIEWABLE_TURN.fetch(contractor=contractor, turn=turn_id)
+    return found[0] if found else None
+
+
+_REVIEWABLE_TURN = QueryShape(
+    lambda contractor, turn: (
+        reviewable_turns(contractor=contractor, judged_by_me=True)
+        .select_related("conversation__campaign")
+        .filter(pk=turn)
+    ),
+    contractor=PK,
+    turn=PK,
+)
 
 
 def reviewable_turns(*, contractor, judged_by_me: bool = False):

@@ -25,6 +25,7 @@ from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_POST
 from django_htmx.http import push_url
 
+from config.query_shapes import PK, QueryShape
 from config.roles import ADMIN, CONTRACTOR, RESEARCHER, role_required
 
 from . import conversations, exports, gold, judgements, selectors
@@ -349,14 +350,24 @@ def turn_retry(request, turn_id: int):
 
 def _review_page(request, turn, form):
     earlier = (
-        turn.conversation.turns.filter(index__lt=turn.index)
-        .select_related("chosen_response")
-        .order_by("index")
+        _EARLIER_TURNS.fetch(conversation=turn.conversation_id, index=turn.index)
         if turn.index
         else ()  # a conversation's first turn: nothing before it to ask for
     )
     context = {"turn": turn, "earlier": earlier, "form": form}
     return render(request, "collection/review.html", context)
+
+
+# The turns before a reviewed one, on every review page: SQL written once (config.query_shapes).
+_EARLIER_TURNS = QueryShape(
+    lambda conversation, index: (
+        Turn.objects.filter(conversation=conversation, index__lt=index)
+        .select_related("chosen_response")
+        .order_by("index")
+    ),
+    conversation=PK,
+    index=PK,
+)
 
 
 @role_required(CONTRACTOR)
@@ -383,12 +394,9 @@ def review_judge(request, turn_id: int):
     # Any turn this contractor may review, not only one still in the queue: when another
     # reviewer's judgement closed it meanwhile, the submit says so beside the form (not 404).
     # A double submit finds the first judgement, which `judgement_submit` returns unchanged.
-    turn = get_object_or_404(
-        selectors.reviewable_turns(contractor=request.user, judged_by_me=True).select_related(
-            "conversation__campaign"
-        ),
-        pk=turn_id,
-    )
+    turn = selectors.reviewable_turn(contractor=request.user, turn_id=turn_id)
+    if turn is None:
+        raise Http404("No such turn to review.")
     form = JudgementForm(request.POST, turn=turn)
     boosted = request.htmx.boosted
     if form.is_valid() and _judge(request, form, turn, shown_at=_review_shown_at(request, turn)):

@@ -1,0 +1,146 @@
+"""Querysets whose SQL the ORM writes once per thread and database, then run with new values.
+
+The review queue's hot path runs the same few querysets on every judgement with only ids and a
+time changing. Building each one's SQL costs far more than running it: on the review queue's
+claim (a gold lookup, the uncertainty campaigns, the open-turn lookup), the ORM took 6.6-8.8 ms
+of CPU a call where the very same SQL sent by hand took 0.7-1.0 ms (PostgreSQL, 2026-12-02,
+BENCHMARKS.md "Session 13"). No maintained library caches compiled ORM SQL (django-cachalot and
+the like cache results, which must not be stale here), so this module does, narrowly:
+
+    GOLD = QueryShape(lambda contractor: Turn.objects.filter(...)[:1], contractor=PK)
+    turns = GOLD.fetch(contractor=request.user)        # a list, as list(queryset) gives
+
+A shape's `build` is called once per thread and database alias with *marker* values: distinct
+ids and times that the compiled parameters are searched for. Each later call copies the
+parameters with the markers replaced by the call's values (adapted as the ORM adapts them) and
+runs the compiled SQL through the ORM's own iterable, so rows become model instances,
+`select_related` objects, annotations or `values_list` tuples exactly as the queryset would
+make them. What may change between calls is only what a parameter carries: anything that
+changes the SQL itself (a list's length, a branch in `build`) must go in the `shape` key
+passed to `fetch`. The SQL text of a shape is the same on every call, which also lets psycopg
+prepare it once per connection (`DATABASE_PREPARE_THRESHOLD`).
+
+Kinds of values: `PK` (a model instance or an id), `PKS` (a list of them; its length is part
+of the shape) and `TIME` (an aware datetime).
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+from django.db import connections
+from django.db.transaction import TransactionManagementError
+
+PK, PKS, TIME = "pk", "pks", "time"
+_KINDS = (PK, PKS, TIME)
+# Markers: small enough for any integer column (Django drops a comparison with a value out of
+# the column's range, such as a small integer's 32,767, from the SQL), and two sets of them, so
+# that a constant that happens to equal a marker shows as a slot that moves.
+_MARKER_IDS = (31_101, 31_401)
+_MARKER_TIMES = (
+    datetime(1901, 2, 3, 4, 5, 6, tzinfo=UTC),
+    datetime(1902, 3, 4, 5, 6, 7, tzinfo=UTC),
+)
+
+
+class QueryShapeError(RuntimeError):
+    """A shape whose compiled parameters do not hold each of its markers exactly as given."""
+
+
+def _pk(value) -> int:
+    return int(getattr(value, "pk", value))
+
+
+class QueryShape:
+    def __init__(self, build, **kinds: str):
+        unknown = {name: kind for name, kind in kinds.items() if kind not in _KINDS}
+        if unknown:
+            raise ValueError(f"unknown kinds {unknown}: use PK, PKS or TIME")
+        self.build, self.kinds = build, kinds
+        self._local = threading.local()
+
+    def fetch(self, *, using: str = "default", shape=(), **values) -> list:
+        """The queryset's rows for these values: what `list(build(**values))` returns."""
+        if values.keys() != self.kinds.keys():
+            raise TypeError(f"expected values for {sorted(self.kinds)}, got {sorted(values)}")
+        lengths = tuple(len(values[n]) for n, kind in self.kinds.items() if kind == PKS)
+        key = (using, lengths, shape)
+        compiled = getattr(self._local, "compiled", None)
+        if compiled is None:
+            compiled = self._local.compiled = {}
+        entry = compiled.get(key)
+        if entry is None:
+            lengths_of = dict(zip(self._pks(), lengths, strict=True))
+            entry = compiled[key] = self._compile(using, lengths_of, shape)
+        queryset, compiler, sql, slots, _, params = entry
+        connection = connections[using]
+        if queryset.query.select_for_update and connection.get_autocommit():
+            # What the ORM itself refuses: a lock that would end with its statement.
+            raise TransactionManagementError(
+                "select_for_update cannot be used outside of a transaction."
+            )
+        ops = connection.ops
+        run_params = list(params)
+        for position, name, index in slots:
+            kind, value = self.kinds[name], values[name]
+            if kind == PK:
+                run_params[position] = _pk(value)
+            elif kind == PKS:
+                run_params[position] = _pk(value[index])
+            else:
+                run_params[position] = ops.adapt_datetimefield_value(value)
+        compiler.connection = connection  # this thread's connection, as the ORM's would be
+        compiler.as_sql = lambda *args, **kwargs: (sql, tuple(run_params))
+        return list(queryset._iterable_class(queryset))
+
+    def _pks(self):
+        return [name for name, kind in self.kinds.items() if kind == PKS]
+
+    def _compile(self, using: str, lengths: dict, shape):
+        first = self._compile_with(using, lengths, shape, 0)
+        second = self._compile_with(using, lengths, shape, 1)
+        if first[2:5] != second[2:5]:  # the SQL, the slots or the number of parameters
+            raise QueryShapeError(
+                "the compiled SQL or its parameters' places change with the values: a value "
+                "that shapes the SQL (not a parameter) must go in `shape`"
+            )
+        return first
+
+    def _compile_with(self, using: str, lengths: dict, shape, which: int):
+        markers, expected, serial = {}, {}, 0
+        connection = connections[using]
+        for name, kind in self.kinds.items():
+            if kind == PK:
+                markers[name] = _MARKER_IDS[which] + serial
+                expected[markers[name]] = (name, None)
+                serial += 1
+            elif kind == PKS:
+                markers[name] = [_MARKER_IDS[which] + serial + i for i in range(lengths[name])]
+                for index, marker in enumerate(markers[name]):
+                    expected[marker] = (name, index)
+                serial += lengths[name]
+            else:
+                marker = _MARKER_TIMES[which] + timedelta(microseconds=serial)
+                markers[name] = marker
+                expected[connection.ops.adapt_datetimefield_value(marker)] = (name, None)
+                serial += 1
+        queryset = self.build(**markers, **({"shape": shape} if shape != () else {}))
+        queryset = queryset.using(using)
+        compiler = queryset.query.get_compiler(using=using)
+        sql, params = compiler.as_sql()  # a lock outside a transaction is refused here
+        slots, found = [], set()
+        for position, param in enumerate(params):
+            if isinstance(param, (int, str, datetime)) and not isinstance(param, bool):
+                hit = expected.get(param)
+                if hit is not None:
+                    slots.append((position, *hit))
+                    found.add(hit)
+        missing = set(expected.values()) - found
+        if missing:
+            raise QueryShapeError(
+                f"markers {sorted(m[0] for m in missing)} are not among the compiled parameters: "
+                "a value that shapes the SQL (not a parameter) must go in `shape`"
+            )
+        queryset.query.get_compiler = lambda *args, **kwargs: compiler  # the iterable's compiler
+        return queryset, compiler, sql, tuple(slots), len(params), params

@@ -1,0 +1,163 @@
+"""config.query_shapes: a queryset's SQL written once, run again with new values, gives what the
+queryset itself gives (instances, select_related objects, annotations, values_list rows)."""
+
+from datetime import timedelta
+
+import pytest
+from django.db import transaction
+from django.db.models import OuterRef, Subquery
+from django.db.transaction import TransactionManagementError
+from django.utils import timezone
+
+from collection import selectors
+from collection.judgements import judgement_submit
+from collection.models import Judgement, Response, Turn
+from config.query_shapes import PK, PKS, TIME, QueryShape, QueryShapeError
+from tests.collection.test_review_boosted import judged_turns, reviewed_conversation
+from tests.conftest import _user_with_role
+
+
+@pytest.fixture
+def carol(db, django_user_model):
+    return _user_with_role(django_user_model, "carol", "contractor")
+
+
+@pytest.fixture
+def dave(db, django_user_model):
+    return _user_with_role(django_user_model, "dave", "contractor")
+
+
+def _fields(turn):
+    """What a row carries: the turn's own values and its selected relations'."""
+    conversation = turn.conversation
+    return (
+        [getattr(turn, f.attname) for f in Turn._meta.concrete_fields],
+        [getattr(conversation, f.attname) for f in conversation._meta.concrete_fields],
+        [
+            getattr(conversation.campaign, f.attname)
+            for f in conversation.campaign._meta.concrete_fields
+        ],
+    )
+
+
+@pytest.fixture
+def two_queues(lm, alice, bob, carol):
+    """Turns alice and bob each wrote and judged; carol has judged one of alice's."""
+    alices = judged_turns(reviewed_conversation(lm, alice, max_turns=5), alice, 3)
+    bobs = judged_turns(reviewed_conversation(lm, bob, max_turns=5), bob, 2)
+    judgement_submit(turn=alices[0], contractor=carol, scale=7)
+    return alices, bobs
+
+
+def _reviewable(contractor):
+    return (
+        selectors.reviewable_turns(contractor=contractor)
+        .select_related("conversation__campaign")
+        .order_by("created_at", "pk")
+    )
+
+
+@pytest.mark.django_db
+def test_rows_equal_the_querysets_for_each_new_value(two_queues, alice, bob, carol):
+    shape = QueryShape(_reviewable, contractor=PK)
+    for contractor in (alice, bob, carol, alice.pk, carol):
+        expected = list(_reviewable(contractor))
+        got = shape.fetch(contractor=contractor)
+        assert [_fields(t) for t in got] == [_fields(t) for t in expected]
+    assert {t.conversation.contractor_id for t in shape.fetch(contractor=carol)} == {
+        alice.pk,
+        bob.pk,
+    }
+    assert len(shape.fetch(contractor=carol)) == 4  # the one carol judged is left out
+
+
+@pytest.mark.django_db
+def test_related_objects_and_annotations_come_in_the_one_query(
+    two_queues, carol, django_assert_num_queries
+):
+    alices, _ = two_queues
+
+    def judged_by(contractor, turn):
+        theirs = Judgement.objects.filter(turn=OuterRef("pk"), contractor=contractor)
+        return (
+            Turn.objects.select_related("conversation__campaign")
+            .annotate(mine=Subquery(theirs.values("pk")[:1]))
+            .filter(pk=turn)
+        )
+
+    shape = QueryShape(judged_by, contractor=PK, turn=PK)
+    shape.fetch(contractor=carol, turn=alices[1])  # compiled here
+    with django_assert_num_queries(1):
+        (turn,) = shape.fetch(contractor=carol, turn=alices[0])
+        assert turn.conversation.campaign.overlap_target == 2
+    assert turn.mine == Judgement.objects.get(turn=alices[0], contractor=carol).pk
+    assert shape.fetch(contractor=carol, turn=alices[1])[0].mine is None
+
+
+@pytest.mark.django_db
+def test_values_lists_id_lists_of_each_length_and_times(two_queues):
+    alices, bobs = two_queues
+    every = alices + bobs
+    shape = QueryShape(
+        lambda turns, before: (
+            Response.objects.filter(turn__in=turns, turn__created_at__lt=before)
+            .order_by("turn_id", "index")
+            .values_list("turn_id", "index")
+        ),
+        turns=PKS,
+        before=TIME,
+    )
+    later = timezone.now() + timedelta(days=1)
+    for chosen in (every[:1], every[1:4], every, [every[2], every[0]]):
+        expected = list(
+            Response.objects.filter(turn__in=chosen)
+            .order_by("turn_id", "index")
+            .values_list("turn_id", "index")
+        )
+        assert shape.fetch(turns=chosen, before=later) == expected
+        assert len(expected) == 2 * len(chosen)
+    Turn.objects.filter(pk=every[0].pk).update(created_at=later)  # after `before` now
+    assert shape.fetch(turns=every[:2], before=later) == [(every[1].pk, 0), (every[1].pk, 1)]
+    assert shape.fetch(turns=every[:2], before=later + timedelta(seconds=1))[0][0] == every[0].pk
+
+
+@pytest.mark.django_db
+def test_a_value_that_shapes_the_sql_is_refused():
+    with pytest.raises(QueryShapeError, match="shape"):
+        QueryShape(lambda n: Turn.objects.all()[:n], n=PK).fetch(n=3)
+    # A comparison Django drops (out of the column's range) leaves no place for the value.
+    with pytest.raises(QueryShapeError, match="not among the compiled parameters"):
+        QueryShape(lambda i: Turn.objects.filter(index__lt=i * 10), i=PK).fetch(i=1)
+    with pytest.raises(TypeError, match="expected values"):
+        QueryShape(lambda turn: Turn.objects.filter(pk=turn), turn=PK).fetch(other=1)
+    with pytest.raises(ValueError, match="unknown kinds"):
+        QueryShape(lambda turn: Turn.objects.filter(pk=turn), turn="text")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_lock_outside_a_transaction_is_refused_before_and_after_compiling(lm, alice):
+    (turn,) = judged_turns(reviewed_conversation(lm, alice, max_turns=2), alice, 1)
+    shape = QueryShape(lambda turn: Turn.objects.select_for_update().filter(pk=turn), turn=PK)
+    with pytest.raises(TransactionManagementError):
+        shape.fetch(turn=turn)
+    with transaction.atomic():
+        assert shape.fetch(turn=turn) == [turn]
+    with pytest.raises(TransactionManagementError):
+        shape.fetch(turn=turn)
+
+
+@pytest.mark.django_db
+def test_the_review_queue_hands_out_what_the_orm_would(two_queues, carol, dave):
+    """review_next runs on shapes: the same turns, in the same order, as its querysets."""
+    alices, bobs = two_queues
+    for contractor in (carol, dave):
+        expected = list(selectors.review_queue(contractor=contractor).order_by("created_at")[:1])
+        assert selectors.review_next(contractor=contractor) == expected[0]
+    assert selectors.review_next(contractor=carol) == alices[1]
+    assert selectors.reviewable_turn(contractor=carol, turn_id=alices[0].pk) == alices[0]
+    assert (
+        selectors.reviewable_turn(
+            contractor=alices[0].conversation.contractor, turn_id=alices[0].pk
+        )
+        is None
+    )
