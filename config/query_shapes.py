@@ -21,7 +21,8 @@ passed to `fetch`. The SQL text of a shape is the same on every call, which also
 prepare it once per connection (`DATABASE_PREPARE_THRESHOLD`).
 
 Kinds of values: `PK` (a model instance or an id), `PKS` (a list of them; its length is part
-of the shape) and `TIME` (an aware datetime).
+of the shape), `TIME` (an aware datetime) and `TEXT` (a string compared as it is, by `exact`: a
+lookup that rewrites its string, such as `contains`, is refused).
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ from datetime import UTC, datetime, timedelta
 from django.db import connections
 from django.db.transaction import TransactionManagementError
 
-PK, PKS, TIME = "pk", "pks", "time"
-_KINDS = (PK, PKS, TIME)
+PK, PKS, TIME, TEXT = "pk", "pks", "time", "text"
+_KINDS = (PK, PKS, TIME, TEXT)
 # Markers: small enough for any integer column (Django drops a comparison with a value out of
 # the column's range, such as a small integer's 32,767, from the SQL), and two sets of them, so
 # that a constant that happens to equal a marker shows as a slot that moves.
@@ -42,6 +43,10 @@ _MARKER_TIMES = (
     datetime(1901, 2, 3, 4, 5, 6, tzinfo=UTC),
     datetime(1902, 3, 4, 5, 6, 7, tzinfo=UTC),
 )
+_INT64 = (-(2**63), 2**63 - 1)  # the widest integer column (bigint)
+# With the characters a LIKE pattern escapes, so that a lookup which rewrites its string
+# (`iexact` on SQLite, `contains`, `startswith`) leaves no marker to find and is refused.
+_MARKER_TEXT = "%_\\alignlab-query-shape-{which}-{serial}"
 
 
 class QueryShapeError(RuntimeError):
@@ -56,7 +61,7 @@ class QueryShape:
     def __init__(self, build, **kinds: str):
         unknown = {name: kind for name, kind in kinds.items() if kind not in _KINDS}
         if unknown:
-            raise ValueError(f"unknown kinds {unknown}: use PK, PKS or TIME")
+            raise ValueError(f"unknown kinds {unknown}: use PK, PKS, TIME or TEXT")
         self.build, self.kinds = build, kinds
         self._local = threading.local()
 
@@ -64,6 +69,18 @@ class QueryShape:
         """The queryset's rows for these values: what `list(build(**values))` returns."""
         if values.keys() != self.kinds.keys():
             raise TypeError(f"expected values for {sorted(self.kinds)}, got {sorted(values)}")
+        if not self._ids_in_range(values):
+            # An id no integer column can hold (twenty digits from a URL): the ORM drops an
+            # equality with it from the SQL rather than send it (SQLite cannot take it), so it
+            # runs this; such ids leave a list (no row holds them), which the ORM keeps.
+            def fitting(value):
+                return [_pk(v) for v in value if _INT64[0] <= _pk(v) <= _INT64[1]]
+
+            ids = {  # as when compiled, `build` gets ids (its markers are ids too)
+                name: _pk(value) if kind == PK else fitting(value) if kind == PKS else value
+                for name, kind, value in ((n, self.kinds[n], values[n]) for n in values)
+            }
+            return list(self._build(ids, shape).using(using))
         lengths = tuple(len(values[n]) for n, kind in self.kinds.items() if kind == PKS)
         key = (using, lengths, shape)
         compiled = getattr(self._local, "compiled", None)
@@ -88,11 +105,30 @@ class QueryShape:
                 run_params[position] = _pk(value)
             elif kind == PKS:
                 run_params[position] = _pk(value[index])
+            elif kind == TEXT:
+                if not isinstance(value, str):
+                    raise TypeError(f"{name} must be a string, not {type(value).__name__}")
+                run_params[position] = value
             else:
                 run_params[position] = ops.adapt_datetimefield_value(value)
         compiler.connection = connection  # this thread's connection, as the ORM's would be
         compiler.as_sql = lambda *args, **kwargs: (sql, tuple(run_params))
         return list(queryset._iterable_class(queryset))
+
+    def _build(self, values: dict, shape):
+        return self.build(**values, **({"shape": shape} if shape != () else {}))
+
+    def _ids_in_range(self, values: dict) -> bool:
+        for name, kind in self.kinds.items():
+            if kind == PK:
+                ids = (_pk(values[name]),)
+            elif kind == PKS:
+                ids = [_pk(value) for value in values[name]]
+            else:
+                continue
+            if any(not _INT64[0] <= value <= _INT64[1] for value in ids):
+                return False
+        return True
 
     def _pks(self):
         return [name for name, kind in self.kinds.items() if kind == PKS]
@@ -120,12 +156,16 @@ class QueryShape:
                 for index, marker in enumerate(markers[name]):
                     expected[marker] = (name, index)
                 serial += lengths[name]
+            elif kind == TEXT:
+                markers[name] = _MARKER_TEXT.format(which=which, serial=serial)
+                expected[markers[name]] = (name, None)
+                serial += 1
             else:
                 marker = _MARKER_TIMES[which] + timedelta(microseconds=serial)
                 markers[name] = marker
                 expected[connection.ops.adapt_datetimefield_value(marker)] = (name, None)
                 serial += 1
-        queryset = self.build(**markers, **({"shape": shape} if shape != () else {}))
+        queryset = self._build(markers, shape)
         queryset = queryset.using(using)
         compiler = queryset.query.get_compiler(using=using)
         sql, params = compiler.as_sql()  # a lock outside a transaction is refused here

@@ -12,7 +12,7 @@ from django.utils import timezone
 from collection import selectors
 from collection.judgements import judgement_submit
 from collection.models import Judgement, Response, Turn
-from config.query_shapes import PK, PKS, TIME, QueryShape, QueryShapeError
+from config.query_shapes import PK, PKS, TEXT, TIME, QueryShape, QueryShapeError
 from tests.collection.test_review_boosted import judged_turns, reviewed_conversation
 from tests.conftest import _user_with_role
 
@@ -131,7 +131,51 @@ def test_a_value_that_shapes_the_sql_is_refused():
     with pytest.raises(TypeError, match="expected values"):
         QueryShape(lambda turn: Turn.objects.filter(pk=turn), turn=PK).fetch(other=1)
     with pytest.raises(ValueError, match="unknown kinds"):
-        QueryShape(lambda turn: Turn.objects.filter(pk=turn), turn="text")
+        QueryShape(lambda turn: Turn.objects.filter(pk=turn), turn="json")
+
+
+@pytest.mark.django_db
+def test_text_is_compared_as_it_is_and_a_rewritten_text_is_refused(two_queues, alice, bob):
+    shape = QueryShape(
+        lambda name: Turn.objects.filter(conversation__contractor__username=name).order_by("pk"),
+        name=TEXT,
+    )
+    for user in (alice, bob, alice):
+        expected = list(Turn.objects.filter(conversation__contractor=user).order_by("pk"))
+        assert shape.fetch(name=user.username) == expected
+    assert shape.fetch(name="%") == []  # a string, not a pattern
+    with pytest.raises(TypeError, match="must be a string"):
+        shape.fetch(name=alice.pk)
+    for lookup in ("contains", "startswith", "iexact"):
+        pattern = QueryShape(
+            lambda name, lookup=lookup: Turn.objects.filter(
+                **{f"conversation__contractor__username__{lookup}": name}
+            ),
+            name=TEXT,
+        )
+        if lookup == "iexact":  # PostgreSQL: UPPER(%s), the string as it is; SQLite: LIKE
+            try:
+                assert pattern.fetch(name=alice.username.upper()) == list(
+                    Turn.objects.filter(conversation__contractor=alice)
+                )
+            except QueryShapeError:
+                pass
+            continue
+        with pytest.raises(QueryShapeError, match="not among the compiled parameters"):
+            pattern.fetch(name=alice.username)
+
+
+@pytest.mark.django_db
+def test_an_id_no_column_can_hold_gets_what_the_orm_gives(two_queues, django_assert_num_queries):
+    alices, _ = two_queues
+    shape = QueryShape(lambda turn: Turn.objects.filter(pk=turn), turn=PK)
+    many = QueryShape(lambda turns: Turn.objects.filter(pk__in=turns), turns=PKS)
+    assert shape.fetch(turn=alices[0]) == [alices[0]]
+    for huge in (10**20, -(10**20), 2**63):
+        with django_assert_num_queries(0):  # the ORM drops the comparison: nothing to ask
+            assert shape.fetch(turn=huge) == []
+        assert many.fetch(turns=[alices[1], huge]) == [alices[1]]
+    assert shape.fetch(turn=2**63 - 1) == []  # the largest bigint goes through the shape
 
 
 @pytest.mark.django_db(transaction=True)
