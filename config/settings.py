@@ -152,6 +152,7 @@ MIDDLEWARE = [
     "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    "config.auth_backends.upgrade_session_backend",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -196,11 +197,14 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 # django-axes' backend first: it refuses a locked-out username or address before any password
-# is checked; it authenticates no one itself (the model backend does).
+# is checked; it authenticates no one itself. RolesBackend is Django's model backend reading the
+# user's roles in the query that loads the user (config/auth_backends.py).
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    "config.auth_backends.RolesBackend",
 ]
+# Django's database sessions, read by SQL written once (config/sessions.py): same table and rows.
+SESSION_ENGINE = "config.sessions"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
