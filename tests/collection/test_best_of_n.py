@@ -298,7 +298,9 @@ def test_a_best_of_n_turn_through_a_real_worker_is_judged_and_tested_against_the
         assert f"{row.pm_score:.3f}" not in page and f"{row.pm_score}" not in page
     assert "pm_rank" not in page and "pm_score" not in page
     for candidate in kept:
-        assert candidate.text not in page or candidate.text in {r.text for r in shown}
+        # The tiny random LM may write an empty or a few-character text, which any page holds.
+        if len(candidate.text.strip()) >= 8:
+            assert candidate.text not in page or candidate.text in {r.text for r in shown}
 
     best = next(r for r in shown if r.pm_rank == 1)
     judged = client.post(
