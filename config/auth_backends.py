@@ -37,11 +37,8 @@ class RolesBackend(ModelBackend):
         found = _USER_WITH_ROLES.fetch(user=user_id)
         if not found or not self.user_can_authenticate(found[0]):
             return None
-        user = found[0]
-        if user.is_superuser:
-            user._alignlab_roles = frozenset(ROLES)
-        else:
-            user._alignlab_roles = frozenset(r for r in ROLES if getattr(user, f"_has_role_{r}"))
+        user = found[0]  # its group roles, cached as `user_roles` caches them
+        user._alignlab_roles = frozenset(r for r in ROLES if getattr(user, f"_has_role_{r}"))
         return user
 
 

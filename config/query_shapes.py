@@ -57,6 +57,11 @@ def _pk(value) -> int:
     return int(getattr(value, "pk", value))
 
 
+def _fits(value) -> bool:
+    """Whether an id (or an instance's) fits the widest integer column, bigint."""
+    return _INT64[0] <= _pk(value) <= _INT64[1]
+
+
 class QueryShape:
     def __init__(self, build, **kinds: str):
         unknown = {name: kind for name, kind in kinds.items() if kind not in _KINDS}
@@ -69,17 +74,16 @@ class QueryShape:
         """The queryset's rows for these values: what `list(build(**values))` returns."""
         if values.keys() != self.kinds.keys():
             raise TypeError(f"expected values for {sorted(self.kinds)}, got {sorted(values)}")
-        if not self._ids_in_range(values):
+        if not self._ids_fit(values):
             # An id no integer column can hold (twenty digits from a URL): the ORM drops an
             # equality with it from the SQL rather than send it (SQLite cannot take it), so it
             # runs this; such ids leave a list (no row holds them), which the ORM keeps.
-            def fitting(value):
-                return [_pk(v) for v in value if _INT64[0] <= _pk(v) <= _INT64[1]]
-
-            ids = {  # as when compiled, `build` gets ids (its markers are ids too)
-                name: _pk(value) if kind == PK else fitting(value) if kind == PKS else value
-                for name, kind, value in ((n, self.kinds[n], values[n]) for n in values)
-            }
+            ids = dict(values)  # as when compiled, `build` gets ids (its markers are ids too)
+            for name, kind in self.kinds.items():
+                if kind == PK:
+                    ids[name] = _pk(values[name])
+                elif kind == PKS:
+                    ids[name] = [_pk(v) for v in values[name] if _fits(v)]
             return list(self._build(ids, shape).using(using))
         lengths = tuple(len(values[n]) for n, kind in self.kinds.items() if kind == PKS)
         key = (using, lengths, shape)
@@ -118,17 +122,12 @@ class QueryShape:
     def _build(self, values: dict, shape):
         return self.build(**values, **({"shape": shape} if shape != () else {}))
 
-    def _ids_in_range(self, values: dict) -> bool:
-        for name, kind in self.kinds.items():
-            if kind == PK:
-                ids = (_pk(values[name]),)
-            elif kind == PKS:
-                ids = [_pk(value) for value in values[name]]
-            else:
-                continue
-            if any(not _INT64[0] <= value <= _INT64[1] for value in ids):
-                return False
-        return True
+    def _ids_fit(self, values: dict) -> bool:
+        return all(
+            _fits(values[name]) if kind == PK else all(_fits(v) for v in values[name])
+            for name, kind in self.kinds.items()
+            if kind in (PK, PKS)
+        )
 
     def _pks(self):
         return [name for name, kind in self.kinds.items() if kind == PKS]

@@ -39,15 +39,14 @@ def ensure_role_groups(**kwargs) -> None:
 
 
 def user_roles(user) -> frozenset[str]:
-    """The roles a user holds; superusers hold all three. Cached on the user object."""
+    """The roles a user holds; superusers hold all three. Group roles are cached on the user."""
     if not user.is_authenticated:
         return frozenset()
-    cached = getattr(user, "_alignlab_roles", None)
+    if user.is_superuser:
+        return frozenset(ROLES)
+    cached = getattr(user, "_alignlab_roles", None)  # also set by config.auth_backends
     if cached is None:
-        if user.is_superuser:
-            cached = frozenset(ROLES)
-        else:
-            cached = frozenset(user.groups.filter(name__in=ROLES).values_list("name", flat=True))
+        cached = frozenset(user.groups.filter(name__in=ROLES).values_list("name", flat=True))
         user._alignlab_roles = cached
     return cached
 
