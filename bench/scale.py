@@ -10,7 +10,7 @@
   summaries what the periodic tasks compute and the quality and Elo pages read past their live
             limits (collection.refresh_quality, evals.refresh_elo), each in a child process:
             seconds and peak RSS;
-  pages     gunicorn with production settings (bench/web_server.py, DEBUG=0), users signed in
+  pages     granian with production settings (bench/web_server.py, DEBUG=0), users signed in
             through the login form (bench/web_clients.py), then every page and API list a
             contractor, researcher or admin opens, --warmup times then --repeats times each,
             one request at a time: p50/p99 (nearest rank), status, size;
@@ -53,8 +53,9 @@ sys.path.insert(0, str(ROOT))
 
 from bench.machine import cpu_model, write_json  # noqa: E402
 from bench.scale_build import USER_PREFIX, Size, build, holds, passwords_reset  # noqa: E402
-from bench.web_load import percentile  # noqa: E402
+from bench.web_load import DEFAULT_WORKERS, percentile  # noqa: E402
 from bench.web_server import (  # noqa: E402
+    SERVERS,
     database_check,
     manage,
     recreate_database,
@@ -115,7 +116,7 @@ ROLE_USERS = {"contractor": f"{USER_PREFIX}c-0000", "researcher": f"{USER_PREFIX
               "admin": f"{USER_PREFIX}admin"}  # fmt: skip
 
 
-# --- pages: gunicorn, one request at a time ---------------------------------------------------
+# --- pages: the web server, one request at a time-----------------------------------------------
 
 
 async def _measure_pages(url: str, password: str, pages, warmup: int, repeats: int,
@@ -178,9 +179,10 @@ def phase_pages(args, password: str) -> dict:
     server = start_server(
         database_url=args.database_url,
         static_root=args.work_dir / "static",
-        log=args.work_dir / "gunicorn.log",
+        log=args.work_dir / f"{args.server}.log",
         workers=args.workers,
-        threads=1,
+        threads=args.threads,
+        server=args.server,
     )
     try:
         return asyncio.run(
@@ -386,8 +388,8 @@ def phase_load(args, password: str) -> dict:
     usernames = [f"{USER_PREFIX}c-{i:04d}" for i in range(LOAD_CONTRACTORS)]
     connections.close_all()
     server = start_server(database_url=args.database_url, static_root=args.work_dir / "static",
-                          log=args.work_dir / "gunicorn-load.log", workers=args.workers,
-                          threads=1)  # fmt: skip
+                          log=args.work_dir / f"{args.server}-load.log", workers=args.workers,
+                          threads=args.threads, server=args.server)  # fmt: skip
     try:
         results = run_phase(url=server.url, usernames=usernames, password=password,
                             think_s=1.0, duration_s=args.load_duration,
@@ -550,7 +552,9 @@ def arguments() -> argparse.Namespace:
         choices=[f"{f}-{ff}" for f, ff in EXPORTS],
         help="default: all",
     )
-    parser.add_argument("--workers", type=int, default=4, help="gunicorn sync workers")
+    parser.add_argument("--server", choices=SERVERS, default="granian", help="the web server")
+    parser.add_argument("--workers", type=int, help="worker processes (granian 2, gunicorn 4)")
+    parser.add_argument("--threads", type=int, help="threads per worker (granian 2, gunicorn 1)")
     parser.add_argument("--load-duration", type=float, default=60, help="seconds of the load")
     var_dir = Path(os.environ.get("ALIGNLAB_VAR_DIR", ROOT / "var"))
     parser.add_argument("--work-dir", type=Path, default=var_dir / "bench-scale")
@@ -591,9 +595,12 @@ def main() -> None:
     if sys.argv[1:2] == ["child"]:
         return child(sys.argv[2:])
     args = arguments()
+    default_workers, default_threads = DEFAULT_WORKERS[args.server]
+    args.workers = args.workers or default_workers
+    args.threads = args.threads or default_threads
     args.work_dir.mkdir(parents=True, exist_ok=True)
     password = secrets.token_urlsafe(12)
-    # This process, its children and gunicorn: production settings on the bench's database.
+    # This process, its children and the web server: production settings on the bench's database.
     os.environ.update(server_env(database_url=args.database_url,
                                  static_root=args.work_dir / "static"))  # fmt: skip
     os.environ.update(ALLOWED_HOSTS="127.0.0.1,localhost,testserver",
@@ -615,7 +622,7 @@ def main() -> None:
         print("summaries (the periodic tasks' work):", flush=True)
         report["summaries"] = phase_summaries()
     if "pages" in args.phases:
-        print("pages (gunicorn):", flush=True)
+        print(f"pages ({args.server}):", flush=True)
         report["pages"] = phase_pages(args, password)
     if "sql" in args.phases:
         print("sql (test client, execute_wrapper, EXPLAIN):", flush=True)
@@ -628,7 +635,7 @@ def main() -> None:
     if "export" in args.phases:
         report["export"] = phase_export(args, snapshot_id)
     if "load" in args.phases:
-        print(f"load ({LOAD_CONTRACTORS} contractors, 1 s think, gunicorn):", flush=True)
+        print(f"load ({LOAD_CONTRACTORS} contractors, 1 s think, {args.server}):", flush=True)
         report["load"] = phase_load(args, password)
     report["load_average_after"] = os.getloadavg()
     report["goals"] = goals(report)

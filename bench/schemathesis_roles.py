@@ -1,4 +1,4 @@
-"""schemathesis over /api/schema/ as every role, against gunicorn (DEBUG=0 over plain HTTP) on
+"""schemathesis over /api/schema/ as every role, against granian (DEBUG=0 over plain HTTP) on
 PostgreSQL: anonymous, two contractors (alice, bob), a researcher (rita), an admin (adam).
 
     .venv/bin/python bench/schemathesis_roles.py --json var/bench/schemathesis.json
@@ -7,11 +7,11 @@ The script drops and makes its own database (--database-url, default
 postgres://postgres@127.0.0.1:5432/alignlab_schemathesis), migrates it and seeds it: the demo
 users, dataset and snapshot (`seed_demo --force`), an active placeholder LM with the demo campaign
 on it (no model ever runs: no Celery worker is started, queued tasks stay in the broker) and one
-conversation per contractor with a ready turn. It collects static files, starts gunicorn with
-ALIGNLAB_HTTPS=0, makes an API token per user (`drf_create_token`), saves the schema as the admin
-sees it, and runs schemathesis once per role: every phase (examples, coverage, fuzzing,
-stateful), every check (with the custom `refusals_are_documented` of
-bench/schemathesis_hooks.py), --max-examples examples per operation, under schemathesis.toml
+conversation per contractor with a ready turn. It collects static files, starts granian (as
+compose.yaml does) with ALIGNLAB_HTTPS=0, makes an API token per user (`drf_create_token`),
+saves the schema as the admin sees it, and runs schemathesis once per role: every phase
+(examples, coverage, fuzzing, stateful), every check (with the custom `refusals_are_documented`
+of bench/schemathesis_hooks.py), --max-examples examples per operation, under schemathesis.toml
 (the operations that may refuse schema-valid data for a listed rule). Each role's output and JUnit
 report go to --work-dir; the summary (per role: operations, test cases, failures by check) is
 printed as a Markdown table for SECURITY.md and written to --json.
@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.machine import cpu_model, write_json  # noqa: E402
-from bench.web_server import gunicorn_start, manage, recreate_database, stop_server  # noqa: E402
+from bench.web_server import manage, recreate_database, server_start, stop_server  # noqa: E402
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/alignlab_schemathesis"
 ROLES = ["anonymous", "alice", "bob", "rita", "adam"]
@@ -114,7 +114,7 @@ def main() -> None:
     parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL, help="dropped and made")
     parser.add_argument("--max-examples", type=int, default=25, help="per operation and phase")
     parser.add_argument("--roles", nargs="+", default=ROLES, choices=ROLES)
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
+    parser.add_argument("--workers", type=int, default=2, help="granian worker processes")
     parser.add_argument("--seed", type=int, default=18, help="schemathesis' random seed")
     var_dir = Path(os.environ.get("ALIGNLAB_VAR_DIR", ROOT / "var"))
     parser.add_argument("--work-dir", type=Path, default=var_dir / "bench-schemathesis")
@@ -158,7 +158,7 @@ def main() -> None:
     connections.close_all()
     tokens = {user: token_for(user, env) for user in ROLES if user != "anonymous"}
 
-    server = gunicorn_start(env=env, log=work / "gunicorn.log", workers=args.workers)
+    server = server_start(env=env, log=work / "granian.log", workers=args.workers, threads=2)
     report = {
         "command": " ".join(sys.argv),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -195,7 +195,7 @@ async def run_contractors(config: dict) -> dict:
     timeout = aiohttp.ClientTimeout(total=config["timeout_s"])
     sessions = [
         aiohttp.ClientSession(
-            # Production cookies are Secure; the proxy in front of gunicorn speaks https.
+            # Production cookies are Secure; the proxy in front of the server speaks https.
             cookie_jar=aiohttp.CookieJar(unsafe=True, treat_as_secure_origin=[config["url"]]),
             headers={"X-Forwarded-Proto": "https"},
             timeout=timeout,

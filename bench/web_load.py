@@ -1,5 +1,6 @@
 """Web load of the collection pages: simulated contractors judging pre-generated turns through
-the review queue, against gunicorn (DEBUG=0, behind a pretend TLS proxy) on PostgreSQL.
+the review queue, against the production web server (granian, DEBUG=0, behind a pretend TLS
+proxy) on PostgreSQL.
 
     .venv/bin/python bench/web_load.py --duration 60 --json var/bench/web_load.json
 
@@ -7,8 +8,9 @@ The script drops and makes its own database (--database-url, default
 postgres://postgres@127.0.0.1:5432/alignlab_bench; sqlite:///PATH works too), migrates it,
 seeds it through the ORM and the collection services (contractors, a campaign on a placeholder
 model version, two-turn conversations whose responses are stored and which their author has
-judged: no model runs), collects static files, starts gunicorn (4 sync workers: see --workers)
-and runs the contractors in a separate process with an async HTTP client (aiohttp). Each
+judged: no model runs), collects static files, starts granian as compose.yaml does (2 worker
+processes of 2 threads: --workers, --threads; --server gunicorn runs the server before it, for a
+comparison) and runs the contractors in a separate process with an async HTTP client (aiohttp). Each
 contractor signs in through the login form, then loops: think, POST a judgement of the turn the
 review page shows as the page's boosted form does (htmx: the answer is the next turn, with the
 "recorded" message that confirms the submit; with --no-htmx, as without JavaScript: a plain
@@ -26,7 +28,7 @@ Goal: in (a) p99 < 100 ms (of each request, and of submit + next turn as the con
 for it) and 0 errors; 0 lost or duplicated judgements in every phase.
 
 Here: the phases, the CPU accounting, the figures and the command line. The contractors:
-bench/web_clients.py; the database, the seeding and gunicorn: bench/web_server.py.
+bench/web_clients.py; the database, the seeding and the server: bench/web_server.py.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 from bench.machine import cpu_model, write_json  # noqa: E402
 from bench.web_clients import clients_main  # noqa: E402
 from bench.web_server import (  # noqa: E402
+    SERVERS,
     database_check,
     manage,
     recreate_database,
@@ -60,6 +63,8 @@ DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/alignlab_bench"
 # name → (contractors, think time in seconds)
 PHASES = {"a": (50, 1.0), "b10": (10, 0.0), "b50": (50, 0.0)}
 GOAL_P99_MS = 100.0
+# server → (worker processes, threads per worker) when --workers / --threads are not given
+DEFAULT_WORKERS = {"granian": (2, 2), "gunicorn": (4, 1)}
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -87,8 +92,9 @@ def _proc_stat(pid: int) -> tuple[str, int, float] | None:
 
 
 def cpu_snapshot(server_pid: int | None) -> dict:
-    """CPU seconds so far: the whole machine (busy), gunicorn (master + workers), postgres."""
-    snapshot = {"gunicorn": {}, "postgres": {}, "machine_busy_s": 0.0, "machine_total_s": 0.0}
+    """CPU seconds so far: the whole machine (busy), the web server (main process + workers),
+    postgres."""
+    snapshot = {"server": {}, "postgres": {}, "machine_busy_s": 0.0, "machine_total_s": 0.0}
     try:
         ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
     except OSError:
@@ -103,7 +109,7 @@ def cpu_snapshot(server_pid: int | None) -> dict:
             continue
         name, parent, seconds = stat
         if server_pid is not None and server_pid in (int(entry.name), parent):
-            snapshot["gunicorn"][entry.name] = seconds
+            snapshot["server"][entry.name] = seconds
         elif name == "postgres":
             snapshot["postgres"][entry.name] = seconds
     return snapshot
@@ -115,7 +121,7 @@ def cpu_merge(latest: dict, snapshot: dict) -> dict:
     PostgreSQL backends come and go (Django closes a connection older than CONN_MAX_AGE), so
     snapshots are taken every second and a backend's last reading is kept when it is gone.
     """
-    merged = {group: {**latest[group], **snapshot[group]} for group in ("gunicorn", "postgres")}
+    merged = {group: {**latest[group], **snapshot[group]} for group in ("server", "postgres")}
     return {**snapshot, **merged}
 
 
@@ -127,7 +133,7 @@ def cpu_used(before: dict, after: dict) -> dict:
 
     wall = after["machine_total_s"] - before["machine_total_s"]
     return {
-        "gunicorn_s": spent("gunicorn"),
+        "server_s": spent("server"),
         "postgres_s": spent("postgres"),
         "machine_busy_s": after["machine_busy_s"] - before["machine_busy_s"],
         "machine_cpu_s": wall,
@@ -222,7 +228,7 @@ def summarize(name: str, results: dict, check: dict) -> dict:
         "database": check,
         "load_average_1min": {"max": max(loads), "mean": sum(loads) / len(loads)},
         "cpu_s": {
-            "gunicorn": cpu["gunicorn_s"],
+            "server": cpu["server_s"],
             "postgres": cpu["postgres_s"],
             "clients": results["client_cpu_s"],
             "machine_busy": cpu["machine_busy_s"],
@@ -266,16 +272,16 @@ def markdown(rows: list[dict]) -> str:
         )
     lines += [
         "",
-        "| phase | 1-min load avg (mean / max) | CPU s: gunicorn | postgres | clients | other | "
-        "machine busy / available | gunicorn + postgres CPU ms per judgement |",
+        "| phase | 1-min load avg (mean / max) | CPU s: web server | postgres | clients | other | "
+        "machine busy / available | web server + postgres CPU ms per judgement |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in rows:
         load, cpu = row["load_average_1min"], row["cpu_s"]
-        per = (cpu["gunicorn"] + cpu["postgres"]) * 1000 / max(row["judgements"], 1)
-        other = cpu["machine_busy"] - cpu["gunicorn"] - cpu["postgres"] - cpu["clients"]
+        per = (cpu["server"] + cpu["postgres"]) * 1000 / max(row["judgements"], 1)
+        other = cpu["machine_busy"] - cpu["server"] - cpu["postgres"] - cpu["clients"]
         lines.append(
-            f"| {row['phase']} | {load['mean']:.2f} / {load['max']:.2f} | {cpu['gunicorn']:.1f} | "
+            f"| {row['phase']} | {load['mean']:.2f} / {load['max']:.2f} | {cpu['server']:.1f} | "
             f"{cpu['postgres']:.1f} | {cpu['clients']:.1f} | {other:.1f} | "
             f"{cpu['machine_busy']:.1f} / {cpu['machine_available']:.1f} | {per:.1f} |"
         )
@@ -288,11 +294,15 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=60, help="seconds of each phase")
     parser.add_argument("--phases", nargs="+", default=list(PHASES), choices=list(PHASES))
     parser.add_argument("--turns", type=int, default=2000, help="judged turns to review")
-    # Sync workers, two per core: a request here is CPU-bound Python (the database is local
-    # and quick), so threads would only queue on the GIL; compose.yaml's 3 x 4 gthread is for
-    # bigger machines. Requests beyond the 4 in progress wait in the listen backlog.
-    parser.add_argument("--workers", type=int, default=4, help="gunicorn worker processes")
-    parser.add_argument("--threads", type=int, default=1, help=">1: gthread workers")
+    # A worker process per core, two threads each: a request here is CPU-bound Python (the
+    # database is local and quick), so more threads only queue on the GIL, and a second thread
+    # runs while the first waits on PostgreSQL (measured in BENCHMARKS.md, session 15: 2 x 2
+    # beat 4 x 1 and 2 x 4). gunicorn: 4 sync workers was its best here.
+    parser.add_argument("--server", choices=SERVERS, default="granian", help="the web server")
+    parser.add_argument("--workers", type=int, help="worker processes (granian 2, gunicorn 4)")
+    parser.add_argument(
+        "--threads", type=int, help="threads per worker (granian 2; gunicorn 1: sync workers)"
+    )
     var_dir = Path(os.environ.get("ALIGNLAB_VAR_DIR", ROOT / "var"))
     parser.add_argument("--work-dir", type=Path, default=var_dir / "bench-web-load")
     parser.add_argument("--json", type=Path, help="also write the figures here")
@@ -309,6 +319,9 @@ def main() -> None:
     if sys.argv[1:2] == ["clients"]:
         return clients_main()
     args = arguments()
+    default_workers, default_threads = DEFAULT_WORKERS[args.server]
+    args.workers = args.workers or default_workers
+    args.threads = args.threads or default_threads
     args.work_dir.mkdir(parents=True, exist_ok=True)
     password = secrets.token_urlsafe(12)
     usernames = {
@@ -338,9 +351,10 @@ def main() -> None:
     server = start_server(
         database_url=args.database_url,
         static_root=args.work_dir / "static",
-        log=args.work_dir / "gunicorn.log",
+        log=args.work_dir / f"{args.server}.log",
         workers=args.workers,
         threads=args.threads,
+        server=args.server,
     )
     rows = []
     load_before = os.getloadavg()[0]
@@ -381,7 +395,9 @@ def report_write(args, server, rows: list[dict], *, seed_s: float, load_before: 
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "database": connection.vendor,
-        "server": " ".join(server.command[2:]).replace(server.url.split("//")[1], "HOST:PORT"),
+        "server": " ".join(server.command[2:])
+        .replace(server.url.split("//")[1], "HOST:PORT")
+        .replace(f"--port {server.url.rsplit(':', 1)[1]}", "--port PORT"),
         "turns": args.turns,
         "htmx": args.htmx,
         "seed_s": seed_s,

@@ -1,7 +1,8 @@
 """The server side of bench/web_load.py (bench/schemathesis_roles.py uses it too): the bench's
 own database dropped, made and migrated, seeded through the ORM and the collection services,
-the judgements in it checked against what the clients saw confirmed, and gunicorn started with
-production settings and stopped.
+the judgements in it checked against what the clients saw confirmed, and the web server started
+with production settings and stopped: granian, as in compose.yaml, or gunicorn (the server before
+it) for a comparison.
 """
 
 from __future__ import annotations
@@ -193,7 +194,11 @@ def database_check(*, usernames: list[str], confirmed: list) -> dict:
     }
 
 
-# --- gunicorn --------------------------------------------------------------------------------
+# --- the web server ---------------------------------------------------------------------------
+
+# granian is compose.yaml's server; gunicorn (sync workers, or gthread with --threads > 1) was
+# until session 15 and stays here to compare against (bench/web_load.py --server gunicorn).
+SERVERS = ("granian", "gunicorn")
 
 
 @dataclass
@@ -237,8 +242,9 @@ def start_server(
     workers: int,
     threads: int,
     collectstatic: bool = True,
+    server: str = "granian",
 ) -> Server:
-    """Collect static files (the manifest storage needs them), start gunicorn, wait for it."""
+    """Collect static files (the manifest storage needs them), start the server, wait for it."""
     env = server_env(database_url=database_url, static_root=static_root)
     if collectstatic:
         subprocess.run(
@@ -248,29 +254,63 @@ def start_server(
             check=True,
         )
     headers = {"X-Forwarded-Proto": "https"}  # server_env's settings sit behind a TLS proxy
-    return gunicorn_start(env=env, log=log, workers=workers, threads=threads, headers=headers)
+    return server_start(
+        env=env, log=log, workers=workers, threads=threads, headers=headers, server=server
+    )
 
 
-def gunicorn_start(
-    *, env: dict, log: Path, workers: int, threads: int = 1, headers: dict | None = None
+def server_command(server: str, *, port: int, workers: int, threads: int) -> list[str]:
+    """The command line of `server` on 127.0.0.1:`port`: `workers` processes of `threads`
+    threads each (gunicorn: sync workers when `threads` is 1, else gthread)."""
+    if server == "granian":
+        return [
+            sys.executable,
+            "-m",
+            "granian",
+            "--interface",
+            "wsgi",
+            "config.wsgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--blocking-threads",
+            str(threads),
+            "--respawn-failed-workers",
+        ]
+    if server == "gunicorn":
+        return [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "config.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(workers),
+            "--threads",
+            str(threads),
+            "--timeout",
+            "120",
+        ]
+    raise ValueError(f"unknown web server {server!r}: one of {', '.join(SERVERS)}")
+
+
+def server_start(
+    *,
+    env: dict,
+    log: Path,
+    workers: int,
+    threads: int = 1,
+    headers: dict | None = None,
+    server: str = "granian",
 ) -> Server:
-    """Start gunicorn on a free port with `env`; return once the sign-in page answers 200
+    """Start `server` on a free port with `env`; return once the sign-in page answers 200
     (requested with `headers`), or raise with its log."""
     port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "config.wsgi:application",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        str(workers),
-        "--threads",
-        str(threads),
-        "--timeout",
-        "120",
-    ]
+    command = server_command(server, port=port, workers=workers, threads=threads)
     log.parent.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
         command,
@@ -280,20 +320,20 @@ def gunicorn_start(
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    server = Server(process, f"http://127.0.0.1:{port}", log, command)
-    health = urllib.request.Request(server.url + "/accounts/login/", headers=headers or {})
+    running = Server(process, f"http://127.0.0.1:{port}", log, command)
+    health = urllib.request.Request(running.url + "/accounts/login/", headers=headers or {})
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"gunicorn exited with {process.returncode}:\n{server.output()}")
+            raise RuntimeError(f"{server} exited with {process.returncode}:\n{running.output()}")
         try:
             with urllib.request.urlopen(health, timeout=5) as response:
                 if response.status == 200:
-                    return server
+                    return running
         except (urllib.error.URLError, OSError):
             time.sleep(0.2)
-    stop_server(server)
-    raise RuntimeError(f"gunicorn did not answer within 60 s:\n{server.output()}")
+    stop_server(running)
+    raise RuntimeError(f"{server} did not answer within 60 s:\n{running.output()}")
 
 
 def stop_server(server: Server) -> None:

@@ -8,13 +8,13 @@ ERRORS = {
     "403": "the role may not do this",
     "404": "no such object for this user, or no such page of results",
 }
-# A request line over the web server's limit never reaches Django: the server answers it with
-# its own HTML page (gunicorn's "Request Line is too large", limit_request_line, 4,094 bytes by
-# default; a proxy in front has its own limit and page), so that is what the schema documents.
+# A request line over the web server's limit never reaches Django: the server answers it
+# itself. granian (compose.yaml's server) sends a 414 with no body for a target over 65,534
+# bytes (tests/collection/test_web_load_bench.py); a proxy in front may have a lower limit and
+# its own page. The schema documents granian's answer.
 URI_TOO_LONG = {
     "description": "the request line (method, path and query string) is longer than the web "
-    "server takes; the web server's own HTML page, not JSON",
-    "content": {"text/html": {"schema": {"type": "string"}}},
+    "server takes: the web server's own answer, with no body",
 }
 
 # A body over Django's DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB) is refused before any view reads it

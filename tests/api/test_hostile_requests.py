@@ -196,3 +196,13 @@ def test_a_reviewer_is_refused_once_the_overlap_target_is_met_but_gold_stays_ope
     )
     judgement_submit(turn=gold, contractor=alice, scale=1)
     assert judgement_submit(turn=gold, contractor=bob, scale=1).origin == "review"
+
+
+@pytest.mark.parametrize("page", ["", " "])
+def test_an_empty_page_number_is_refused_not_taken_for_the_first_page(api, page):
+    """The schema says `page` is an integer; DRF read `?page=` as page 1 (schemathesis, round 7)."""
+    response = api.get("/api/experiments/", {"page": page})
+    assert response.status_code == 404, response.content
+    assert "Invalid page" in response.json()["detail"]
+    assert api.get("/api/experiments/", {"page": 1}).status_code == 200
+    assert api.get("/api/experiments/").status_code == 200

@@ -1,10 +1,14 @@
 """bench/web_load.py end to end at a tiny size, so the bench cannot rot: seeding through the
-services, gunicorn on the test database, two contractors in their own process, the check."""
+services, the production web server (granian) on the test database, two contractors in their
+own process, the check; and the server's own answer to a request line too long, which the API
+schema documents (config/schema.py)."""
 
 import importlib.util
 import secrets
+import socket
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -24,7 +28,20 @@ def web_load():
     sys.modules.pop(spec.name, None)
 
 
-def test_two_contractors_judge_through_gunicorn_and_every_judgement_is_stored_once(
+def raw_get(url: str, target: str) -> bytes:
+    """The whole answer to one GET of `target`, sent as bytes (no client library's limits),
+    through the pretend TLS proxy of the bench's production settings."""
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\n".encode())
+        sock.sendall(b"X-Forwarded-Proto: https\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_two_contractors_judge_through_granian_and_every_judgement_is_stored_once(
     web_load, transactional_db, tmp_path
 ):
     from django.db import connection
@@ -37,10 +54,11 @@ def test_two_contractors_judge_through_gunicorn_and_every_judgement_is_stored_on
     server = web_load.start_server(
         database_url=database_url(connection.settings_dict),
         static_root=tmp_path / "static",
-        log=tmp_path / "gunicorn.log",
+        log=tmp_path / "granian.log",
         workers=2,
         threads=2,
     )
+    assert "granian" in server.command
     try:
         results, plain = [
             web_load.run_phase(
@@ -54,6 +72,10 @@ def test_two_contractors_judge_through_gunicorn_and_every_judgement_is_stored_on
             )
             for names, duration, htmx in ((usernames, 2.0, True), (plain_names, 1.0, False))
         ]
+        # Just under the server's limit the request reaches Django; over it, the server answers
+        # a bodiless 414 itself, as the schema says.
+        reached = raw_get(server.url, "/api/judgements/?q=" + "a" * 60_000)
+        refused = raw_get(server.url, "/api/judgements/?q=" + "a" * 70_000)
     finally:
         web_load.stop_server(server)
     check = web_load.database_check(usernames=usernames, confirmed=results["confirmed"])
@@ -75,3 +97,9 @@ def test_two_contractors_judge_through_gunicorn_and_every_judgement_is_stored_on
     assert check["unique_turn_contractor_constraint"]
     assert Judgement.objects.filter(contractor__username__in=usernames).count() == row["judgements"]
     assert "| tiny | 2 | 0 |" in web_load.markdown([row])
+    assert row["cpu_s"]["server"] > 0  # the server's workers are its children: counted
+
+    assert reached.startswith(b"HTTP/1.1 401 "), reached[:200]  # DRF: no token
+    head, _, body = refused.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 414 "), refused[:200]
+    assert body == b"" and b"content-length: 0" in head.lower(), refused[:200]

@@ -48,9 +48,12 @@ def test_each_command_refers_to_real_code(name):
         program = words[0]
         if program == "python" and words[1] == "manage.py":
             assert words[2] in known_commands, f"{name}: no management command {words[2]!r}"
-        elif program == "gunicorn":
-            module, attribute = words[1].split(":")
+        elif program == "granian":
+            assert words[words.index("--interface") + 1] == "wsgi", name
+            targets = [word for word in words[1:] if ":" in word and not word.startswith("-")]
+            module, attribute = targets[0].split(":")
             assert callable(getattr(importlib.import_module(module), attribute))
+            assert "--respawn-failed-workers" in words, name
         elif program == "celery":
             assert words[1:3] == ["-A", "config"]
             importlib.import_module("config.celery")
