@@ -9,7 +9,7 @@ from django.db import transaction
 from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
-from config.query_shapes import PK, QueryShape
+from config.query_shapes import INT, PK, QueryShape, UpdateShape
 
 from .conversations import check_owner, lock_contractor, mark_ended
 from .errors import CollectionError
@@ -86,6 +86,26 @@ def _locked_turn_judged_by(turn, contractor):
 
 # Run on every submit: SQL written once per thread (config.query_shapes).
 _LOCKED_TURN_JUDGED_BY = QueryShape(_locked_turn_judged_by, turn=PK, contractor=PK)
+
+
+def _turn_judged(turn, count, shape):
+    """The turn's UPDATE when a reviewer's judgement counts: its count, whether it waits for
+    more, and the review queue's hold ended (`held`)."""
+    needs_review, held = shape
+    changes = {"judgement_count": count, "needs_review": needs_review}
+    if held:
+        changes |= {"review_claimed_by": None, "review_claimed_until": None}
+    return Turn.objects.filter(pk=turn), changes
+
+
+def _turn_chosen(turn, count, chosen, shape):
+    """The same for its author's judgement, which also chooses the response and closes it."""
+    queryset, changes = _turn_judged(turn, count, shape)
+    return queryset, changes | {"status": Turn.Status.JUDGED, "chosen_response": chosen}
+
+
+_TURN_JUDGED = UpdateShape(_turn_judged, turn=PK, count=INT)
+_TURN_CHOSEN = UpdateShape(_turn_chosen, turn=PK, count=INT, chosen=PK)
 _SHOWN = QueryShape(
     lambda turn: (
         Response.objects.filter(turn=turn)
@@ -148,14 +168,17 @@ def judgement_submit(
         )
         turn.judgement_count += 1
         turn.needs_review = turn.judgement_count < campaign.overlap_target
-        fields = ["judgement_count", "needs_review"]
-        if turn.review_claimed_by_id is not None:  # judged: the review queue's hold ends
+        held = turn.review_claimed_by_id is not None  # judged: the review queue's hold ends
+        if held:
             turn.review_claimed_by, turn.review_claimed_until = None, None
-            fields += ["review_claimed_by", "review_claimed_until"]
         if is_author:
             turn.status, turn.chosen_response_id = Turn.Status.JUDGED, submitted[0]
-            fields += ["status", "chosen_response"]
-        turn.save(update_fields=fields)
+        # What turn.save(update_fields=...) of the fields set above does, its SQL written once.
+        shape, count = (turn.needs_review, held), turn.judgement_count
+        if is_author:
+            _TURN_CHOSEN.run(turn=turn, count=count, chosen=submitted[0], shape=shape)
+        else:
+            _TURN_JUDGED.run(turn=turn, count=count, shape=shape)
         # The PM's blind prediction of this turn, tested by the judgement (issue 14).
         agreement_record(judgement, campaign, shown=shown)
         if is_author and turn.index + 1 >= campaign.max_turns:

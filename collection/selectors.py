@@ -9,7 +9,7 @@ from django.db import transaction
 from django.db.models import Count, Exists, F, OuterRef, Prefetch, Q
 from django.utils import timezone
 
-from config.query_shapes import PK, PKS, TIME, QueryShape
+from config.query_shapes import PK, PKS, TIME, QueryShape, UpdateShape
 
 from .models import Campaign, Conversation, Judgement, Response, ReviewOrder, Turn
 
@@ -175,15 +175,24 @@ def review_claim_next(*, contractor) -> Turn | None:
                 return turn
             now = timezone.now()
             until = now + timedelta(seconds=settings.COLLECTION_REVIEW_CLAIM_S)
-            held = (
-                Turn.objects.filter(pk=turn.pk)
-                .filter(_unclaimed(contractor, now))
-                .update(review_claimed_by=contractor, review_claimed_until=until)
-            )
+            held = _HOLD.run(turn=turn, contractor=contractor, now=now, until=until)
         if held:
             turn.review_claimed_by, turn.review_claimed_until = contractor, until
             return turn
     return turn
+
+
+# The hold: only while nobody else holds the turn (SQL written once, config.query_shapes).
+_HOLD = UpdateShape(
+    lambda turn, contractor, now, until: (
+        Turn.objects.filter(pk=turn).filter(_unclaimed(contractor, now)),
+        {"review_claimed_by": contractor, "review_claimed_until": until},
+    ),
+    turn=PK,
+    contractor=PK,
+    now=TIME,
+    until=TIME,
+)
 
 
 def _unclaimed(contractor, now=None) -> Q:

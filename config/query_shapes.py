@@ -21,8 +21,15 @@ passed to `fetch`. The SQL text of a shape is the same on every call, which also
 prepare it once per connection (`DATABASE_PREPARE_THRESHOLD`).
 
 Kinds of values: `PK` (a model instance or an id), `PKS` (a list of them; its length is part
-of the shape), `TIME` (an aware datetime) and `TEXT` (a string compared as it is, by `exact`: a
-lookup that rewrites its string, such as `contains`, is refused).
+of the shape), `INT` (an integer that is not an id, such as a count; never a bool: a bool
+shapes the SQL, so it goes in `shape`), `TIME` (an aware datetime) and `TEXT` (a string
+compared as it is, by `exact`: a lookup that rewrites its string, such as `contains`, is
+refused).
+
+`UpdateShape` does the same for an UPDATE: its `build` returns the queryset and the changes, as
+`queryset.update(**changes)` takes them, and `run` returns the number of rows changed. The
+review queue's hold and the judged turn's update are built that way: the ORM took about as long
+to write each UPDATE as the rest of the claim (BENCHMARKS.md, "Session 15").
 """
 
 from __future__ import annotations
@@ -30,11 +37,12 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime, timedelta
 
-from django.db import connections
+from django.db import connections, transaction
+from django.db.models.sql import UpdateQuery
 from django.db.transaction import TransactionManagementError
 
-PK, PKS, TIME, TEXT = "pk", "pks", "time", "text"
-_KINDS = (PK, PKS, TIME, TEXT)
+PK, PKS, INT, TIME, TEXT = "pk", "pks", "int", "time", "text"
+_KINDS = (PK, PKS, INT, TIME, TEXT)
 # Markers: small enough for any integer column (Django drops a comparison with a value out of
 # the column's range, such as a small integer's 32,767, from the SQL), and two sets of them, so
 # that a constant that happens to equal a marker shows as a slot that moves.
@@ -66,25 +74,33 @@ class QueryShape:
     def __init__(self, build, **kinds: str):
         unknown = {name: kind for name, kind in kinds.items() if kind not in _KINDS}
         if unknown:
-            raise ValueError(f"unknown kinds {unknown}: use PK, PKS, TIME or TEXT")
+            raise ValueError(f"unknown kinds {unknown}: use PK, PKS, INT, TIME or TEXT")
         self.build, self.kinds = build, kinds
         self._local = threading.local()
 
     def fetch(self, *, using: str = "default", shape=(), **values) -> list:
         """The queryset's rows for these values: what `list(build(**values))` returns."""
+        prepared = self._prepared(using, shape, values)
+        if prepared is None:
+            return list(self._build(self._ids(values), shape).using(using))
+        (queryset, compiler, *_), _ = prepared
+        connection = connections[using]
+        if queryset.query.select_for_update and connection.get_autocommit():
+            # What the ORM itself refuses: a lock that would end with its statement.
+            raise TransactionManagementError(
+                "select_for_update cannot be used outside of a transaction."
+            )
+        return list(queryset._iterable_class(queryset))
+
+    def _prepared(self, using: str, shape, values: dict):
+        """(the compiled entry, its parameters for `values`), the compiler set to run them; None
+        for an id that no integer column holds (twenty digits from a URL): the ORM drops an
+        equality with it from the SQL rather than send it (SQLite cannot take it), so the
+        caller runs the ORM's own queryset (`_ids`)."""
         if values.keys() != self.kinds.keys():
             raise TypeError(f"expected values for {sorted(self.kinds)}, got {sorted(values)}")
         if not self._ids_fit(values):
-            # An id no integer column can hold (twenty digits from a URL): the ORM drops an
-            # equality with it from the SQL rather than send it (SQLite cannot take it), so it
-            # runs this; such ids leave a list (no row holds them), which the ORM keeps.
-            ids = dict(values)  # as when compiled, `build` gets ids (its markers are ids too)
-            for name, kind in self.kinds.items():
-                if kind == PK:
-                    ids[name] = _pk(values[name])
-                elif kind == PKS:
-                    ids[name] = [_pk(v) for v in values[name] if _fits(v)]
-            return list(self._build(ids, shape).using(using))
+            return None
         lengths = tuple(len(values[n]) for n, kind in self.kinds.items() if kind == PKS)
         key = (using, lengths, shape)
         compiled = getattr(self._local, "compiled", None)
@@ -94,19 +110,18 @@ class QueryShape:
         if entry is None:
             lengths_of = dict(zip(self._pks(), lengths, strict=True))
             entry = compiled[key] = self._compile(using, lengths_of, shape)
-        queryset, compiler, sql, slots, _, params = entry
+        _, compiler, sql, slots, _, params = entry
         connection = connections[using]
-        if queryset.query.select_for_update and connection.get_autocommit():
-            # What the ORM itself refuses: a lock that would end with its statement.
-            raise TransactionManagementError(
-                "select_for_update cannot be used outside of a transaction."
-            )
         ops = connection.ops
         run_params = list(params)
         for position, name, index in slots:
             kind, value = self.kinds[name], values[name]
             if kind == PK:
                 run_params[position] = _pk(value)
+            elif kind == INT:
+                if not isinstance(value, int) or isinstance(value, bool):
+                    raise TypeError(f"{name} must be an integer, not {type(value).__name__}")
+                run_params[position] = value
             elif kind == PKS:
                 run_params[position] = _pk(value[index])
             elif kind == TEXT:
@@ -117,16 +132,35 @@ class QueryShape:
                 run_params[position] = ops.adapt_datetimefield_value(value)
         compiler.connection = connection  # this thread's connection, as the ORM's would be
         compiler.as_sql = lambda *args, **kwargs: (sql, tuple(run_params))
-        return list(queryset._iterable_class(queryset))
+        return entry, run_params
+
+    def _ids(self, values: dict) -> dict:
+        """`values` with ids for instances and without the ids no bigint holds (in a list; the
+        ORM drops a comparison with a single one itself), as `build` gets them when compiled
+        (its markers are ids too)."""
+        ids = dict(values)
+        for name, kind in self.kinds.items():
+            if kind == PK:
+                ids[name] = _pk(values[name])
+            elif kind == PKS:
+                ids[name] = [_pk(v) for v in values[name] if _fits(v)]
+        return ids
+
+    def _compiler(self, built, using: str):
+        """(queryset, compiler) of what `build` returned, on `using`."""
+        queryset = built.using(using)
+        compiler = queryset.query.get_compiler(using=using)
+        compiler.get_converters = _converters_kept(compiler.get_converters)
+        return queryset, compiler
 
     def _build(self, values: dict, shape):
         return self.build(**values, **({"shape": shape} if shape != () else {}))
 
     def _ids_fit(self, values: dict) -> bool:
         return all(
-            _fits(values[name]) if kind == PK else all(_fits(v) for v in values[name])
+            _fits(values[name]) if kind in (PK, INT) else all(_fits(v) for v in values[name])
             for name, kind in self.kinds.items()
-            if kind in (PK, PKS)
+            if kind in (PK, PKS, INT)
         )
 
     def _pks(self):
@@ -146,7 +180,7 @@ class QueryShape:
         markers, expected, serial = {}, {}, 0
         connection = connections[using]
         for name, kind in self.kinds.items():
-            if kind == PK:
+            if kind in (PK, INT):
                 markers[name] = _MARKER_IDS[which] + serial
                 expected[markers[name]] = (name, None)
                 serial += 1
@@ -164,10 +198,9 @@ class QueryShape:
                 markers[name] = marker
                 expected[connection.ops.adapt_datetimefield_value(marker)] = (name, None)
                 serial += 1
-        queryset = self._build(markers, shape)
-        queryset = queryset.using(using)
-        compiler = queryset.query.get_compiler(using=using)
+        queryset, compiler = self._compiler(self._build(markers, shape), using)
         sql, params = compiler.as_sql()  # a lock outside a transaction is refused here
+        self._check(compiler)
         slots, found = [], set()
         for position, param in enumerate(params):
             if isinstance(param, (int, str, datetime)) and not isinstance(param, bool):
@@ -183,3 +216,72 @@ class QueryShape:
             )
         queryset.query.get_compiler = lambda *args, **kwargs: compiler  # the iterable's compiler
         return queryset, compiler, sql, tuple(slots), len(params), params
+
+    def _check(self, compiler) -> None:
+        """Refuse what the compiled SQL cannot stand for on a later call (nothing, here)."""
+
+
+class UpdateShape(QueryShape):
+    """An UPDATE whose SQL the ORM writes once per thread and database (see the module's doc):
+
+        HOLD = UpdateShape(
+            lambda turn, contractor, until: (
+                Turn.objects.filter(pk=turn),
+                {"review_claimed_by": contractor, "review_claimed_until": until},
+            ),
+            turn=PK, contractor=PK, until=TIME,
+        )
+        changed = HOLD.run(turn=turn, contractor=user, until=later)  # what .update() returns
+
+    Only an UPDATE of one table's rows: one over a join is refused (the ORM selects the ids
+    first, a query that would be run once and kept), as is one of a sliced or ordered queryset.
+    """
+
+    def fetch(self, **values):
+        raise TypeError("an UpdateShape runs an UPDATE: call run()")
+
+    def run(self, *, using: str = "default", shape=(), **values) -> int:
+        """The number of rows the UPDATE changed, as `queryset.update(**changes)` returns it."""
+        prepared = self._prepared(using, shape, values)
+        if prepared is None:
+            queryset, changes = self._build(self._ids(values), shape)
+            return queryset.using(using).update(**changes)
+        (_, _, sql, *_), params = prepared
+        with transaction.mark_for_rollback_on_error(using=using):
+            with connections[using].cursor() as cursor:
+                cursor.execute(sql, params)
+                return cursor.rowcount
+
+    def _compiler(self, built, using: str):
+        queryset, changes = built
+        queryset = queryset.using(using)
+        if queryset.query.is_sliced or queryset.query.order_by:
+            raise QueryShapeError("an UpdateShape's queryset may be neither sliced nor ordered")
+        query = queryset.query.chain(UpdateQuery)
+        query.add_update_values(changes)
+        query.clear_select_clause()
+        return queryset, query.get_compiler(using)
+
+    def _check(self, compiler) -> None:
+        if compiler.query.related_updates or compiler.query.count_active_tables() != 1:
+            raise QueryShapeError(
+                "an UpdateShape updates one table's rows: this one joins or updates a parent "
+                "table, which the ORM does with a query of the ids first"
+            )
+
+
+def _converters_kept(get_converters):
+    """`SQLCompiler.get_converters`, asked once per list of expressions: the compiler's
+    `results_iter` asks it on every call for the same selected columns (about 250 columns'
+    converters looked up per judgement, a few % of its CPU). The converters are the backend's
+    and the fields' methods, bound to this thread's connection wrapper, which stays the same
+    object for the thread's life (`connections[alias]`), as the compiler does."""
+    kept = {}
+
+    def converters(expressions):
+        key = tuple(map(id, expressions))  # the compiler's own select list: alive as it is
+        if key not in kept:
+            kept[key] = get_converters(expressions)
+        return kept[key]
+
+    return converters

@@ -1,10 +1,11 @@
 """config.query_shapes: a queryset's SQL written once, run again with new values, gives what the
-queryset itself gives (instances, select_related objects, annotations, values_list rows)."""
+queryset itself gives (instances, select_related objects, annotations, values_list rows); an
+UPDATE's (UpdateShape) changes what `queryset.update` changes."""
 
 from datetime import timedelta
 
 import pytest
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import OuterRef, Subquery
 from django.db.transaction import TransactionManagementError
 from django.utils import timezone
@@ -12,7 +13,16 @@ from django.utils import timezone
 from collection import selectors
 from collection.judgements import judgement_submit
 from collection.models import Judgement, Response, Turn
-from config.query_shapes import PK, PKS, TEXT, TIME, QueryShape, QueryShapeError
+from config.query_shapes import (
+    INT,
+    PK,
+    PKS,
+    TEXT,
+    TIME,
+    QueryShape,
+    QueryShapeError,
+    UpdateShape,
+)
 from tests.collection.test_review_boosted import judged_turns, reviewed_conversation
 from tests.conftest import _user_with_role
 
@@ -202,3 +212,92 @@ def test_the_review_queue_hands_out_what_the_orm_would(two_queues, carol, dave):
         )
         is None
     )
+
+
+def _hold(turn, contractor, now, until):
+    """The review queue's hold, as `selectors._HOLD` builds it."""
+    return (
+        Turn.objects.filter(pk=turn).filter(selectors._unclaimed(contractor, now)),
+        {"review_claimed_by": contractor, "review_claimed_until": until},
+    )
+
+
+def _held(turn):
+    return Turn.objects.values_list("review_claimed_by", "review_claimed_until").get(pk=turn.pk)
+
+
+@pytest.mark.django_db
+def test_an_update_shape_changes_what_the_orm_update_changes(two_queues, carol, dave):
+    alices, bobs = two_queues
+    shape = UpdateShape(_hold, turn=PK, contractor=PK, now=TIME, until=TIME)
+    now = timezone.now()
+    later = now + timedelta(minutes=10)
+    assert shape.run(turn=alices[1], contractor=carol, now=now, until=later) == 1
+    assert _held(alices[1]) == (carol.pk, later)
+    # Held by carol: dave's hold changes nothing, as the ORM's own update would not...
+    assert _hold(alices[1].pk, dave.pk, now, later)[0].update(review_claimed_by=dave) == 0
+    assert shape.run(turn=alices[1], contractor=dave, now=now, until=later) == 0
+    assert _held(alices[1]) == (carol.pk, later)
+    # ...until the hold has run out; then every new value is the call's, not the compiled one.
+    after = later + timedelta(seconds=1)
+    assert shape.run(turn=alices[1], contractor=dave, now=after, until=after) == 1
+    assert _held(alices[1]) == (dave.pk, after)
+    assert shape.run(turn=bobs[0].pk, contractor=dave.pk, now=now, until=later) == 1
+    assert _held(bobs[0]) == (dave.pk, later)
+    assert shape.run(turn=10**20, contractor=dave, now=now, until=later) == 0  # the ORM's own
+
+
+@pytest.mark.django_db
+def test_an_update_shape_sets_integers_and_shape_chosen_nulls(two_queues, carol):
+    alices, _ = two_queues
+
+    def counted(turn, count, shape):
+        changes = {"judgement_count": count, "needs_review": shape[0]}
+        if shape[1]:
+            changes |= {"review_claimed_by": None, "review_claimed_until": None}
+        return Turn.objects.filter(pk=turn), changes
+
+    shape = UpdateShape(counted, turn=PK, count=INT)
+    Turn.objects.filter(pk=alices[2].pk).update(review_claimed_by=carol)
+    assert shape.run(turn=alices[2], count=41, shape=(True, False)) == 1
+    row = Turn.objects.values_list("judgement_count", "needs_review", "review_claimed_by")
+    assert row.get(pk=alices[2].pk) == (41, True, carol.pk)
+    assert shape.run(turn=alices[2], count=42, shape=(False, True)) == 1
+    assert row.get(pk=alices[2].pk) == (42, False, None)
+    with pytest.raises(TypeError, match="integer"):
+        shape.run(turn=alices[2], count=True, shape=(False, True))
+    with pytest.raises(TypeError, match="run"):
+        shape.fetch(turn=alices[2], count=1)
+
+
+@pytest.mark.django_db
+def test_an_update_shape_refuses_what_its_sql_cannot_stand_for(two_queues, carol):
+    alices, _ = two_queues
+    # Over a join the ORM selects the ids first, a query that would be kept from the first call.
+    over_join = UpdateShape(
+        lambda who: (Turn.objects.filter(conversation__contractor=who), {"judgement_count": 99}),
+        who=PK,
+    )
+    with pytest.raises(QueryShapeError, match="one table"):
+        over_join.run(who=carol)
+    ordered = UpdateShape(
+        lambda turn: (Turn.objects.filter(pk=turn).order_by("pk"), {"judgement_count": 99}),
+        turn=PK,
+    )
+    with pytest.raises(QueryShapeError, match="ordered"):
+        ordered.run(turn=alices[0])
+    assert not Turn.objects.filter(judgement_count=99).exists()  # neither ran
+
+
+@pytest.mark.django_db
+def test_a_failed_update_shape_marks_the_transaction_for_rollback(two_queues):
+    alices, _ = two_queues
+    shape = UpdateShape(
+        lambda turn, count: (Turn.objects.filter(pk=turn), {"judgement_count": count}),
+        turn=PK,
+        count=INT,
+    )
+    with pytest.raises(transaction.TransactionManagementError), transaction.atomic():
+        with pytest.raises(IntegrityError):  # a positive integer's CHECK refuses it
+            shape.run(turn=alices[0], count=-1)
+        Turn.objects.count()  # the ORM, as after a failed .update(): roll back first
