@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
 
 from django.conf import settings
@@ -102,7 +104,7 @@ def review_next(*, contractor, lock: bool = False) -> Turn | None:
         return gold[0]
     # The campaigns first (a few rows): when none reviews by uncertainty the query below would
     # walk the whole uncertainty index only to drop every turn on the campaign's order.
-    by_uncertainty = _UNCERTAINTY_CAMPAIGNS.fetch()
+    by_uncertainty = uncertainty_campaigns()
     now, uncertain = timezone.now(), []
     if by_uncertainty:
         uncertain = _UNCERTAIN_NEXT.fetch(
@@ -146,6 +148,42 @@ _UNCERTAINTY_CAMPAIGNS = QueryShape(
     ).values_list("pk", flat=True)
 )
 _UNCERTAIN_NEXT = QueryShape(_uncertain_next, contractor=PK, now=TIME, campaigns=PKS)
+
+# The active campaigns that review by PM uncertainty, asked on every claim, change when an
+# admin edits a campaign: kept per process for COLLECTION_QUEUE_CAMPAIGNS_S seconds and
+# forgotten at once when a campaign is saved or deleted here (collection.apps connects it).
+# A list older than that costs only order: the queue's queries still take active campaigns
+# only, and another process's edit (or a queryset .update()) shows within the seconds. A
+# statement less per judgement (BENCHMARKS.md "Session 15"). Hand-written: cachetools'
+# TTLCache would need the same lock and a signal all the same.
+_uncertainty = {"until": 0.0, "campaigns": [], "generation": 0}
+_uncertainty_lock = threading.Lock()
+
+
+def uncertainty_campaigns() -> list[int]:
+    """Ids of the active campaigns whose review queue goes by PM uncertainty, newest first."""
+    now = time.monotonic()
+    if now < _uncertainty["until"]:
+        return _uncertainty["campaigns"]
+    generation = _uncertainty["generation"]
+    campaigns = list(_UNCERTAINTY_CAMPAIGNS.fetch())
+    with _uncertainty_lock:
+        if _uncertainty["generation"] == generation:  # not forgotten while it was asked
+            _uncertainty.update(
+                campaigns=campaigns, until=now + settings.COLLECTION_QUEUE_CAMPAIGNS_S
+            )
+    return campaigns
+
+
+def uncertainty_campaigns_forget(**signal) -> None:
+    """Ask the database again on the next claim (a campaign was saved or deleted): now, and
+    after the transaction commits, when other threads see the change."""
+    with _uncertainty_lock:
+        _uncertainty.update(until=0.0, generation=_uncertainty["generation"] + 1)
+    if transaction.get_connection(signal.get("using") or "default").in_atomic_block:
+        transaction.on_commit(uncertainty_campaigns_forget, using=signal.get("using"))
+
+
 _OPEN_NEXT = QueryShape(
     lambda contractor, now, shape: _open_turns(contractor, now, shape).order_by("created_at")[:1],
     contractor=PK,

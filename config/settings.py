@@ -329,6 +329,8 @@ COLLECTION_QUALITY_LIVE_MAX_JUDGEMENTS = env_int("ALIGNLAB_QUALITY_LIVE_MAX", 20
 # How long the review queue holds an open turn for the reviewer it showed it to; meanwhile
 # other reviewers are handed other turns. Showing it again renews the hold, a submit ends it.
 COLLECTION_REVIEW_CLAIM_S = env_int("ALIGNLAB_REVIEW_CLAIM_S", 600)
+# How long a process keeps the list of campaigns reviewing by PM uncertainty (selectors).
+COLLECTION_QUEUE_CAMPAIGNS_S = env_int("ALIGNLAB_QUEUE_CAMPAIGNS_S", 5)
 # The same for the Elo page and API: beyond this many judgements they add up the game counts
 # `evals.refresh_elo` stores (beat, every 5 minutes) instead of reading every judgement.
 EVALS_ELO_LIVE_MAX_JUDGEMENTS = env_int("ALIGNLAB_ELO_LIVE_MAX", 20_000)

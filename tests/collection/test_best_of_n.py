@@ -169,6 +169,7 @@ def test_best_of_n_is_validated(make_campaign):
 def test_review_by_pm_uncertainty_takes_the_closest_call_first(
     alice, bob, django_user_model, make_campaign
 ):
+    from collection import selectors
     from collection.selectors import review_next
 
     campaign = make_campaign(overlap_target=2, review_order="pm_uncertainty")
@@ -193,8 +194,14 @@ def test_review_by_pm_uncertainty_takes_the_closest_call_first(
     assert order == [0.05, 0.3, 0.8, None]  # unscored turns after the scored ones
     # Without active selection the same campaign reviews oldest first.
     Turn.objects.filter(pk__in=[t.pk for t in turns]).update(needs_review=True)
-    Campaign.objects.filter(pk=campaign.pk).update(review_order="oldest")
+    campaign.review_order = "oldest"  # as an admin edits it: seen at once
+    campaign.save(update_fields=["review_order"])
     assert review_next(contractor=bob).pk == turns[0].pk
+    # An UPDATE behind the ORM's back shows once the process's list has run out (settings).
+    Campaign.objects.filter(pk=campaign.pk).update(review_order="pm_uncertainty")
+    assert review_next(contractor=bob).pk == turns[0].pk  # the list kept for a few seconds
+    selectors._uncertainty["until"] = 0.0  # ... as after COLLECTION_QUEUE_CAMPAIGNS_S
+    assert review_next(contractor=bob).pm_uncertainty == 0.05
 
 
 @pytest.mark.django_db
