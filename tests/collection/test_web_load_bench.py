@@ -50,7 +50,9 @@ def test_two_contractors_judge_through_granian_and_every_judgement_is_stored_onc
 
     usernames, password = ["wl-t-000", "wl-t-001"], secrets.token_urlsafe(12)
     plain_names = ["wl-p-000", "wl-p-001"]  # judging as without JavaScript
-    web_load.seed(usernames=usernames + plain_names, turns=150, password=password)
+    web_load.seed(
+        usernames=usernames + plain_names, turns=400, password=password
+    )  # more than two fast contractors judge in 1.5 s
     server = web_load.start_server(
         database_url=database_url(connection.settings_dict),
         static_root=tmp_path / "static",
@@ -70,7 +72,7 @@ def test_two_contractors_judge_through_granian_and_every_judgement_is_stored_onc
                 server_pid=server.process.pid,
                 htmx=htmx,
             )
-            for names, duration, htmx in ((usernames, 2.0, True), (plain_names, 1.0, False))
+            for names, duration, htmx in ((usernames, 1.5, True), (plain_names, 1.0, False))
         ]
         # Just under the server's limit the request reaches Django; over it, the server answers
         # a bodiless 414 itself, as the schema says.
@@ -83,7 +85,11 @@ def test_two_contractors_judge_through_granian_and_every_judgement_is_stored_onc
 
     # The boosted form's answer is the next turn: a GET only for each contractor's first page.
     # Without JavaScript each judgement is a POST, its redirect, then a GET.
-    assert len(results["latencies_ms"]["load"]) == 2
+    assert len(results["latencies_ms"]["load"]) == 2, (
+        results["errors"],
+        len(results["confirmed"]),
+        server.output(),
+    )
     plain_check = web_load.database_check(usernames=plain_names, confirmed=plain["confirmed"])
     assert plain["errors"] == {} and plain_check["lost"] == plain_check["duplicated"] == 0
     assert len(plain["latencies_ms"]["load"]) >= len(plain["confirmed"]) + 2 > 2
@@ -103,3 +109,41 @@ def test_two_contractors_judge_through_granian_and_every_judgement_is_stored_onc
     head, _, body = refused.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 414 "), refused[:200]
     assert body == b"" and b"content-length: 0" in head.lower(), refused[:200]
+
+
+def test_a_worker_that_dies_is_started_again(web_load, transactional_db, tmp_path):
+    """compose.yaml's `--respawn-failed-workers`: the server answers again after its only
+    worker is killed (as by the kernel's out-of-memory killer)."""
+    import os
+    import signal
+    import time
+    import urllib.request
+
+    from django.db import connection
+
+    server = web_load.start_server(
+        database_url=database_url(connection.settings_dict),
+        static_root=tmp_path / "static",
+        log=tmp_path / "granian.log",
+        workers=1,
+        threads=1,
+    )
+    page = urllib.request.Request(
+        server.url + "/accounts/login/", headers={"X-Forwarded-Proto": "https"}
+    )
+    try:
+        children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
+        (worker,) = [int(pid) for pid in children.read_text().split()]
+        os.kill(worker, signal.SIGKILL)
+        deadline, answered = time.monotonic() + 60, None
+        while time.monotonic() < deadline and answered is None:
+            try:
+                with urllib.request.urlopen(page, timeout=5) as response:
+                    answered = response.status
+            except OSError:
+                time.sleep(0.2)
+        assert answered == 200, server.output()
+        (respawned,) = [int(pid) for pid in children.read_text().split()]
+        assert respawned != worker
+    finally:
+        web_load.stop_server(server)
