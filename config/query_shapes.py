@@ -28,8 +28,8 @@ refused).
 
 `UpdateShape` does the same for an UPDATE: its `build` returns the queryset and the changes, as
 `queryset.update(**changes)` takes them, and `run` returns the number of rows changed. The
-review queue's hold and the judged turn's update are built that way: the ORM took about as long
-to write each UPDATE as the rest of the claim (BENCHMARKS.md, "Session 15").
+review queue's hold and the judged turn's update are built that way: writing the hold's UPDATE
+took about a third of the claim's CPU (BENCHMARKS.md, "Session 15").
 """
 
 from __future__ import annotations
