@@ -4,9 +4,13 @@ own process, the check; and the server's own answer to a request line too long, 
 schema documents (config/schema.py)."""
 
 import importlib.util
+import os
 import secrets
+import signal
 import socket
 import sys
+import time
+import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -28,6 +32,19 @@ def web_load():
     sys.modules.pop(spec.name, None)
 
 
+def start(web_load, tmp_path, *, workers: int, threads: int):
+    """The production server (granian) on the test database, its log in `tmp_path`."""
+    from django.db import connection
+
+    return web_load.start_server(
+        database_url=database_url(connection.settings_dict),
+        static_root=tmp_path / "static",
+        log=tmp_path / "granian.log",
+        workers=workers,
+        threads=threads,
+    )
+
+
 def raw_get(url: str, target: str) -> bytes:
     """The whole answer to one GET of `target`, sent as bytes (no client library's limits),
     through the pretend TLS proxy of the bench's production settings."""
@@ -44,22 +61,14 @@ def raw_get(url: str, target: str) -> bytes:
 def test_two_contractors_judge_through_granian_and_every_judgement_is_stored_once(
     web_load, transactional_db, tmp_path
 ):
-    from django.db import connection
 
     from collection.models import Judgement
 
     usernames, password = ["wl-t-000", "wl-t-001"], secrets.token_urlsafe(12)
     plain_names = ["wl-p-000", "wl-p-001"]  # judging as without JavaScript
-    web_load.seed(
-        usernames=usernames + plain_names, turns=400, password=password
-    )  # more than two fast contractors judge in 1.5 s
-    server = web_load.start_server(
-        database_url=database_url(connection.settings_dict),
-        static_root=tmp_path / "static",
-        log=tmp_path / "granian.log",
-        workers=2,
-        threads=2,
-    )
+    # More turns than two fast contractors judge in 1.5 s: an empty queue would be an error.
+    web_load.seed(usernames=usernames + plain_names, turns=400, password=password)
+    server = start(web_load, tmp_path, workers=2, threads=2)
     assert "granian" in server.command
     try:
         results, plain = [
@@ -114,20 +123,7 @@ def test_two_contractors_judge_through_granian_and_every_judgement_is_stored_onc
 def test_a_worker_that_dies_is_started_again(web_load, transactional_db, tmp_path):
     """compose.yaml's `--respawn-failed-workers`: the server answers again after its only
     worker is killed (as by the kernel's out-of-memory killer)."""
-    import os
-    import signal
-    import time
-    import urllib.request
-
-    from django.db import connection
-
-    server = web_load.start_server(
-        database_url=database_url(connection.settings_dict),
-        static_root=tmp_path / "static",
-        log=tmp_path / "granian.log",
-        workers=1,
-        threads=1,
-    )
+    server = start(web_load, tmp_path, workers=1, threads=1)
     page = urllib.request.Request(
         server.url + "/accounts/login/", headers={"X-Forwarded-Proto": "https"}
     )
