@@ -53,7 +53,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.machine import cpu_model, write_json  # noqa: E402
 from bench.scale_build import USER_PREFIX, Size, build, holds, passwords_reset  # noqa: E402
-from bench.web_load import DEFAULT_WORKERS, percentile  # noqa: E402
+from bench.web_load import percentile  # noqa: E402
 from bench.web_server import (  # noqa: E402
     SERVERS,
     database_check,
@@ -595,9 +595,6 @@ def main() -> None:
     if sys.argv[1:2] == ["child"]:
         return child(sys.argv[2:])
     args = arguments()
-    default_workers, default_threads = DEFAULT_WORKERS[args.server]
-    args.workers = args.workers or default_workers
-    args.threads = args.threads or default_threads
     args.work_dir.mkdir(parents=True, exist_ok=True)
     password = secrets.token_urlsafe(12)
     # This process, its children and the web server: production settings on the bench's database.

@@ -63,8 +63,6 @@ DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/alignlab_bench"
 # name → (contractors, think time in seconds)
 PHASES = {"a": (50, 1.0), "b10": (10, 0.0), "b50": (50, 0.0)}
 GOAL_P99_MS = 100.0
-# server → (worker processes, threads per worker) when --workers / --threads are not given
-DEFAULT_WORKERS = {"granian": (2, 2), "gunicorn": (4, 1)}
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -294,10 +292,10 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=60, help="seconds of each phase")
     parser.add_argument("--phases", nargs="+", default=list(PHASES), choices=list(PHASES))
     parser.add_argument("--turns", type=int, default=2000, help="judged turns to review")
-    # A worker process per core, two threads each: a request here is CPU-bound Python (the
-    # database is local and quick), so more threads only queue on the GIL, and a second thread
-    # runs while the first waits on PostgreSQL (measured in BENCHMARKS.md, session 15: 2 x 2
-    # beat 4 x 1 and 2 x 4). gunicorn: 4 sync workers was its best here.
+    # Unset: web_server.DEFAULT_WORKERS, a worker process per core with two threads each for
+    # granian. A request here is CPU-bound Python (the database is local and quick), so more
+    # threads only queue on the GIL, and a second thread runs while the first waits on
+    # PostgreSQL (BENCHMARKS.md, session 14: 2 x 2 beat 4 x 1 and 2 x 4).
     parser.add_argument("--server", choices=SERVERS, default="granian", help="the web server")
     parser.add_argument("--workers", type=int, help="worker processes (granian 2, gunicorn 4)")
     parser.add_argument(
@@ -319,9 +317,6 @@ def main() -> None:
     if sys.argv[1:2] == ["clients"]:
         return clients_main()
     args = arguments()
-    default_workers, default_threads = DEFAULT_WORKERS[args.server]
-    args.workers = args.workers or default_workers
-    args.threads = args.threads or default_threads
     args.work_dir.mkdir(parents=True, exist_ok=True)
     password = secrets.token_urlsafe(12)
     usernames = {

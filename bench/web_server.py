@@ -199,6 +199,9 @@ def database_check(*, usernames: list[str], confirmed: list) -> dict:
 # granian is compose.yaml's server; gunicorn (sync workers, or gthread with --threads > 1) was
 # until session 15 and stays here to compare against (bench/web_load.py --server gunicorn).
 SERVERS = ("granian", "gunicorn")
+# server → (worker processes, threads per worker) when a bench is not told (BENCHMARKS.md,
+# session 14: granian 2 x 2 beat 4 x 1 and 2 x 4; gunicorn's best was 4 sync workers)
+DEFAULT_WORKERS = {"granian": (2, 2), "gunicorn": (4, 1)}
 
 
 @dataclass
@@ -239,8 +242,8 @@ def start_server(
     database_url: str,
     static_root: Path,
     log: Path,
-    workers: int,
-    threads: int,
+    workers: int | None = None,
+    threads: int | None = None,
     collectstatic: bool = True,
     server: str = "granian",
 ) -> Server:
@@ -259,9 +262,16 @@ def start_server(
     )
 
 
-def server_command(server: str, *, port: int, workers: int, threads: int) -> list[str]:
+def server_command(
+    server: str, *, port: int, workers: int | None, threads: int | None
+) -> list[str]:
     """The command line of `server` on 127.0.0.1:`port`: `workers` processes of `threads`
-    threads each (gunicorn: sync workers when `threads` is 1, else gthread)."""
+    threads each, DEFAULT_WORKERS' for None (gunicorn: sync workers when `threads` is 1, else
+    gthread)."""
+    if server not in DEFAULT_WORKERS:
+        raise ValueError(f"unknown web server {server!r}: one of {', '.join(SERVERS)}")
+    default_workers, default_threads = DEFAULT_WORKERS[server]
+    workers, threads = workers or default_workers, threads or default_threads
     if server == "granian":
         return [
             sys.executable,
@@ -280,30 +290,28 @@ def server_command(server: str, *, port: int, workers: int, threads: int) -> lis
             str(threads),
             "--respawn-failed-workers",
         ]
-    if server == "gunicorn":
-        return [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "config.wsgi:application",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            str(workers),
-            "--threads",
-            str(threads),
-            "--timeout",
-            "120",
-        ]
-    raise ValueError(f"unknown web server {server!r}: one of {', '.join(SERVERS)}")
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "config.wsgi:application",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+        "--threads",
+        str(threads),
+        "--timeout",
+        "120",
+    ]
 
 
 def server_start(
     *,
     env: dict,
     log: Path,
-    workers: int,
-    threads: int = 1,
+    workers: int | None = None,
+    threads: int | None = None,
     headers: dict | None = None,
     server: str = "granian",
 ) -> Server:

@@ -214,14 +214,6 @@ def test_the_review_queue_hands_out_what_the_orm_would(two_queues, carol, dave):
     )
 
 
-def _hold(turn, contractor, now, until):
-    """The review queue's hold, as `selectors._HOLD` builds it."""
-    return (
-        Turn.objects.filter(pk=turn).filter(selectors._unclaimed(contractor, now)),
-        {"review_claimed_by": contractor, "review_claimed_until": until},
-    )
-
-
 def _held(turn):
     return Turn.objects.values_list("review_claimed_by", "review_claimed_until").get(pk=turn.pk)
 
@@ -229,13 +221,14 @@ def _held(turn):
 @pytest.mark.django_db
 def test_an_update_shape_changes_what_the_orm_update_changes(two_queues, carol, dave):
     alices, bobs = two_queues
-    shape = UpdateShape(_hold, turn=PK, contractor=PK, now=TIME, until=TIME)
+    shape = UpdateShape(selectors._HOLD.build, **selectors._HOLD.kinds)  # compiled anew
     now = timezone.now()
     later = now + timedelta(minutes=10)
     assert shape.run(turn=alices[1], contractor=carol, now=now, until=later) == 1
     assert _held(alices[1]) == (carol.pk, later)
     # Held by carol: dave's hold changes nothing, as the ORM's own update would not...
-    assert _hold(alices[1].pk, dave.pk, now, later)[0].update(review_claimed_by=dave) == 0
+    queryset, _ = selectors._HOLD.build(alices[1].pk, dave.pk, now, later)
+    assert queryset.update(review_claimed_by=dave) == 0
     assert shape.run(turn=alices[1], contractor=dave, now=now, until=later) == 0
     assert _held(alices[1]) == (carol.pk, later)
     # ...until the hold has run out; then every new value is the call's, not the compiled one.
