@@ -95,11 +95,19 @@ def bench_dtype(path: Path, dtype: str, context, args, *, packed: bool | None = 
         for _ in range(args.repeats):
             batched.append(timed_calls(backend, context, params, n=k, calls=1))
             sequential.append(timed_calls(backend, context, params, n=1, calls=k))
+        # Each repeat's own ratio too: its batched and sequential calls ran back to back, so
+        # a machine whose speed drifts by 20 % over minutes (seen here) moves both alike.
+        paired = [
+            one["tokens_per_s"] / other["tokens_per_s"]
+            for one, other in zip(batched, sequential, strict=True)
+        ]
         batched, sequential = fastest(batched), fastest(sequential)
         result["k"][k] = {
             "batched": batched,
             "sequential": sequential,
             "speedup": batched["tokens_per_s"] / sequential["tokens_per_s"],
+            "paired_speedups": paired,
+            "paired_speedup": statistics.median(paired),
         }
     cached, uncached = [], []
     for _ in range(args.repeats):
@@ -120,8 +128,8 @@ def bench_dtype(path: Path, dtype: str, context, args, *, packed: bool | None = 
 def markdown(results: list[dict]) -> str:
     lines = [
         "| dtype | path | k | batched tok/s | sequential tok/s | batched / sequential | "
-        "TTFT batched (s) | TTFT sequential (s) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "per repeat (median) | TTFT batched (s) | TTFT sequential (s) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for result in results:
         for k, row in result["k"].items():
@@ -129,6 +137,8 @@ def markdown(results: list[dict]) -> str:
                 f"| {result['dtype']} | {result['path']} | {k} | "
                 f"{row['batched']['tokens_per_s']:.1f} | "
                 f"{row['sequential']['tokens_per_s']:.1f} | {row['speedup']:.2f}x | "
+                f"{' · '.join(f'{r:.2f}' for r in row['paired_speedups'])} "
+                f"({row['paired_speedup']:.2f}x) | "
                 f"{row['batched']['first_token_s']:.3f} | "
                 f"{row['sequential']['first_token_s']:.3f} |"
             )

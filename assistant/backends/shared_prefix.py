@@ -6,16 +6,30 @@ when `can_share_prefix` says the architecture's own attention is what this compu
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from transformers import AttentionInterface, AttentionMaskInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import sdpa_mask
+
+from .packed_linear import product
 
 # Attention that reads the prompt prefix's keys/values once for the whole batch (below).
 SHARED_PREFIX_ATTENTION = "alignlab_shared_prefix"
 # Architectures whose attention is plain causal softmax attention over the cache, so the
 # shared-prefix function computes exactly what their own does. Others copy the prefix per row.
 SHARED_PREFIX_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
+
+
+class PrefixLayer(NamedTuple):
+    """One layer's keys/values of the shared prefix, (1, kv_heads, prefix, dim) each, read-only."""
+
+    keys: torch.Tensor
+    values: torch.Tensor
+    # Each key/value head's keys reordered for oneDNN (packed_linear.reorder_matrices), where
+    # the backend computes float32 on a CPU through it; None: a batched matmul over `keys`.
+    packed_keys: list[torch.Tensor] | None = None
 
 
 def can_share_prefix(config) -> bool:
@@ -40,16 +54,20 @@ def _shared_prefix_attention(
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
         )
-    prefix_keys, prefix_values = shared_prefix[module.layer_idx]  # (1, kv_heads, prefix, dim)
+    prefix_keys, prefix_values, packed_keys = shared_prefix[module.layer_idx]
     batch, heads, length, dim = query.shape
     kv_heads, prefix = prefix_keys.shape[1], prefix_keys.shape[2]
     rows = heads // kv_heads * length  # queries per key/value head, per batch row
     # Query head h reads key/value head h // group: group them as rows of one matrix.
     grouped = query.reshape(batch, kv_heads, rows, dim)
     stacked = grouped.transpose(0, 1).reshape(kv_heads, batch * rows, dim)
-    prefix_scores = (stacked @ prefix_keys[0].transpose(-1, -2)).reshape(
-        kv_heads, batch, rows, prefix
-    )
+    if packed_keys is not None and query.dtype == torch.float32:
+        prefix_scores = torch.stack(
+            [product(stacked[h].contiguous(), packed_keys[h]) for h in range(kv_heads)]
+        )
+    else:
+        prefix_scores = stacked @ prefix_keys[0].transpose(-1, -2)
+    prefix_scores = prefix_scores.reshape(kv_heads, batch, rows, prefix)
     own_scores = grouped @ key.transpose(-1, -2)  # (batch, kv_heads, rows, own)
     own = key.shape[-2]
     # New token i sits at own position own - length + i and sees own positions up to it.

@@ -252,6 +252,11 @@ def test_float32_linears_through_onednn_change_nothing_but_speed(backend, tiny_l
     assert [s.logprob for s in packed_samples] == pytest.approx(
         [s.logprob for s in plain_samples], abs=1e-4
     )
+    # The shared prefix's keys went through oneDNN too, one reordered matrix per key/value head.
+    layers = backend._prefixes[QUESTION.prompt_key].shared
+    heads = backend.model.config.num_key_value_heads
+    assert layers and all(len(layer.packed_keys) == heads for layer in layers)
+    assert all(layer.packed_keys is None for layer in plain._prefixes[QUESTION.prompt_key].shared)
     # With gradients on, a packed layer computes through F.linear (the reordered copy is a
     # constant), so gradients still reach the weights.
     layer = next(m for m in backend.model.modules() if isinstance(m, torch.nn.Linear))
@@ -268,6 +273,23 @@ def test_packed_linears_are_refused_where_they_do_not_apply(tiny_lm_path):
     with pytest.raises(BackendError, match="float32 on a CPU"):
         TransformersBackend(tiny_lm_path, dtype="bfloat16", packed_linears=True)
     assert TransformersBackend(tiny_lm_path, dtype="bfloat16").packed_linears == 0
+
+
+def test_prefix_keys_onednn_cannot_reorder_take_the_batched_matmul(tiny_lm_path, monkeypatch):
+    backend = TransformersBackend(tiny_lm_path, dtype="float32")
+    assert backend.packed_linears > 0
+    params = SamplingParams(max_new_tokens=12, stop=(), seed=2)
+    expected = TransformersBackend(tiny_lm_path, dtype="float32").generate(QUESTION, 2, params)
+
+    def refuses(weight, rows):
+        raise RuntimeError("could not create a primitive descriptor")
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_reorder_linear_weight", refuses)
+    samples = backend.generate(QUESTION, 2, params)
+    layers = backend._prefixes[QUESTION.prompt_key].shared
+    assert layers and all(layer.packed_keys is None for layer in layers)
+    assert [s.extra["token_ids"] for s in samples] == [s.extra["token_ids"] for s in expected]
+    assert [s.logprob for s in samples] == pytest.approx([s.logprob for s in expected], abs=1e-4)
 
 
 def test_a_onednn_that_cannot_reorder_leaves_every_linear_as_it_was(tiny_lm_path, monkeypatch):
