@@ -88,9 +88,7 @@ def reorder_matrices(matrices: list[torch.Tensor]) -> list[torch.Tensor] | None:
                 for m in matrices
             ]
     except RuntimeError:
-        logger.warning(
-            "oneDNN could not reorder the prefix keys; batched matmul it is", exc_info=True
-        )
+        logger.warning("oneDNN could not reorder %d matrices", len(matrices), exc_info=True)
         return None
 
 
