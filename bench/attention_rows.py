@@ -11,7 +11,8 @@ real decode step:
   onednn   each key/value head's keys reordered once for oneDNN (packed_linear.reorder_matrices),
            the products through `packed_linear.product` (what the backend does in float32)
 
-and the whole attention function (products, softmax, value products) both ways.
+and the whole attention function (products, softmax, value products) both ways. oneDNN is
+timed at every --prefix (the backend uses it from shared_prefix.PACKED_KEYS_MIN_TOKENS on).
 
     .venv/bin/python bench/attention_rows.py --rounds 8
 """
@@ -39,8 +40,8 @@ class _Layer:
 def main(argv=None) -> int:
     import torch
 
-    from assistant.backends.packed_linear import product, reorder_matrices
-    from assistant.backends.shared_prefix import PrefixLayer, _shared_prefix_attention
+    from assistant.backends.packed_linear import product
+    from assistant.backends.shared_prefix import _shared_prefix_attention, prefix_layers
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prefix", type=int, default=5415)
@@ -51,15 +52,15 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     keys = [torch.randn(1, KV_HEADS, args.prefix, DIM) for _ in range(LAYERS)]
     values = [torch.randn(1, KV_HEADS, args.prefix, DIM) for _ in range(LAYERS)]
-    reordered = reorder_matrices([head for layer in keys for head in layer[0]])
-    if reordered is None:
+    shared = {
+        "bmm": prefix_layers(list(zip(keys, values, strict=True)), reorder_keys=False),
+        "onednn": prefix_layers(
+            list(zip(keys, values, strict=True)), reorder_keys=True, min_tokens=0
+        ),
+    }
+    if shared["onednn"][0].packed_keys is None:
         print("oneDNN cannot reorder here: nothing to compare")
         return 1
-    packed = [reordered[i * KV_HEADS : (i + 1) * KV_HEADS] for i in range(LAYERS)]
-    shared = {
-        "bmm": [PrefixLayer(k, v) for k, v in zip(keys, values, strict=True)],
-        "onednn": [PrefixLayer(k, v, p) for k, v, p in zip(keys, values, packed, strict=True)],
-    }
     flush = torch.randn(64_000_000)  # 256 MB, more than any cache: each step reads from memory
     modules = [_Layer(i) for i in range(LAYERS)]
 
@@ -68,7 +69,8 @@ def main(argv=None) -> int:
             if kind == "bmm":
                 queries @ keys[i][0].transpose(-1, -2)
             else:
-                torch.stack([product(queries[h], packed[i][h]) for h in range(KV_HEADS)])
+                packed = shared["onednn"][i].packed_keys
+                torch.stack([product(queries[h], packed[h]) for h in range(KV_HEADS)])
 
     def attention(kind: str, query, own_keys, own_values) -> None:
         for i in range(LAYERS):

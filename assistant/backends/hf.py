@@ -32,11 +32,12 @@ from assistant.backends.base import (
 from assistant.hardware import native_bf16
 from assistant.prompting import RenderedContext, RenderMode, fit_to_window, split_prefix
 
-from .packed_linear import pack_linears, packed_linear_available, reorder_matrices
-from .shared_prefix import SHARED_PREFIX_ATTENTION, PrefixLayer, can_share_prefix
+from .packed_linear import pack_linears, packed_linear_available
+from .shared_prefix import SHARED_PREFIX_ATTENTION, PrefixLayer, can_share_prefix, prefix_layers
 
 # Prompt prefixes kept per backend; each costs ~23 KB per token for SmolLM2-135M in bf16, 46 KB
-# in float32 and 23 KB more for its reordered keys where the linears are packed (_shared_layers).
+# in float32 and 23 KB more for a long one's reordered keys where the linears are packed
+# (_shared_layers).
 PREFIX_CACHE_SIZE = 4
 
 # The pretraining document separator of the GPT-2, SmolLM and Qwen families: in completion
@@ -330,25 +331,17 @@ class TransformersBackend(Backend):
     def _shared_layers(self, entry: _Prefix) -> list[PrefixLayer]:
         """The prefix's keys/values per layer for the shared attention, built on first use.
 
-        Where the linear layers compute through oneDNN, each key/value head's keys are reordered
-        for it too (once per prefix, held beside the cache: another ~23 KB per token in float32
-        for SmolLM2-135M): on an AVX2-only CPU the query-key products of a step then cost 1.15x
-        at 2 samples what they cost at one, against 1.55x through torch's batched matmul
-        (bench/attention_rows.py)."""
+        Where the linear layers compute through oneDNN and the prefix is long (4,096+ tokens,
+        shared_prefix.PACKED_KEYS_MIN_TOKENS), each key/value head's keys are reordered for it
+        too (once per prefix, held beside the cache: another ~23 KB per token in float32 for
+        SmolLM2-135M): on an AVX2-only CPU the HHH prompt's query-key products of a step then
+        cost 1.15x at 2 samples what they cost at one, against 1.55x through torch's batched
+        matmul (bench/attention_rows.py)."""
         if entry.shared is None:
-            layers = entry.cache.layers
-            packed = None
-            if self.packed_linears:  # one (prefix, dim) matrix per layer and key/value head
-                packed = reorder_matrices([keys for layer in layers for keys in layer.keys[0]])
-            heads = layers[0].keys.shape[1] if layers else 0
-            entry.shared = [
-                PrefixLayer(
-                    layer.keys,
-                    layer.values,
-                    packed[i * heads : (i + 1) * heads] if packed else None,
-                )
-                for i, layer in enumerate(layers)
-            ]
+            entry.shared = prefix_layers(
+                [(layer.keys, layer.values) for layer in entry.cache.layers],
+                reorder_keys=bool(self.packed_linears),
+            )
         return entry.shared
 
     def _prefix_state(self, prepared: _Prepared) -> _Prefix:

@@ -45,7 +45,7 @@ def _packed_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     flat = x.reshape(-1, shape[-1])
     if not flat.is_contiguous():
         flat = flat.contiguous()
-    out = torch.ops.mkldnn._linear_pointwise(flat, self.alignlab_packed, self.bias, "none", [], "")
+    out = product(flat, self.alignlab_packed, self.bias)
     return out.reshape(*shape[:-1], out.shape[-1])
 
 
@@ -58,14 +58,8 @@ def pack_linears(model: nn.Module) -> int:
     layers = [
         m for m in model.modules() if isinstance(m, nn.Linear) and m.weight.dtype == torch.float32
     ]
-    try:
-        with torch.no_grad():
-            reordered = [
-                torch.ops.mkldnn._reorder_linear_weight(m.weight.detach(), PACK_ROWS)
-                for m in layers
-            ]
-    except RuntimeError:  # a oneDNN build or CPU that cannot: every layer stays as it was
-        logger.warning("oneDNN could not reorder the linear weights; F.linear it is", exc_info=True)
+    reordered = reorder_matrices([m.weight for m in layers])
+    if reordered is None:  # a oneDNN build or CPU that cannot: every layer stays as it was
         return 0
     for module, weight in zip(layers, reordered, strict=True):
         module.alignlab_packed = weight
@@ -74,10 +68,11 @@ def pack_linears(model: nn.Module) -> int:
 
 
 def reorder_matrices(matrices: list[torch.Tensor]) -> list[torch.Tensor] | None:
-    """Reorder constant float32 (out, in) matrices like the linear weights above, for products
-    `x @ matrix.T` through `product`; None (with a warning) where oneDNN cannot reorder one.
+    """Reorder constant float32 (out, in) matrices (the linear weights above) once for oneDNN,
+    for products `x @ matrix.T` through `product`; None (with a warning) where oneDNN cannot
+    reorder one.
 
-    The shared prompt prefix's keys are such a constant (shared_prefix.py): on an AVX2-only CPU
+    The shared prompt prefix's keys are such a constant too (shared_prefix.py): on an AVX2-only CPU
     its query-key products for 2 samples cost 1.55x those for one through torch's batched
     matmul, 1.15x through oneDNN, which is also faster at one (bench/attention_rows.py).
     """
@@ -92,6 +87,9 @@ def reorder_matrices(matrices: list[torch.Tensor]) -> list[torch.Tensor] | None:
         return None
 
 
-def product(x: torch.Tensor, reordered: torch.Tensor) -> torch.Tensor:
-    """`x @ matrix.T` for a contiguous 2-D float32 `x` and a matrix from `reorder_matrices`."""
-    return torch.ops.mkldnn._linear_pointwise(x, reordered, None, "none", [], "")
+def product(
+    x: torch.Tensor, reordered: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """`x @ matrix.T (+ bias)` for a contiguous 2-D float32 `x` and a matrix from
+    `reorder_matrices`."""
+    return torch.ops.mkldnn._linear_pointwise(x, reordered, bias, "none", [], "")

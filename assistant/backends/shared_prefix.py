@@ -13,7 +13,7 @@ from transformers import AttentionInterface, AttentionMaskInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import sdpa_mask
 
-from .packed_linear import product
+from .packed_linear import product, reorder_matrices
 
 # Attention that reads the prompt prefix's keys/values once for the whole batch (below).
 SHARED_PREFIX_ATTENTION = "alignlab_shared_prefix"
@@ -30,6 +30,35 @@ class PrefixLayer(NamedTuple):
     # Each key/value head's keys reordered for oneDNN (packed_linear.reorder_matrices), where
     # the backend computes float32 on a CPU through it; None: a batched matmul over `keys`.
     packed_keys: list[torch.Tensor] | None = None
+
+
+# Prefixes shorter than this keep the batched matmul for their query-key products: oneDNN's
+# products cost a fixed ~0.07 ms more a call (90 a step for SmolLM2-135M), which only a long
+# prefix repays. On an AVX2-only CPU (bench/attention_rows.py, 2 samples): slower at 512-2,048
+# tokens, about even at 3,072-4,096, faster at 5,415 (the HHH prompt).
+PACKED_KEYS_MIN_TOKENS = 4096
+
+
+def prefix_layers(
+    layers: list[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    reorder_keys: bool,
+    min_tokens: int | None = None,
+) -> list[PrefixLayer]:
+    """Each layer's (keys, values) of a prefix as `PrefixLayer`s; with `reorder_keys`, every
+    key/value head's keys reordered for oneDNN too, where the prefix has at least `min_tokens`
+    tokens (default PACKED_KEYS_MIN_TOKENS) and oneDNN can reorder them."""
+    if min_tokens is None:
+        min_tokens = PACKED_KEYS_MIN_TOKENS
+    packed = None
+    if reorder_keys and layers and layers[0][0].shape[2] >= min_tokens:
+        # One (prefix, dim) matrix per layer and key/value head.
+        packed = reorder_matrices([head for keys, _ in layers for head in keys[0]])
+    heads = layers[0][0].shape[1] if layers else 0
+    return [
+        PrefixLayer(keys, values, packed[i * heads : (i + 1) * heads] if packed else None)
+        for i, (keys, values) in enumerate(layers)
+    ]
 
 
 def can_share_prefix(config) -> bool:

@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from assistant.backends import backend_class
+from assistant.backends import backend_class, shared_prefix
 from assistant.backends.base import BackendError, Context, Message, SamplingParams
 from assistant.backends.hf import TransformersBackend, set_distinct_pad_token
 from assistant.hardware import native_bf16
@@ -236,8 +236,13 @@ def test_it_sets_a_pad_token_distinct_from_eos(tokenizer, tiny_lm_model):
     assert model.config.pad_token_id == tokenizer.pad_token_id
 
 
-def test_float32_linears_through_onednn_change_nothing_but_speed(backend, tiny_lm_path):
+def test_float32_linears_through_onednn_change_nothing_but_speed(
+    backend, tiny_lm_path, monkeypatch
+):
     # The backend packs float32 linears on a CPU (packed_linear.py); F.linear is the reference.
+    # The test's prompt is short: reorder its keys as a long prompt's would be.
+    monkeypatch.setattr(shared_prefix, "PACKED_KEYS_MIN_TOKENS", 0)
+    backend._prefixes.clear()
     plain = TransformersBackend(tiny_lm_path, dtype="float32", packed_linears=False)
     linears = sum(isinstance(m, torch.nn.Linear) for m in backend.model.modules())
     assert (backend.packed_linears, plain.packed_linears) == (linears, 0) and linears > 0
@@ -275,7 +280,17 @@ def test_packed_linears_are_refused_where_they_do_not_apply(tiny_lm_path):
     assert TransformersBackend(tiny_lm_path, dtype="bfloat16").packed_linears == 0
 
 
+def test_a_short_prefix_keeps_the_batched_matmul_for_its_keys(tiny_lm_path):
+    backend = TransformersBackend(tiny_lm_path, dtype="float32")
+    assert backend.packed_linears > 0
+    backend.generate(QUESTION, 2, GREEDY)
+    layers = backend._prefixes[QUESTION.prompt_key].shared
+    assert layers[0].keys.shape[2] < shared_prefix.PACKED_KEYS_MIN_TOKENS
+    assert all(layer.packed_keys is None for layer in layers)
+
+
 def test_prefix_keys_onednn_cannot_reorder_take_the_batched_matmul(tiny_lm_path, monkeypatch):
+    monkeypatch.setattr(shared_prefix, "PACKED_KEYS_MIN_TOKENS", 0)
     backend = TransformersBackend(tiny_lm_path, dtype="float32")
     assert backend.packed_linears > 0
     params = SamplingParams(max_new_tokens=12, stop=(), seed=2)
